@@ -1,0 +1,1 @@
+"""Balance store on LMDB: accounts, bundles, reservations, ledger, group commit."""

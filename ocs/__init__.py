@@ -1,0 +1,1 @@
+"""OCS: the charging server, its sessions and its command line."""

@@ -1,0 +1,5 @@
+import sys
+
+from ocs.cli import main
+
+sys.exit(main())
