@@ -1,0 +1,53 @@
+"""Typed balance errors, each with a one-line message the server maps to a result code and the CLI prints."""
+
+from __future__ import annotations
+
+
+class BalanceError(Exception):
+    """Base: the operation was refused and changed nothing."""
+
+
+class UnknownAccount(BalanceError):
+    def __init__(self, account_id: str) -> None:
+        super().__init__(f"unknown account {account_id!r}")
+        self.account_id = account_id
+
+
+class DuplicateAccount(BalanceError):
+    def __init__(self, ident: str) -> None:
+        super().__init__(f"account or alias {ident!r} already exists")
+        self.ident = ident
+
+
+class CurrencyMismatch(BalanceError):
+    def __init__(self, account_id: str, have: str, got: str) -> None:
+        super().__init__(f"account {account_id!r} is in {have}, not {got}")
+
+
+class InsufficientFunds(BalanceError):
+    def __init__(self, account_id: str, needed: int, available: int) -> None:
+        super().__init__(f"account {account_id!r}: needs {needed} micro-units, {available} available")
+        self.needed = needed
+        self.available = available
+
+
+class AccountNotActive(BalanceError):
+    def __init__(self, account_id: str, status: str) -> None:
+        super().__init__(f"account {account_id!r} is {status}")
+        self.status = status
+
+
+class AccountBusy(BalanceError):
+    """Closing an account that still holds reservations."""
+
+
+class IdempotencyConflict(BalanceError):
+    """The key was first used by a different operation."""
+
+
+class InvalidArgument(BalanceError):
+    """A malformed id, unit, amount or status."""
+
+
+class StoreFullError(BalanceError):
+    """The map cannot grow further (max_map_size reached or the disk refused)."""

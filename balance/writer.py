@@ -1,0 +1,148 @@
+"""Group commit: many requests' ops in one durable LMDB write txn, run on a dedicated thread.
+
+Why a thread: LMDB write txns belong to the thread that began them, and the commit's fdatasync
+(~65-320 µs here) must not stall the event loop. py-lmdb releases the GIL during commit, so the loop
+keeps decoding the next requests while a batch syncs; the next batch is whatever queued meanwhile
+(natural batching, no timers). Each op runs in a nested txn so a failing op undoes only its own
+writes. Futures complete after the durable commit, with one call_soon_threadsafe per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import lmdb
+
+from balance.errors import StoreFullError
+from balance.store import MAX_RETRIES, Store, Tx
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class WriterStats:
+    batches: int = 0
+    ops: int = 0
+    last_batch: int = 0
+    commit_seconds: float = 0.0   # total time spent in durable commits
+    retries: int = 0              # batches rerun after growing the map
+
+
+class WriterStopped(RuntimeError):
+    """submit() after stop()."""
+
+
+class GroupCommitWriter:
+    def __init__(self, store: Store, *, max_batch: int = 4096) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self.stats = WriterStats()
+        self._queue: collections.deque[tuple[Callable[[Tx], Any], asyncio.Future]] = collections.deque()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        """Start the writer thread; call from the event loop that will submit."""
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="ocs-group-commit", daemon=True)
+        self._thread.start()
+
+    async def stop(self) -> None:
+        """Stop accepting ops, commit everything queued, complete its futures."""
+        if self._thread is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        await asyncio.to_thread(self._thread.join)
+        self._thread = None
+        await asyncio.sleep(0)  # let the last completion callback run
+
+    def submit(self, fn: Callable[[Tx], T]) -> asyncio.Future[T]:
+        """Queue fn to run in the next batch; its future completes after the batch is durable."""
+        if self._stopping or self._loop is None:
+            raise WriterStopped("group-commit writer is not running")
+        fut = self._loop.create_future()
+        self._queue.append((fn, fut))
+        if not self._wake.is_set():
+            self._wake.set()
+        return fut
+
+    # -- writer thread ------------------------------------------------------------------------
+    def _run(self) -> None:
+        queue, wake = self._queue, self._wake
+        while True:
+            wake.wait()
+            wake.clear()
+            while queue:
+                n = min(len(queue), self.max_batch)
+                batch = [queue.popleft() for _ in range(n)]
+                try:
+                    outcomes = self._commit_batch(batch)
+                except BaseException as exc:  # the whole batch failed: no op of it is durable
+                    err = exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
+                    outcomes = [(fut, None, err) for _, fut in batch]
+                self._loop.call_soon_threadsafe(_complete, outcomes)  # type: ignore[union-attr]
+            if self._stopping and not queue:
+                return
+
+    def _commit_batch(self, batch: list) -> list:
+        store = self.store
+        env = store.env
+        now = int(time.time())
+        for _ in range(MAX_RETRIES):
+            txn = store.begin_write()
+            outcomes = []
+            try:
+                for fn, fut in batch:
+                    child = env.begin(write=True, parent=txn)
+                    try:
+                        result = fn(Tx(child, store, now))
+                    except lmdb.MapFullError:
+                        child.abort()
+                        raise
+                    except Exception as exc:
+                        child.abort()
+                        outcomes.append((fut, None, exc))
+                        continue
+                    child.commit()
+                    outcomes.append((fut, result, None))
+            except lmdb.MapFullError:
+                store.end(txn, False)
+                self.stats.retries += 1
+                store.grow()
+                continue
+            except BaseException:
+                store.end(txn, False)
+                raise
+            t0 = time.perf_counter()
+            try:
+                store.end(txn, True)
+            except lmdb.MapFullError:
+                self.stats.retries += 1
+                store.grow()
+                continue
+            st = self.stats
+            st.commit_seconds += time.perf_counter() - t0
+            st.batches += 1
+            st.ops += len(batch)
+            st.last_batch = len(batch)
+            return outcomes
+        raise StoreFullError(f"{store.path}: batch does not fit after {MAX_RETRIES} growths")
+
+
+def _complete(outcomes: list) -> None:
+    for fut, result, exc in outcomes:
+        if fut.done():
+            continue
+        if exc is None:
+            fut.set_result(result)
+        else:
+            fut.set_exception(exc)
