@@ -229,7 +229,7 @@ class CdrExporter:
     Call `run_once(now)` about every second from a background thread (never the event loop: it
     fsyncs), and `close()` at shutdown to seal the open file. A file is sealed when it reaches
     rotate_bytes (checked after each chunk, and chunks are sized from the average row so files land
-    close to the limit) or when its first CDR is rotate_seconds old. Files are named
+    just past the limit) or when its first CDR is rotate_seconds old. Files are named
     cdrs-<first id>-<last id>.<fmt>, zero padded, so name order is id order.
     """
 
@@ -263,7 +263,8 @@ class CdrExporter:
         self._w: Any = None
         self._first = 0
         self._opened = 0.0
-        self._avg_row = 200.0
+        self._bytes = 0            # bytes / rows written so far: sizes the next chunk
+        self._rows = 0
 
     @property
     def lag(self) -> int:
@@ -302,11 +303,9 @@ class CdrExporter:
         sealed: list[Path] = []
         budget = self.max_rows_per_call
         while budget > 0:
-            if self._f is not None:
-                room = self.rotate_bytes - self._f.tell()
-                chunk = max(1, min(READ_CHUNK, budget, int(room / self._avg_row) + 1))
-            else:
-                chunk = max(1, min(READ_CHUNK, budget, int(self.rotate_bytes / self._avg_row) + 1))
+            room = self.rotate_bytes - (self._f.tell() if self._f is not None else 0)
+            avg = self._bytes / self._rows if self._rows else None
+            chunk = max(1, min(READ_CHUNK, budget, 64 if avg is None else int(room / avg) + 1))
             with self.store.read() as view:
                 rows = [msgpack.unpackb(v) for _, v in
                         _cursor_after(view, self._after, chunk)]
@@ -319,8 +318,9 @@ class CdrExporter:
             self._after += len(rows)
             budget -= len(rows)
             grown = self._f.tell() - before  # type: ignore[union-attr]
-            if grown > 0:
-                self._avg_row = 0.7 * self._avg_row + 0.3 * (grown / len(rows))
+            if grown > 0:   # parquet buffers: 0 until a row group lands
+                self._bytes += grown
+                self._rows += len(rows)
             if self._f.tell() >= self.rotate_bytes:  # type: ignore[union-attr]
                 sealed.append(self._seal())
         if self._f is not None and now - self._opened >= self.rotate_seconds:

@@ -4,7 +4,9 @@ Writers take the raw stored value lists (msgpack-decoded, COLUMNS order) so the 
 builds a CDR object per record; `file_values` must equal `ocs.cdr.to_row` (a test holds them equal).
 CSV follows RFC 4180 (header line, CRLF, minimal quoting; an absent service_identifier is empty).
 Parquet (pyarrow, optional) has a typed schema: int64 ids/units, decimal128(18,6) amount,
-timestamp[s, UTC] times, so DuckDB and Spark read it without casts.
+timestamp[s, UTC] times, so DuckDB and Spark read it without casts. Parquet itself has no seconds
+unit: the file stores TIMESTAMP(MILLIS, adjusted to UTC) holding whole seconds, which is what
+pyarrow, DuckDB and Spark read back as a UTC timestamp.
 """
 
 from __future__ import annotations
@@ -168,7 +170,7 @@ class ParquetWriter:
         except ImportError:
             raise FormatError("the parquet format needs pyarrow (pip install pyarrow)") from None
         self.f = f
-        self.w = pq.ParquetWriter(f, parquet_schema(), compression="zstd")
+        self.w = pq.ParquetWriter(f, parquet_schema(), compression="zstd", coerce_timestamps="ms")
 
     def write(self, rows: list[list[Any]]) -> None:
         if rows:
