@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from msgpack import packb, unpackb
+from msgpack import unpackb
 
 from balance.errors import (
     AccountBusy,
@@ -38,6 +38,7 @@ from balance.records import (
     ReserveResult,
     be8,
     child_key,
+    pack,
     pack_ledger,
     pack_outcome,
     reservation_key,
@@ -67,7 +68,7 @@ def _idem_key(key: str | bytes) -> bytes:
 def _replay(tx: Tx, key: Key, op: str) -> object:
     if key is None:
         return _MISS
-    raw = tx.txn.get(_idem_key(key), db=tx.dbs["idem"])
+    raw = tx._t.get(_idem_key(key), db=tx.dbs["idem"])
     if raw is None:
         return _MISS
     _, first_op, outcome = unpackb(raw)
@@ -77,16 +78,18 @@ def _replay(tx: Tx, key: Key, op: str) -> object:
 
 
 def _remember(tx: Tx, key: Key, op: str, outcome: object) -> None:
+    tx.dirty = True
     if key is not None:
-        tx.txn.put(_idem_key(key), packb([tx.now, op, pack_outcome(outcome)]), db=tx.dbs["idem"])
+        tx._t.put(_idem_key(key), pack([tx.now, op, pack_outcome(outcome)]), db=tx.dbs["idem"])
 
 
 def purge_idempotency(tx: Tx, before: int, limit: int = 10_000) -> int:
     """Drop keys stored before `before` (unix s), scanning at most `limit` keys from where the last
     call stopped (cursor kept in "meta"), so a periodic call bounds its work. Returns keys dropped."""
+    tx.dirty = True
     meta, db = tx.dbs["meta"], tx.dbs["idem"]
-    start = tx.txn.get(b"balance.idem_purge_at", db=meta) or b""
-    cur = tx.txn.cursor(db=db)
+    start = tx._t.get(b"balance.idem_purge_at", db=meta) or b""
+    cur = tx._t.cursor(db=db)
     positioned = cur.set_range(start) if start else cur.first()
     dropped = scanned = 0
     doomed = []
@@ -99,8 +102,8 @@ def purge_idempotency(tx: Tx, before: int, limit: int = 10_000) -> int:
         scanned += 1
         positioned = cur.next()
     for key in doomed:
-        dropped += tx.txn.delete(key, db=db)
-    tx.txn.put(b"balance.idem_purge_at", (last + b"\0") if positioned else b"", db=meta)
+        dropped += tx._t.delete(key, db=db)
+    tx._t.put(b"balance.idem_purge_at", (last + b"\0") if positioned else b"", db=meta)
     return dropped
 
 
@@ -137,16 +140,18 @@ def _open(acct: Account) -> Account:
 
 
 def _save(tx: Tx, acct: Account) -> None:
+    tx.dirty = True
     acct.updated = tx.now
-    tx.txn.put(acct.id.encode(), acct.pack(), db=tx.dbs["accounts"])
+    tx._t.put(acct.id.encode(), acct.pack(), db=tx.dbs["accounts"])
 
 
 def _journal(tx: Tx, acct: Account, kind: str, key: Key, *, delta: int = 0, reserved_delta: int = 0,
              bundles: list | None = None, session_id: str | None = None,
              rating_group: int | None = None, reason: str = "") -> None:
     """Append one ledger entry (call before _save: it advances the account's sequence)."""
+    tx.dirty = True
     acct.seq += 1
-    tx.txn.put(child_key(acct.id, be8(acct.seq)),
+    tx._t.put(child_key(acct.id, be8(acct.seq)),
                pack_ledger(tx.now, kind, delta, acct.balance, reserved_delta, acct.reserved,
                            bundles or [], session_id, rating_group, key, reason),
                db=tx.dbs["ledger"])
@@ -196,36 +201,39 @@ class _Work:
 
     def flush(self) -> list[list]:
         """Write changed bundles; the ledger's [bundle_id, remaining_delta, reserved_delta] list."""
+        self.tx.dirty = True
         out = []
         db = self.tx.dbs["bundles"]
         for bid, (rem, res) in self.changed.items():
             if rem or res:
                 b = self.bundles[bid]
-                self.tx.txn.put(b.key(), b.pack(), db=db)
+                self.tx._t.put(b.key(), b.pack(), db=db)
                 out.append([bid, rem, res])
         return out
 
 
 def _put_reservation(tx: Tx, res: Reservation, old: Reservation | None) -> None:
+    tx.dirty = True
     rkey = res.key()
     if old is None:
-        tx.txn.put(child_key(res.account_id, rkey), b"", db=tx.dbs["resv_account"])
+        tx._t.put(child_key(res.account_id, rkey), b"", db=tx.dbs["resv_account"])
     elif old.expires_at != res.expires_at:
-        tx.txn.delete(be8(old.expires_at) + rkey, db=tx.dbs["resv_expiry"])
+        tx._t.delete(be8(old.expires_at) + rkey, db=tx.dbs["resv_expiry"])
     if old is None or old.expires_at != res.expires_at:
-        tx.txn.put(be8(res.expires_at) + rkey, b"", db=tx.dbs["resv_expiry"])
-    tx.txn.put(rkey, res.pack(), db=tx.dbs["reservations"])
+        tx._t.put(be8(res.expires_at) + rkey, b"", db=tx.dbs["resv_expiry"])
+    tx._t.put(rkey, res.pack(), db=tx.dbs["reservations"])
 
 
 def _drop_reservation(tx: Tx, res: Reservation) -> None:
+    tx.dirty = True
     rkey = res.key()
-    tx.txn.delete(rkey, db=tx.dbs["reservations"])
-    tx.txn.delete(child_key(res.account_id, rkey), db=tx.dbs["resv_account"])
-    tx.txn.delete(be8(res.expires_at) + rkey, db=tx.dbs["resv_expiry"])
+    tx._t.delete(rkey, db=tx.dbs["reservations"])
+    tx._t.delete(child_key(res.account_id, rkey), db=tx.dbs["resv_account"])
+    tx._t.delete(be8(res.expires_at) + rkey, db=tx.dbs["resv_expiry"])
 
 
 def _find_reservation(tx: Tx, account_id: str, rkey: bytes) -> Reservation | None:
-    raw = tx.txn.get(rkey, db=tx.dbs["reservations"])
+    raw = tx._t.get(rkey, db=tx.dbs["reservations"])
     if raw is None:
         return None
     res = Reservation.unpack(rkey, raw)
@@ -242,11 +250,12 @@ def _claim_aliases(tx: Tx, account_id: str, aliases: list[str]) -> None:
         raise InvalidArgument(f"repeated alias in {aliases!r}")
     for alias in aliases:
         k = text_key(alias)
-        if tx.txn.get(k, db=tx.dbs["accounts"]) is not None or \
-                tx.txn.get(k, db=tx.dbs["aliases"]) is not None:
+        if tx._t.get(k, db=tx.dbs["accounts"]) is not None or \
+                tx._t.get(k, db=tx.dbs["aliases"]) is not None:
             raise DuplicateAccount(alias)
+    tx.dirty = True
     for alias in aliases:
-        tx.txn.put(alias.encode(), account_id.encode(), db=tx.dbs["aliases"])
+        tx._t.put(alias.encode(), account_id.encode(), db=tx.dbs["aliases"])
 
 
 def create_account(tx: Tx, key: Key, *, account_id: str, currency: str, balance: int = 0,
@@ -264,8 +273,8 @@ def create_account(tx: Tx, key: Key, *, account_id: str, currency: str, balance:
         raise InvalidArgument(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
     if not isinstance(plan, str) or not plan:
         raise InvalidArgument(f"bad plan {plan!r}")
-    if tx.txn.get(k, db=tx.dbs["accounts"]) is not None or \
-            tx.txn.get(k, db=tx.dbs["aliases"]) is not None:
+    if tx._t.get(k, db=tx.dbs["accounts"]) is not None or \
+            tx._t.get(k, db=tx.dbs["aliases"]) is not None:
         raise DuplicateAccount(account_id)
     aliases = list(aliases)
     _claim_aliases(tx, account_id, aliases)
@@ -324,8 +333,9 @@ def update_account(tx: Tx, key: Key, account_id: str, **changes: object) -> Acco
         acct.currency = cur
     if "aliases" in changes:
         new = list(changes["aliases"])  # type: ignore[call-overload]
+        tx.dirty = True
         for alias in acct.aliases:
-            tx.txn.delete(alias.encode(), db=tx.dbs["aliases"])
+            tx._t.delete(alias.encode(), db=tx.dbs["aliases"])
         _claim_aliases(tx, account_id, new)
         acct.aliases = new
     _journal(tx, acct, "update", key, reason=",".join(sorted(changes)))
@@ -403,9 +413,10 @@ def add_bundle(tx: Tx, key: Key, account_id: str, *, unit: str, amount: int,
     acct.nbundles += 1
     b = Bundle(account_id, str(acct.bundle_seq), unit, amount, 0, rgs, valid_from, expires,
                priority, tx.now)
-    tx.txn.put(b.key(), b.pack(), db=tx.dbs["bundles"])
+    tx.dirty = True
+    tx._t.put(b.key(), b.pack(), db=tx.dbs["bundles"])
     if expires is not None:
-        tx.txn.put(be8(expires) + b.key(), b"", db=tx.dbs["bundle_expiry"])
+        tx._t.put(be8(expires) + b.key(), b"", db=tx.dbs["bundle_expiry"])
     _journal(tx, acct, "bundle", key, bundles=[[b.id, amount, 0]], reason=unit)
     _save(tx, acct)
     _remember(tx, key, "add_bundle", b.id)
@@ -416,8 +427,9 @@ def expire_bundles(tx: Tx, now: int | None = None, limit: int = 1000) -> list[tu
     """Forfeit what is left of bundles expired at `now`; a bundle still held by a reservation keeps
     the held part (its commit may use it) and is removed by a later call once free.
     Returns (account_id, bundle_id, forfeited) for each bundle touched."""
+    tx.dirty = True
     now = tx.now if now is None else now
-    cur = tx.txn.cursor(db=tx.dbs["bundle_expiry"])
+    cur = tx._t.cursor(db=tx.dbs["bundle_expiry"])
     found = []
     if cur.first():
         for ikey, _ in cur:
@@ -427,9 +439,9 @@ def expire_bundles(tx: Tx, now: int | None = None, limit: int = 1000) -> list[tu
     out = []
     for ikey in found:
         bkey = ikey[8:]
-        raw = tx.txn.get(bkey, db=tx.dbs["bundles"])
+        raw = tx._t.get(bkey, db=tx.dbs["bundles"])
         if raw is None:
-            tx.txn.delete(ikey, db=tx.dbs["bundle_expiry"])
+            tx._t.delete(ikey, db=tx.dbs["bundle_expiry"])
             continue
         b = Bundle.unpack(bkey, raw)
         acct = tx.get_account(b.account_id)
@@ -438,11 +450,11 @@ def expire_bundles(tx: Tx, now: int | None = None, limit: int = 1000) -> list[tu
             continue
         b.remaining -= forfeit
         if b.reserved == 0:
-            tx.txn.delete(bkey, db=tx.dbs["bundles"])
-            tx.txn.delete(ikey, db=tx.dbs["bundle_expiry"])
+            tx._t.delete(bkey, db=tx.dbs["bundles"])
+            tx._t.delete(ikey, db=tx.dbs["bundle_expiry"])
             acct.nbundles -= 1
         else:
-            tx.txn.put(bkey, b.pack(), db=tx.dbs["bundles"])
+            tx._t.put(bkey, b.pack(), db=tx.dbs["bundles"])
         _journal(tx, acct, "expiry", None, bundles=[[b.id, -forfeit, 0]], reason="bundle expired")
         _save(tx, acct)
         out.append((b.account_id, b.id, forfeit))
@@ -602,7 +614,8 @@ def commit(tx: Tx, key: Key, *, account_id: str, session_id: str, rating_group: 
         else:
             res.holds = [h for h in res.holds if h[1]]
             res.units_granted = max(0, res.units_granted - used_units)
-            tx.txn.put(rkey, res.pack(), db=tx.dbs["reservations"])
+            tx.dirty = True
+            tx._t.put(rkey, res.pack(), db=tx.dbs["reservations"])
     bundles = w.flush()
     if res is not None or used_units:
         _journal(tx, acct, "commit", key, delta=acct.balance - balance_before,
@@ -676,8 +689,9 @@ def expire_reservations(tx: Tx, now: int | None = None,
                         limit: int = 1000) -> list[tuple[str, int | None, str]]:
     """Release reservations whose expiry instant is <= now (deterministic timeouts), at most
     `limit` per call. Returns (session_id, rating_group, account_id) of each."""
+    tx.dirty = True
     now = tx.now if now is None else now
-    cur = tx.txn.cursor(db=tx.dbs["resv_expiry"])
+    cur = tx._t.cursor(db=tx.dbs["resv_expiry"])
     found = []
     if cur.first():
         for ikey, _ in cur:
@@ -687,9 +701,9 @@ def expire_reservations(tx: Tx, now: int | None = None,
     out = []
     for ikey in found:
         rkey = ikey[8:]
-        raw = tx.txn.get(rkey, db=tx.dbs["reservations"])
+        raw = tx._t.get(rkey, db=tx.dbs["reservations"])
         if raw is None:
-            tx.txn.delete(ikey, db=tx.dbs["resv_expiry"])
+            tx._t.delete(ikey, db=tx.dbs["resv_expiry"])
             continue
         res = Reservation.unpack(rkey, raw)
         _release(tx, tx.get_account(res.account_id), res, "expiry", None, "reservation expired")

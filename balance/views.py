@@ -23,41 +23,45 @@ if TYPE_CHECKING:
 
 
 class View:
-    __slots__ = ("dbs", "store", "txn")
+    __slots__ = ("_t", "dbs", "store")
 
     def __init__(self, txn: lmdb.Transaction, store: Store) -> None:
-        self.txn = txn
+        self._t = txn  # ops use this directly; `txn` is the public handle
         self.store = store
         self.dbs: dict[str, Any] = store.dbs
 
+    @property
+    def txn(self) -> lmdb.Transaction:
+        return self._t
+
     def get(self, dbname: str, key: bytes) -> bytes | None:
-        return self.txn.get(key, db=self.dbs[dbname])
+        return self._t.get(key, db=self.dbs[dbname])
 
     def resolve(self, ident: str) -> str | None:
         """Account id for an account id or any alias (IMSI, ...); None when unknown."""
         key = ident.encode()
-        if self.txn.get(key, db=self.dbs["accounts"]) is not None:
+        if self._t.get(key, db=self.dbs["accounts"]) is not None:
             return ident
-        target = self.txn.get(key, db=self.dbs["aliases"])
+        target = self._t.get(key, db=self.dbs["aliases"])
         return None if target is None else target.decode()
 
     def find_account(self, account_id: str) -> Account | None:
-        raw = self.txn.get(account_id.encode(), db=self.dbs["accounts"])
+        raw = self._t.get(account_id.encode(), db=self.dbs["accounts"])
         return None if raw is None else Account.unpack(account_id, raw)
 
     def get_account(self, account_id: str) -> Account:
-        raw = self.txn.get(account_id.encode(), db=self.dbs["accounts"])
+        raw = self._t.get(account_id.encode(), db=self.dbs["accounts"])
         if raw is None:
             raise UnknownAccount(account_id)
         return Account.unpack(account_id, raw)
 
     def accounts(self) -> Iterator[Account]:
-        for key, raw in self.txn.cursor(db=self.dbs["accounts"]):
+        for key, raw in self._t.cursor(db=self.dbs["accounts"]):
             yield Account.unpack(key.decode(), raw)
 
     def _prefixed(self, dbname: str, account_id: str) -> Iterator[tuple[bytes, bytes]]:
         prefix = child_key(account_id, b"")
-        cur = self.txn.cursor(db=self.dbs[dbname])
+        cur = self._t.cursor(db=self.dbs[dbname])
         if not cur.set_range(prefix):
             return
         for key, raw in cur:
@@ -77,20 +81,20 @@ class View:
         plen = len(account_id.encode()) + 1
         for key, _ in self._prefixed("resv_account", account_id):
             rkey = key[plen:]
-            raw = self.txn.get(rkey, db=db)
+            raw = self._t.get(rkey, db=db)
             if raw is not None:
                 out.append(Reservation.unpack(rkey, raw))
         return out
 
     def get_reservation(self, session_id: str, rating_group: int | None) -> Reservation | None:
         key = reservation_key(session_id, rating_group)
-        raw = self.txn.get(key, db=self.dbs["reservations"])
+        raw = self._t.get(key, db=self.dbs["reservations"])
         return None if raw is None else Reservation.unpack(key, raw)
 
     def ledger(self, account_id: str, after_seq: int = 0) -> Iterator[LedgerEntry]:
         """Journal entries of the account in order, from sequence after_seq + 1."""
         prefix = child_key(account_id, b"")
-        cur = self.txn.cursor(db=self.dbs["ledger"])
+        cur = self._t.cursor(db=self.dbs["ledger"])
         if not cur.set_range(prefix + be8(after_seq + 1)):
             return
         for key, raw in cur:

@@ -3,8 +3,8 @@
 Why a thread: LMDB write txns belong to the thread that began them, and the commit's fdatasync
 (~65-320 µs here) must not stall the event loop. py-lmdb releases the GIL during commit, so the loop
 keeps decoding the next requests while a batch syncs; the next batch is whatever queued meanwhile
-(natural batching, no timers). Each op runs in a nested txn so a failing op undoes only its own
-writes. Futures complete after the durable commit, with one call_soon_threadsafe per batch.
+(natural batching, no timers). A failing op's writes are undone without touching the others'
+(see _commit_batch). Futures complete after the durable commit, with one call_soon_threadsafe per batch.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class WriterStats:
     last_batch: int = 0
     commit_seconds: float = 0.0   # total time spent in durable commits
     retries: int = 0              # batches rerun after growing the map
+    isolated: int = 0             # batches rerun op-by-op after an op failed mid-write
 
 
 class WriterStopped(RuntimeError):
@@ -94,26 +95,21 @@ class GroupCommitWriter:
                 return
 
     def _commit_batch(self, batch: list) -> list:
+        """Run and durably commit one batch; (future, result, exception) per op.
+
+        Fast path: all ops share the batch txn. An op that raises without having written (`Tx.dirty`
+        false, the balance ops' contract) just gets its exception. One that raises after writing
+        makes us abort and rerun the whole batch isolated, each op in its own nested txn (nested
+        commits cost O(parent's dirty pages), so they are kept off the fast path). Ops may run more
+        than once (also after MapFullError): they must act only through their Tx.
+        """
         store = self.store
-        env = store.env
         now = int(time.time())
+        isolated = False
         for _ in range(MAX_RETRIES):
             txn = store.begin_write()
-            outcomes = []
             try:
-                for fn, fut in batch:
-                    child = env.begin(write=True, parent=txn)
-                    try:
-                        result = fn(Tx(child, store, now))
-                    except lmdb.MapFullError:
-                        child.abort()
-                        raise
-                    except Exception as exc:
-                        child.abort()
-                        outcomes.append((fut, None, exc))
-                        continue
-                    child.commit()
-                    outcomes.append((fut, result, None))
+                outcomes = self._run_ops(txn, batch, now, isolated)
             except lmdb.MapFullError:
                 store.end(txn, False)
                 self.stats.retries += 1
@@ -122,6 +118,11 @@ class GroupCommitWriter:
             except BaseException:
                 store.end(txn, False)
                 raise
+            if outcomes is None:  # a dirty failure on the fast path
+                store.end(txn, False)
+                self.stats.isolated += 1
+                isolated = True
+                continue
             t0 = time.perf_counter()
             try:
                 store.end(txn, True)
@@ -136,6 +137,38 @@ class GroupCommitWriter:
             st.last_batch = len(batch)
             return outcomes
         raise StoreFullError(f"{store.path}: batch does not fit after {MAX_RETRIES} growths")
+
+    def _run_ops(self, txn: lmdb.Transaction, batch: list, now: int, isolated: bool) -> list | None:
+        store = self.store
+        outcomes = []
+        append = outcomes.append
+        if not isolated:
+            for fn, fut in batch:
+                tx = Tx(txn, store, now)
+                try:
+                    append((fut, fn(tx), None))
+                except lmdb.MapFullError:
+                    raise
+                except Exception as exc:
+                    if tx.dirty:
+                        return None
+                    append((fut, None, exc))
+            return outcomes
+        env = store.env
+        for fn, fut in batch:
+            child = env.begin(write=True, parent=txn)
+            try:
+                result = fn(Tx(child, store, now))
+            except lmdb.MapFullError:
+                child.abort()
+                raise
+            except Exception as exc:
+                child.abort()
+                append((fut, None, exc))
+                continue
+            child.commit()
+            append((fut, result, None))
+        return outcomes
 
 
 def _complete(outcomes: list) -> None:
