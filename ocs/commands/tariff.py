@@ -1,0 +1,164 @@
+"""`ocs tariff load|show|list|check`: versioned tariffs in the data directory."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ocs.commands import CommandError, add_data_arg
+
+
+def parse_instant(text: str) -> int:
+    """ISO 8601 -> unix seconds; a time without a zone is UTC."""
+    try:
+        dt = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise CommandError(f"not an ISO 8601 time: {text!r}") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp())
+
+
+def iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def register(sub) -> None:  # type: ignore[no-untyped-def]
+    p = sub.add_parser("tariff", help="load, show and list tariff versions")
+    cmds = p.add_subparsers(dest="tariff_command", metavar="SUBCOMMAND", required=True)
+
+    ld = cmds.add_parser("load", help="validate a TOML tariff and store it as a new version")
+    ld.add_argument("file", metavar="FILE")
+    ld.add_argument("--effective-from", metavar="ISO8601", default=None,
+                    help="when the version takes effect (default now; no zone = UTC)")
+    add_data_arg(ld)
+    ld.set_defaults(func=cmd_load)
+
+    sh = cmds.add_parser("show", help="one version (default: the one in force now)")
+    sh.add_argument("version", nargs="?", type=int, metavar="VERSION")
+    sh.add_argument("--json", action="store_true")
+    add_data_arg(sh)
+    sh.set_defaults(func=cmd_show)
+
+    ls = cmds.add_parser("list", help="every stored version")
+    ls.add_argument("--json", action="store_true")
+    add_data_arg(ls)
+    ls.set_defaults(func=cmd_list)
+
+    ck = cmds.add_parser("check", help="validate a TOML tariff without storing it")
+    ck.add_argument("file", metavar="FILE")
+    ck.add_argument("--rating-groups", metavar="PLAN:RG,...", default=None,
+                    help="also require a rate for each PLAN:RG pair (e.g. default:100,default:200)")
+    add_data_arg(ck)
+    ck.set_defaults(func=cmd_check)
+
+
+def _store(data: str, *, create: bool):  # type: ignore[no-untyped-def]
+    from balance.store import open_store
+    from rating.store import TariffStore
+    if not create and not (Path(data) / "data.mdb").exists():
+        raise CommandError(f"no OCS data at {data}")
+    store = open_store(data)
+    return store, TariffStore(store)
+
+
+def _read_file(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def cmd_load(args) -> int:  # type: ignore[no-untyped-def]
+    from rating.tariff import TariffError, parse_tariff
+    text = _read_file(args.file)
+    eff = parse_instant(args.effective_from) if args.effective_from else None
+    try:
+        parse_tariff(text, args.file)          # validate before touching the data dir
+    except TariffError as exc:
+        raise CommandError(str(exc)) from None
+    store, tariffs = _store(args.data, create=True)
+    try:
+        version = tariffs.load(text, args.file, eff)
+        rec = tariffs.record(version)
+    finally:
+        store.close()
+    print(f"loaded tariff version {version} from {args.file}, effective from "
+          f"{iso(rec['effective_from'])}")
+    return 0
+
+
+def cmd_show(args) -> int:  # type: ignore[no-untyped-def]
+    from rating.store import TariffNotFound, describe
+    store, tariffs = _store(args.data, create=False)
+    try:
+        if args.version is None:
+            rater = tariffs.current()
+            if rater is None:
+                raise CommandError("no tariff version is in force now (see `ocs tariff list`)")
+            version = rater.version
+        else:
+            version = args.version
+        try:
+            rec = tariffs.record(version)
+            rater = tariffs.get(version)
+        except TariffNotFound as exc:
+            raise CommandError(str(exc)) from None
+    finally:
+        store.close()
+    if args.json:
+        out = describe(rater)
+        out.update({"effective_from": iso(rec["effective_from"]), "loaded_at": iso(rec["loaded_at"]),
+                    "source": rec["source"], "sha256": rec["sha256"], "text": rec["text"]})
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"# version {version}, effective from {iso(rec['effective_from'])}, loaded "
+              f"{iso(rec['loaded_at'])} from {rec['source']} (sha256 {rec['sha256'][:12]})")
+        print(rec["text"], end="" if rec["text"].endswith("\n") else "\n")
+    return 0
+
+
+def cmd_list(args) -> int:  # type: ignore[no-untyped-def]
+    store, tariffs = _store(args.data, create=False)
+    try:
+        rows = tariffs.list()
+        current = tariffs.current()
+    finally:
+        store.close()
+    now_v = current.version if current is not None else None
+    out: list[dict[str, Any]] = [{
+        "version": r["version"], "effective_from": iso(r["effective_from"]),
+        "loaded_at": iso(r["loaded_at"]), "source": r["source"], "currency": r["currency"],
+        "plans": r["plans"], "rates": r["rates"], "sha256": r["sha256"],
+        "in_force": r["version"] == now_v} for r in rows]
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    if not out:
+        print("no tariff versions")
+    for r in out:
+        mark = "*" if r["in_force"] else " "
+        print(f"{mark} {r['version']:>4}  effective {r['effective_from']}  loaded {r['loaded_at']}  "
+              f"{r['currency']}  plans={','.join(r['plans'])}  rates={r['rates']}  {r['source']}")
+    return 0
+
+
+def cmd_check(args) -> int:  # type: ignore[no-untyped-def]
+    from rating.tariff import TariffError, check_rating_groups, parse_tariff
+    text = _read_file(args.file)
+    try:
+        tariff = parse_tariff(text, args.file)
+        if args.rating_groups:
+            pairs = []
+            for item in args.rating_groups.split(","):
+                plan, sep, rg = item.strip().rpartition(":")
+                if not sep or not plan or not rg.isdigit():
+                    raise CommandError(f"--rating-groups: want PLAN:RG, got {item!r}")
+                pairs.append((plan, int(rg)))
+            check_rating_groups(tariff, pairs)
+    except TariffError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"{args.file}: ok ({tariff.currency}, {len(tariff.plans)} plans, {len(tariff.rates)} rates)")
+    return 0
