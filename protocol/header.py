@@ -81,3 +81,10 @@ def encode_header(
     return HEADER_STRUCT.pack(
         (1 << 24) | length, (flags << 24) | command_code, application_id, hop_by_hop, end_to_end
     )
+
+
+def peek_header(frame: bytes) -> Header:
+    """The header fields without validation, for answering a frame decode_header rejected
+    (the Framer guarantees at least 20 bytes)."""
+    vl, fcc, app, hbh, e2e = HEADER_STRUCT.unpack_from(frame)
+    return Header(vl >> 24, vl & 0xFFFFFF, fcc >> 24, fcc & 0xFFFFFF, app, hbh, e2e)
