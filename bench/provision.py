@@ -31,10 +31,13 @@ def load_tariff_once(store, text: str, source: str) -> int:  # type: ignore[no-u
 
 
 def provision(data_dir: str | os.PathLike, *, accounts: int, balance: int, tariff_path: Path,
-              plan: str = "default", progress: Callable[[int, int], None] | None = None) -> int:
+              plan: str = "default", postpaid_every: int = 0,
+              progress: Callable[[int, int], None] | None = None) -> int:
     """Create the bench accounts (ids from workload.account_id) and load the tariff.
 
-    Returns the tariff version. Accounts that already exist are left as they are.
+    With postpaid_every = k, every k-th account is on plan "postpaid" with a zero balance and a
+    credit limit of `balance` instead. Returns the tariff version. Existing accounts are left as
+    they are.
     """
     from balance.ops import create_account
     from balance.store import open_store
@@ -51,8 +54,11 @@ def provision(data_dir: str | os.PathLike, *, accounts: int, balance: int, tarif
                 made = 0
                 for ident in ids:
                     if tx.find_account(ident) is None:
+                        post = postpaid_every and (int(ident[4:]) + 1) % postpaid_every == 0
                         create_account(tx, f"bench-create:{ident}", account_id=ident,
-                                       currency=currency, balance=balance, plan=plan)
+                                       currency=currency, balance=0 if post else balance,
+                                       credit_limit=balance if post else 0,
+                                       plan="postpaid" if post else plan)
                         made += 1
                 return made
 

@@ -82,12 +82,14 @@ def scan_answer(frame: bytes) -> tuple[int, int, int]:
     """(Result-Code, first MSCC's Result-Code or 0, first MSCC's granted units or -1).
 
     Granted units are whichever of CC-Time / CC-Total-Octets / CC-Service-Specific-Units the GSU
-    holds; -1 means no GSU in the answer.
+    holds; -1 means no GSU in the answer. One loop over the top level, the first MSCC and its GSU
+    (the client calls this per answer, so it allocates nothing per AVP).
     """
     result = mscc_result = 0
     granted = -1
-    end = len(frame)
     pos = HEADER_LEN
+    end = len(frame)
+    mscc_end = gsu_end = -1       # > pos while inside the first MSCC / its GSU
     seen_mscc = False
     unpack_hdr = _AVP_HDR.unpack_from
     while pos + 8 <= end:
@@ -96,35 +98,28 @@ def scan_answer(frame: bytes) -> tuple[int, int, int]:
         if length < 8 or pos + length > end:
             break
         data = pos + (12 if flags_len & 0x80000000 else 8)
-        if code == AVP_RESULT_CODE:
+        nxt = pos + ((length + 3) & ~3)
+        if pos < gsu_end:                                    # inside the GSU
+            if code == AVP_CC_TIME and length - (data - pos) == 4:
+                granted = _U32.unpack_from(frame, data)[0]
+            elif code in (AVP_CC_TOTAL_OCTETS, AVP_CC_SSU) and \
+                    length - (data - pos) == 8:
+                granted = _U64.unpack_from(frame, data)[0]
+        elif pos < mscc_end:                                 # inside the first MSCC
+            if code == AVP_RESULT_CODE:
+                mscc_result = _U32.unpack_from(frame, data)[0]
+            elif code == AVP_GSU:
+                granted = 0
+                gsu_end = pos + length
+                nxt = data                                   # descend
+        elif code == AVP_RESULT_CODE:
             result = _U32.unpack_from(frame, data)[0]
         elif code == AVP_MSCC and not seen_mscc:
             seen_mscc = True
-            mscc_result, granted = _scan_mscc(frame, data, pos + length)
-        pos += (length + 3) & ~3
+            mscc_end = pos + length
+            nxt = data                                       # descend
+        pos = nxt
     return result, mscc_result, granted
-
-
-def _scan_mscc(frame: bytes, pos: int, end: int) -> tuple[int, int]:
-    result = 0
-    granted = -1
-    while pos + 8 <= end:
-        code, flags_len = _AVP_HDR.unpack_from(frame, pos)
-        length = flags_len & 0xFFFFFF
-        if length < 8 or pos + length > end:
-            break
-        data = pos + (12 if flags_len & 0x80000000 else 8)
-        if code == AVP_RESULT_CODE:
-            result = _U32.unpack_from(frame, data)[0]
-        elif code == AVP_GSU:
-            granted = 0
-            for unit in iter_avps(frame, data, pos + length):
-                if unit.code == AVP_CC_TIME:
-                    granted = _U32.unpack_from(frame, unit.data)[0]
-                elif unit.code in (AVP_CC_TOTAL_OCTETS, AVP_CC_SSU):
-                    granted = _U64.unpack_from(frame, unit.data)[0]
-        pos += (length + 3) & ~3
-    return result, granted
 
 
 def split_frames(buf: bytearray) -> list[bytes]:
