@@ -25,7 +25,7 @@ def register(sub) -> None:  # type: ignore[no-untyped-def]
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ocs.demo import DemoOptions, main_demo
+    from ocs.demo import MARKER, DemoOptions, main_demo
 
     if args.subscribers < 1:
         raise CommandError("--subscribers must be >= 1")
@@ -35,6 +35,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise CommandError("--seconds must be in (0, 3600]")
     if not 1 <= args.connections <= 9999:
         raise CommandError("--connections must be in 1..9999")
+    d = args.dir
+    if d.exists() and not (d / MARKER).exists() and (not d.is_dir() or any(d.iterdir())):
+        raise CommandError(f"{d} exists and was not made by ocs demo; remove it or pass --dir")
     return main_demo(DemoOptions(dir=args.dir, subscribers=args.subscribers,
                                  seconds=args.seconds, connections=args.connections,
                                  progress=not args.no_progress))
