@@ -1,0 +1,154 @@
+"""`ocs account ...` against tmp_path data dirs: happy paths, JSON shape, every user error is one
+line on stderr with exit 2 and changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import pytest
+
+from balance import ops
+from balance.store import open_store
+from balance.writer import GroupCommitWriter
+from ocs.cli import main
+
+
+@pytest.fixture
+def data(tmp_path):
+    return str(tmp_path / "ocs-data")  # does not exist yet: the CLI creates it
+
+
+def ocs(capsys, data, *argv):
+    rc = main(["account", *argv, "--data", data])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def show(capsys, data, ident="4917011"):
+    rc, out, _ = ocs(capsys, data, "show", ident, "--json")
+    assert rc == 0
+    return json.loads(out)
+
+
+def test_create_topup_bundle_show_json(capsys, data):
+    assert ocs(capsys, data, "create", "4917011", "--balance", "10.5", "--imsi", "262011",
+               "--credit-limit", "5", "--plan", "gold")[0] == 0
+    assert ocs(capsys, data, "topup", "262011", "2.25")[0] == 0  # by alias
+    assert ocs(capsys, data, "adjust", "4917011", "-0.75", "--reason", "goodwill reversal")[0] == 0
+    assert ocs(capsys, data, "bundle", "4917011", "--unit", "seconds", "--amount", "600",
+               "--rating-group", "10", "20", "--expires", "2031-01-01T00:00:00Z",
+               "--priority", "2")[0] == 0
+    assert ocs(capsys, data, "bundle", "4917011", "--unit", "money", "--amount", "1.5")[0] == 0
+    doc = show(capsys, data)
+    assert {k: doc[k] for k in ("id", "currency", "balance", "reserved", "available", "plan",
+                                "status")} == {
+        "id": "4917011", "currency": "EUR", "balance": "12.000000", "reserved": "0.000000",
+        "available": "17.000000", "plan": "gold", "status": "active"}
+    assert doc["bundles"][0] | {"id": None} == {
+        "id": None, "unit": "seconds", "remaining": 600, "reserved": 0, "rating_groups": [10, 20],
+        "priority": 2, "valid_from": None, "expires": "2031-01-01T00:00:00Z"}
+    assert doc["bundles"][1]["remaining"] == "1.500000"
+    rc, out, _ = ocs(capsys, data, "ledger", "4917011", "--json")
+    assert rc == 0
+    rows = json.loads(out)
+    assert [r["kind"] for r in rows] == ["create", "topup", "adjust", "bundle", "bundle"]
+    assert rows[-1]["balance"] == "12.000000"
+    rc, out, _ = ocs(capsys, data, "list", "--json")
+    assert rc == 0
+    assert [a["id"] for a in json.loads(out)] == ["4917011"]
+
+
+def test_status_commands(capsys, data):
+    ocs(capsys, data, "create", "4917011", "--balance", "1")
+    assert ocs(capsys, data, "suspend", "4917011")[0] == 0
+    assert show(capsys, data)["status"] == "suspended"
+    assert ocs(capsys, data, "activate", "4917011")[0] == 0
+    assert ocs(capsys, data, "close", "4917011")[0] == 0
+    rc, _, err = ocs(capsys, data, "activate", "4917011")
+    assert rc == 2 and err.count("\n") == 1 and "closed" in err
+
+
+def test_idempotency_key_makes_topup_retry_safe(capsys, data):
+    ocs(capsys, data, "create", "4917011", "--balance", "1")
+    for _ in range(3):
+        assert ocs(capsys, data, "topup", "4917011", "5", "--idempotency-key", "pay-77")[0] == 0
+    assert show(capsys, data)["balance"] == "6.000000"
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["topup", "4917011", "1.0000001"], "6 decimals"),
+    (["topup", "4917011", "abc"], "not a decimal"),
+    (["topup", "4917011", "-1"], "positive"),
+    (["topup", "4999", "1"], "unknown account"),
+    (["topup", "4917011", "1", "--currency", "USD"], "EUR"),
+    (["create", "4917011", "--balance", "1"], "already exists"),
+    (["create", "4917012", "--balance", "1", "--imsi", "262011"], "already exists"),
+    (["create", "4917012", "--balance", "1", "--currency", "EURO"], "ISO 4217"),
+    (["create", "4917012", "--balance", "1", "--credit-limit", "-3"], "negative"),
+    (["adjust", "4917011", "0", "--reason", "x"], "zero"),
+    (["bundle", "4917011", "--unit", "seconds", "--amount", "1.5"], "whole number"),
+    (["bundle", "4917011", "--unit", "seconds", "--amount", "5", "--expires", "soon"], "ISO 8601"),
+    (["show", "nobody"], "unknown account"),
+    (["ledger", "nobody"], "unknown account"),
+])
+def test_user_errors_are_one_line_exit_2_and_change_nothing(capsys, data, argv, needle):
+    ocs(capsys, data, "create", "4917011", "--balance", "1", "--imsi", "262011")
+    before = show(capsys, data)
+    rc, out, err = ocs(capsys, data, *argv)
+    assert rc == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("ocs: error: ") and needle in err
+    assert show(capsys, data) == before
+    rc, out, _ = ocs(capsys, data, "list", "--json")
+    assert len(json.loads(out)) == 1
+
+
+def test_import_bulk_and_bad_rows(capsys, data, tmp_path):
+    good = tmp_path / "good.csv"
+    lines = ["id,balance,currency,plan,imsi,credit_limit"]
+    lines += [f"49{i:08d},{i}.5,EUR,basic,2620{i:08d},{i % 3}" for i in range(2500)]
+    good.write_text("\n".join(lines) + "\n")
+    rc, out, _ = ocs(capsys, data, "import", str(good))
+    assert rc == 0 and "imported 2500" in out
+    doc = show(capsys, data, "262000001234")
+    assert (doc["id"], doc["balance"], doc["available"]) == ("4900001234", "1234.500000", "1235.500000")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,balance\n4800000001,1\n4800000002,1.2.3\n")
+    rc, _, err = ocs(capsys, data, "import", str(bad))
+    assert rc == 2 and err.count("\n") == 1 and f"{bad}:3" in err
+    dup = tmp_path / "dup.csv"
+    dup.write_text("4800000001,1\n4900000007,1\n")
+    rc, _, err = ocs(capsys, data, "import", str(dup))
+    assert rc == 2 and f"{dup}:2" in err
+    rc, out, _ = ocs(capsys, data, "list", "--json")
+    assert len(json.loads(out)) == 2500  # nothing of the bad files imported
+
+
+def test_subprocess_cli_writes_are_seen_by_a_running_writer(tmp_path):
+    """The CLI in another process tops up while this process runs the group-commit writer."""
+    data = str(tmp_path / "live")
+
+    def cli(*argv):
+        return subprocess.run([sys.executable, "-m", "ocs", "account", *argv, "--data", data],
+                              capture_output=True, text=True, timeout=60)
+
+    assert cli("create", "4917011", "--balance", "1").returncode == 0
+
+    async def scenario() -> int:
+        store = open_store(data)
+        writer = GroupCommitWriter(store)
+        writer.start()
+        try:
+            await writer.submit(lambda tx: ops.topup(tx, "srv-1", "4917011", 1_000_000))
+            r = await asyncio.to_thread(cli, "topup", "4917011", "3")
+            assert r.returncode == 0, r.stderr
+            bad = await asyncio.to_thread(cli, "topup", "4917011", "x")
+            assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+            return await writer.submit(lambda tx: ops.topup(tx, "srv-2", "4917011", 1_000_000))
+        finally:
+            await writer.stop()
+            store.close()
+
+    assert asyncio.run(scenario()) == 6_000_000
