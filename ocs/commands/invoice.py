@@ -6,6 +6,7 @@ import sys
 
 from ocs.commands import CommandError, add_data_arg
 from ocs.export.formats import FormatError
+from ocs.money import format_micro, to_micro
 
 
 def register(sub) -> None:  # type: ignore[no-untyped-def]
@@ -22,6 +23,7 @@ def register(sub) -> None:  # type: ignore[no-untyped-def]
 def cmd_invoice(args) -> int:  # type: ignore[no-untyped-def]
     from ocs.commands.cdr import open_existing
     from ocs.invoice import Period, PeriodError, run
+    from ocs.invoice.rounding import minor_units
     from ocs.invoice.run import DOC_FORMATS
     try:
         period = Period.parse(args.period)
@@ -44,10 +46,7 @@ def cmd_invoice(args) -> int:  # type: ignore[no-untyped-def]
         print(f"ocs: warning: {w}", file=sys.stderr)
     totals: dict[str, int] = {}
     for d in result.docs:
-        from ocs.money import to_micro
         totals[d["currency"]] = totals.get(d["currency"], 0) + to_micro(d["total"])
-    from ocs.invoice.rounding import minor_units
-    from ocs.money import format_micro
     summary = ", ".join(f"{cur} {format_micro(v, minor_units(cur))}" for cur, v in sorted(totals.items()))
     first = result.docs[0]["number"] if result.docs else "-"
     last = result.docs[-1]["number"] if result.docs else "-"
