@@ -1,0 +1,97 @@
+"""`ocs serve` settings: defaults, a TOML file, then command-line flags, each overriding the last."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used, named with where it came from."""
+
+
+@dataclass(slots=True)
+class ServeConfig:
+    data: str = "./ocs-data"
+    listen: list[str] = field(default_factory=lambda: ["127.0.0.1:3868"])
+    origin_host: str = "ocs.localdomain"
+    origin_realm: str = "localdomain"
+    metrics: str | None = None
+    log_level: str = "INFO"
+    validity_time: int = 900
+    session_timeout: int | None = None          # default 2 x validity_time (RFC 8506 Tcc)
+    quota_holding_time: int = 0                 # 0 = not sent
+    quota_threshold_percent: int = 0            # Time-/Volume-Quota-Threshold as % of the grant; 0 = not sent
+    default_quota: dict[str, int] = field(default_factory=lambda: {
+        "seconds": 300, "octets": 10 * 1024 * 1024, "events": 1})
+    max_quota: dict[str, int] = field(default_factory=lambda: {
+        "seconds": 3600, "octets": 1024 * 1024 * 1024, "events": 100})
+    sync: bool = True
+    workers: int = 1
+    reuse_port: bool = False                    # set for each worker of --workers N
+    allowed_peers: list[str] = field(default_factory=list)   # empty = accept any peer
+    watchdog_interval: float = 30.0             # RFC 6733 Tw
+    max_message_size: int = 65536
+    max_in_flight: int = 20000                  # whole process; beyond it: 3004 TOO_BUSY
+    max_in_flight_per_peer: int = 5000
+    dedup_retention: int = 300                  # seconds answers of closed sessions stay replayable
+    sweep_interval: float = 5.0
+    cdr_export: bool = True
+    cdr_format: str = "csv"
+    cdr_rotate_bytes: int = 64 * 1024 * 1024
+    cdr_rotate_seconds: int = 300
+    product_name: str = "OCS"
+
+    def timeout(self) -> int:
+        return self.session_timeout if self.session_timeout else 2 * self.validity_time
+
+
+def split_hostport(text: str, what: str = "address") -> tuple[str, int]:
+    """'127.0.0.1:3868', '[::1]:3868' or ':3868' -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{what} must be HOST:PORT, got {text!r}")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def load(path: str | Path | None, overrides: dict[str, Any]) -> ServeConfig:
+    """Defaults < TOML file < overrides (flags given on the command line, None = not given)."""
+    cfg = ServeConfig()
+    names = {f.name for f in fields(ServeConfig)}
+    values: dict[str, Any] = {}
+    if path:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        for key, value in raw.items():
+            name = key.replace("-", "_")
+            if name not in names:
+                raise ConfigError(f"{path}: unknown setting {key!r}")
+            values[name] = value
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    for name, value in values.items():
+        default = getattr(cfg, name)
+        if name == "listen" and isinstance(value, str):
+            value = [value]
+        if isinstance(default, dict):
+            value = {**default, **value}
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
+        if isinstance(default, int) and not isinstance(default, bool) and not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        setattr(cfg, name, value)
+    for addr in cfg.listen:
+        split_hostport(addr, "listen")
+    if cfg.metrics:
+        split_hostport(cfg.metrics, "metrics")
+    if cfg.validity_time <= 0:
+        raise ConfigError("validity_time must be > 0")
+    if cfg.workers < 1:
+        raise ConfigError("workers must be >= 1")
+    return cfg

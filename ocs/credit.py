@@ -1,0 +1,410 @@
+"""RFC 8506 credit control with the 3GPP Gy profile: one CCR in, one CCA out, inside ONE write txn.
+
+`process` runs in the group-commit writer's thread inside the batch transaction, so the debit, the
+reservation, the session state, the CDR and the answer bytes (kept for replaying duplicates) commit
+together or not at all; the answer leaves only after that commit is durable.
+
+Money units of a (session, rating group) are rated cumulatively: each report costs
+rater.cost(rate, units paid with money before, units now, ...), so 45 s + 130 s at 60/60 is 3
+increments, never 4. Units a bundle pays for cost no money and do not advance the money count.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from balance import ops
+from balance.errors import InsufficientFunds
+from ocs import cdr as cdrs
+from ocs import sessions
+from ocs.config import ServeConfig
+from ocs.money import currency_numeric
+from ocs.sessions import RatingGroupState, Session
+from protocol import constants as C
+from protocol.cca import encode_cca
+from protocol.records import CCA, CCR, CostInformation, MSCCAnswer, MSCCRequest, Units
+
+log = logging.getLogger("ocs.credit")
+
+UNIT_FIELD = {"seconds": "time", "octets": "total_octets", "events": "service_specific_units"}
+_U32 = struct.Struct(">I")
+OPEN_SESSIONS_KEY = b"open_sessions"
+NO_RATING_GROUP = 0
+INITIAL, UPDATE, TERMINATION, EVENT = (int(t) for t in C.CCRequestType)
+DIRECT_DEBITING, REFUND_ACCOUNT, CHECK_BALANCE, PRICE_ENQUIRY = (int(a) for a in C.RequestedAction)  # what a CCR without a Rating-Group is rated as (a wildcard rate can take it)
+
+
+@dataclass(slots=True)
+class Context:
+    """What the writer-thread code needs: settings, LMDB handles, and the tariff versions."""
+
+    cfg: ServeConfig
+    dbs: dict
+    raters: Callable[[int | None], object | None]  # version (None = current) -> Rater | None
+
+
+def adjust_open_sessions(tx, dbs, delta: int) -> None:  # type: ignore[no-untyped-def]
+    """The open-session count in meta, kept in the same txn as the sessions it counts."""
+    raw = tx.txn.get(OPEN_SESSIONS_KEY, db=dbs["meta"])
+    tx.txn.put(OPEN_SESSIONS_KEY, str(max(0, (int(raw) if raw else 0) + delta)).encode(), db=dbs["meta"])
+
+
+def units_of(u: Units | None, unit: str) -> int:
+    """The amount of one unit kind in a service-unit AVP (octets: total, else input + output)."""
+    if u is None:
+        return 0
+    if unit == "octets":
+        if u.total_octets is not None:
+            return u.total_octets
+        return (u.input_octets or 0) + (u.output_octets or 0)
+    value = getattr(u, UNIT_FIELD[unit])
+    return value or 0
+
+
+def grant_units(unit: str, n: int) -> Units:
+    u = Units()
+    setattr(u, UNIT_FIELD[unit], n)
+    return u
+
+
+def period_key(account_id: str, now: int, rating_group: int) -> bytes:
+    month = datetime.fromtimestamp(now, UTC).strftime("%Y%m")
+    return f"{account_id}\0{month}\0".encode() + _U32.pack(rating_group & 0xFFFFFFFF)
+
+
+def _resolve_account(tx, ccr: CCR):  # type: ignore[no-untyped-def]
+    """(account, subscription id) for the first Subscription-Id that resolves, E.164 first."""
+    ids = sorted(ccr.subscription_ids, key=lambda t: (t[0] != C.SubscriptionIdType.END_USER_E164, t[0]))
+    if not ids and ccr.user_name:
+        ids = [(C.SubscriptionIdType.END_USER_NAI, ccr.user_name)]
+    for _kind, data in ids:
+        account_id = tx.resolve(data)
+        if account_id is not None:
+            return tx.get_account(account_id), data
+    return None, (ids[0][1] if ids else "")
+
+
+def make_cca(ccr: CCR, cfg: ServeConfig, result: int, mscc: list[MSCCAnswer] | None = None,
+            **extra) -> CCA:  # type: ignore[no-untyped-def]
+    return CCA(session_id=ccr.session_id, result_code=result, origin_host=cfg.origin_host,
+               origin_realm=cfg.origin_realm, request_type=ccr.request_type,
+               request_number=ccr.request_number, auth_application_id=C.APP_CREDIT_CONTROL,
+               mscc=mscc or [], **extra)
+
+
+def _message_result(answers: list[MSCCAnswer]) -> int:
+    """2001 when any service succeeded; otherwise the common failure (RFC 8506 §8.2 spirit)."""
+    codes = {a.result_code for a in answers}
+    if not codes or C.DIAMETER_SUCCESS in codes:
+        return C.DIAMETER_SUCCESS
+    if len(codes) == 1:
+        return codes.pop()
+    return C.DIAMETER_CREDIT_LIMIT_REACHED if C.DIAMETER_CREDIT_LIMIT_REACHED in codes else min(codes)
+
+
+def _mscc_list(ccr: CCR) -> list[MSCCRequest]:
+    """The MSCCs, or one synthesised from top-level RSU/USU when a client sends none (RFC 4006 single-service)."""
+    if ccr.mscc:
+        return ccr.mscc
+    if ccr.requested is None and not ccr.used:
+        return []
+    return [MSCCRequest(rating_group=None,
+                        service_identifiers=[ccr.service_identifier] if ccr.service_identifier is not None else [],
+                        requested=ccr.requested, used=list(ccr.used), reporting_reason=None)]
+
+
+def process(tx, ctx: Context, ccr: CCR) -> bytes:  # type: ignore[no-untyped-def]
+    """Apply one CCR and return the encoded CCA (this request's hop-by-hop / end-to-end ids)."""
+    dbs = ctx.dbs
+    txn = tx.txn
+    first = sessions.find_answer(txn, dbs, ccr.session_id, ccr.request_number, ccr.origin_host,
+                                 ccr.end_to_end)
+    if first is not None:
+        return first  # a duplicate: the caller patches the ids; nothing more is debited
+    if ccr.request_type == EVENT:
+        sess, cca = None, _event(tx, ctx, ccr)
+    else:
+        sess, cca = _session(tx, ctx, ccr)
+    raw = encode_cca(cca, ccr.hop_by_hop, ccr.end_to_end)
+    sessions.store_answer(txn, dbs, sess, ccr.session_id, ccr.request_number, ccr.origin_host,
+                          ccr.end_to_end, raw)
+    if sess is not None:
+        sessions.save(txn, dbs, sess)
+    elif ccr.request_type == EVENT:
+        _file_event_answer(tx, ctx, ccr)
+    return raw
+
+
+def _file_event_answer(tx, ctx: Context, ccr: CCR) -> None:  # type: ignore[no-untyped-def]
+    """An EVENT leaves a closed session record so its answer is purged after the retention time."""
+    now = tx.now
+    sess = Session(ccr.session_id, "", "", "", "", 0, ccr.origin_host, now, now, state=sessions.CLOSED,
+                   closed_at=now, last_number=ccr.request_number,
+                   e2e_keys=[sessions.e2e_key(ccr.origin_host, ccr.end_to_end)])
+    sessions.save(tx.txn, ctx.dbs, sess)
+
+
+# -- session-based charging (INITIAL / UPDATE / TERMINATION) --------------------------------------
+
+def _session(tx, ctx: Context, ccr: CCR) -> tuple[Session | None, CCA]:  # type: ignore[no-untyped-def]
+    cfg, dbs, now = ctx.cfg, ctx.dbs, tx.now
+    sess = sessions.load(tx.txn, dbs, ccr.session_id)
+    rtype = ccr.request_type
+    if rtype == INITIAL:
+        if sess is not None:
+            return None, make_cca(ccr, cfg, C.DIAMETER_UNABLE_TO_COMPLY,
+                                 error_message="session already exists")
+        account, sub = _resolve_account(tx, ccr)
+        if account is None:
+            return None, make_cca(ccr, cfg, C.DIAMETER_USER_UNKNOWN)
+        if account.status != "active":
+            return None, make_cca(ccr, cfg, C.DIAMETER_END_USER_SERVICE_DENIED)
+        rater = ctx.raters(None)
+        version = rater.version if rater is not None else 0
+        sess = Session(ccr.session_id, account.id, sub, account.plan, account.currency, version,
+                       ccr.origin_host, now, now)
+        adjust_open_sessions(tx, dbs, +1)
+    else:
+        if sess is None or sess.state == sessions.CLOSED:
+            return None, make_cca(ccr, cfg, C.DIAMETER_UNKNOWN_SESSION_ID)
+        if ccr.request_number <= sess.last_number:
+            return None, make_cca(ccr, cfg, C.DIAMETER_UNABLE_TO_COMPLY,
+                                 error_message="CC-Request-Number out of order")
+        account = tx.get_account(sess.account_id)
+        rater = ctx.raters(sess.tariff_version) if sess.tariff_version else ctx.raters(None)
+        if rater is not None and not sess.tariff_version:
+            sess.tariff_version = rater.version
+    sess.seen = now
+    sess.last_number = ccr.request_number
+    final = rtype == TERMINATION
+    active = account is not None and account.status == "active"
+
+    answers: list[MSCCAnswer] = []
+    for m in _mscc_list(ccr):
+        answers.append(_mscc(tx, ctx, ccr, sess, rater, m, final, active))
+    if final:
+        for rg, st in sess.groups.items():
+            _close_group(tx, ctx, sess, rg, st, "NORMAL")
+        sess.state, sess.closed_at = sessions.CLOSED, now
+        adjust_open_sessions(tx, dbs, -1)
+    if not active and not final:
+        return sess, make_cca(ccr, cfg, C.DIAMETER_END_USER_SERVICE_DENIED, answers)
+    return sess, make_cca(ccr, cfg, _message_result(answers), answers)
+
+
+def _mscc(tx, ctx: Context, ccr: CCR, sess: Session, rater, m: MSCCRequest,  # type: ignore[no-untyped-def]
+          final: bool, active: bool) -> MSCCAnswer:
+    cfg, now = ctx.cfg, tx.now
+    rg = m.rating_group if m.rating_group is not None else NO_RATING_GROUP
+    sid = m.service_identifiers[0] if m.service_identifiers else None
+    ans = MSCCAnswer(result_code=C.DIAMETER_SUCCESS, rating_group=m.rating_group, service_identifier=sid)
+    rate = rater.find(sess.plan, rg) if rater is not None else None
+    if rate is None:
+        ans.result_code = C.DIAMETER_RATING_FAILED
+        return ans
+    st = sess.groups.get(rg)
+    if st is None:
+        period = tx.txn.get(period_key(sess.account_id, now, rg), db=ctx.dbs["usage"])
+        st = sess.groups[rg] = RatingGroupState(rate.unit, first_ts=now, granted_at=now,
+                                                period_used=int(period) if period else 0,
+                                                service_identifier=sid)
+    elif st.closed:
+        # A new service burst after FINAL: a fresh cumulative count (and a CDR of its own later).
+        st.__init__(rate.unit, first_ts=now, granted_at=now, period_used=st.period_used + st.total_units,
+                    service_identifier=sid)
+    unit = st.unit
+    used = sum(units_of(u, unit) for u in m.used)
+    reasons = {u.reporting_reason for u in m.used} | {m.reporting_reason}
+    group_final = final or C.ReportingReason.FINAL in reasons
+    wants_quota = m.requested is not None and not group_final and active
+    if used or st.reserved:
+        _commit(tx, ctx, sess, rg, st, rate, rater, used)
+    if group_final:
+        _close_group(tx, ctx, sess, rg, st, "NORMAL")
+        return ans
+    if not wants_quota:
+        if not active:
+            ans.result_code = C.DIAMETER_END_USER_SERVICE_DENIED
+        return ans
+    want = units_of(m.requested, unit) or cfg.default_quota.get(unit, 1)
+    want = min(want, cfg.max_quota.get(unit, want))
+    before, period = st.money_units, st.period_used
+    try:
+        res = ops.reserve(
+            tx, f"r:{ccr.session_id}:{ccr.request_number}:{rg}", account_id=sess.account_id,
+            session_id=ccr.session_id, rating_group=rg, unit=unit, units=want,
+            price=lambda n: rater.cost(rate, before, n, now, period),
+            afford=lambda b: rater.max_units(rate, b, before, now, period),
+            all_or_nothing=False, expires_at=now + cfg.timeout(), rate_ref=rater.version)
+    except InsufficientFunds:
+        res = None
+    granted = res.units_granted if res is not None else 0
+    st.granted_at = now
+    if granted <= 0:
+        st.reserved = res is not None
+        ans.result_code = C.DIAMETER_CREDIT_LIMIT_REACHED
+        return ans
+    st.reserved, st.granted = True, granted
+    ans.granted = grant_units(unit, granted)
+    ans.validity_time = cfg.validity_time
+    if cfg.quota_holding_time:
+        ans.quota_holding_time = cfg.quota_holding_time
+    if cfg.quota_threshold_percent:
+        threshold = granted * cfg.quota_threshold_percent // 100
+        if unit == "seconds":
+            ans.time_quota_threshold = threshold
+        elif unit == "octets":
+            ans.volume_quota_threshold = threshold
+    if res.limited:
+        _final_unit(ans, rater, sess.plan)
+    return ans
+
+
+def _final_unit(ans: MSCCAnswer, rater, plan_name: str) -> None:  # type: ignore[no-untyped-def]
+    """The last grant the balance allows: tell the gateway what to do when it is used up."""
+    plan = rater.tariff.plans.get(plan_name) if rater is not None else None
+    action = getattr(plan, "final_unit_action", C.FinalUnitAction.TERMINATE) or 0
+    ans.final_unit_action = action
+    if action == C.FinalUnitAction.REDIRECT:
+        ans.redirect_address_type = C.RedirectAddressType.URL
+        ans.redirect_server_address = getattr(plan, "redirect_address", None) or ""
+    elif action == C.FinalUnitAction.RESTRICT_ACCESS:
+        rule = getattr(plan, "restriction_filter_rule", None)
+        if rule:
+            ans.restriction_filter_rules = [rule]
+
+
+def _commit(tx, ctx: Context, sess: Session, rg: int, st: RatingGroupState, rate, rater,  # type: ignore[no-untyped-def]
+            used: int) -> None:
+    before, start, period = st.money_units, st.granted_at, st.period_used
+    res = ops.commit(tx, f"c:{sess.session_id}:{sess.last_number}:{rg}", account_id=sess.account_id,
+                     session_id=sess.session_id, rating_group=rg, used_units=used,
+                     price=lambda n: rater.cost(rate, before, n, start, period))
+    st.reserved = False
+    st.granted = 0
+    st.total_units += used
+    st.bundle_units += res.bundle_units_used
+    st.money_units += res.money_units
+    st.amount += res.money_debited
+    if res.shortfall:
+        log.warning("session %s rg %d: used beyond what the balance covers, %d micro-units not collected",
+                    sess.session_id, rg, res.shortfall)
+    if used:
+        key = period_key(sess.account_id, tx.now, rg)
+        raw = tx.txn.get(key, db=ctx.dbs["usage"])
+        tx.txn.put(key, str((int(raw) if raw else 0) + used).encode(), db=ctx.dbs["usage"])
+
+
+def _close_group(tx, ctx: Context, sess: Session, rg: int, st: RatingGroupState, cause: str) -> None:  # type: ignore[no-untyped-def]
+    """Release what is still held and write the (session, rating group)'s CDR, once."""
+    if st.closed:
+        return
+    if st.reserved:
+        ops.release(tx, f"x:{sess.session_id}:{sess.last_number}:{rg}", account_id=sess.account_id,
+                    session_id=sess.session_id, rating_group=rg)
+        st.reserved = False
+    st.closed = True
+    if st.total_units == 0 and st.amount == 0:
+        return  # nothing was used: no CDR (the grant was simply given back)
+    record = cdrs.CDR(0, sess.session_id, sess.account_id, sess.subscription_id, sess.plan, rg,
+                      st.service_identifier, st.unit, st.total_units, st.amount, sess.currency,
+                      sess.tariff_version, st.first_ts, tx.now, cause, sess.origin_host,
+                      st.bundle_units, "SESSION")
+    cdrs.write(tx.txn, ctx.dbs, record)
+
+
+def close_stale(tx, ctx: Context, sess: Session) -> None:  # type: ignore[no-untyped-def]
+    """The sweeper's close of a session that went quiet: release holds, CDRs say STALE."""
+    for rg, st in sess.groups.items():
+        _close_group(tx, ctx, sess, rg, st, "STALE")
+    sess.state, sess.closed_at = sessions.CLOSED, tx.now
+
+
+# -- event-based charging (CCR-EVENT, RFC 8506 §6.3 / §6.4 / §6.5) ---------------------------------
+
+def _event(tx, ctx: Context, ccr: CCR) -> CCA:  # type: ignore[no-untyped-def]
+    cfg, now = ctx.cfg, tx.now
+    account, sub = _resolve_account(tx, ccr)
+    if account is None:
+        return make_cca(ccr, cfg, C.DIAMETER_USER_UNKNOWN)
+    if account.status != "active":
+        return make_cca(ccr, cfg, C.DIAMETER_END_USER_SERVICE_DENIED)
+    action = ccr.requested_action if ccr.requested_action is not None else DIRECT_DEBITING
+    rater = ctx.raters(None)
+    items = _mscc_list(ccr)
+    if not items:
+        return make_cca(ccr, cfg, C.DIAMETER_MISSING_AVP, error_message="no Requested-Service-Unit",
+                       failed_avp=None)
+    answers: list[MSCCAnswer] = []
+    total_cost = 0
+    enough = True
+    for m in items:
+        rg = m.rating_group if m.rating_group is not None else NO_RATING_GROUP
+        sid = m.service_identifiers[0] if m.service_identifiers else None
+        ans = MSCCAnswer(result_code=C.DIAMETER_SUCCESS, rating_group=m.rating_group, service_identifier=sid)
+        answers.append(ans)
+        rate = rater.find(account.plan, rg) if rater is not None else None
+        if rate is None:
+            ans.result_code = C.DIAMETER_RATING_FAILED
+            continue
+        units = units_of(m.requested, rate.unit) or sum(units_of(u, rate.unit) for u in m.used)
+        if units == 0 and rate.unit == "events":
+            units = 1
+        period = tx.txn.get(period_key(account.id, now, rg), db=ctx.dbs["usage"])
+        period_used = int(period) if period else 0
+        cost = rater.cost(rate, 0, units, now, period_used)
+        total_cost += cost
+        if action == PRICE_ENQUIRY:
+            continue
+        if action == CHECK_BALANCE:
+            enough = enough and account.available >= cost
+            continue
+        if action == REFUND_ACCOUNT:
+            ops.refund(tx, f"f:{ccr.session_id}:{rg}", account_id=account.id, amount=cost,
+                       session_id=ccr.session_id, rating_group=rg)
+            _event_cdr(tx, ctx, ccr, account, sub, rg, sid, rate.unit, units, -cost, 0, rater, "REFUND")
+            ans.granted = grant_units(rate.unit, units)
+            continue
+        # DIRECT_DEBITING: all or nothing, bundles first
+        try:
+            ops.reserve(tx, f"r:{ccr.session_id}:0:{rg}", account_id=account.id,
+                        session_id=ccr.session_id, rating_group=rg, unit=rate.unit, units=units,
+                        price=lambda n, r=rate, p=period_used: rater.cost(r, 0, n, now, p),
+                        afford=lambda b, r=rate, p=period_used: rater.max_units(r, b, 0, now, p),
+                        all_or_nothing=True, expires_at=now + cfg.timeout(), rate_ref=rater.version)
+        except InsufficientFunds:
+            ans.result_code = C.DIAMETER_CREDIT_LIMIT_REACHED
+            total_cost -= cost
+            continue
+        res = ops.commit(tx, f"c:{ccr.session_id}:0:{rg}", account_id=account.id,
+                         session_id=ccr.session_id, rating_group=rg, used_units=units,
+                         price=lambda n, r=rate, p=period_used: rater.cost(r, 0, n, now, p))
+        tx.txn.put(period_key(account.id, now, rg), str(period_used + units).encode(), db=ctx.dbs["usage"])
+        _event_cdr(tx, ctx, ccr, account, sub, rg, sid, rate.unit, units, res.money_debited,
+                   res.bundle_units_used, rater, "EVENT")
+        total_cost += res.money_debited - cost
+        ans.granted = grant_units(rate.unit, units)
+    extra: dict = {}
+    if action == CHECK_BALANCE:
+        extra["check_balance_result"] = C.CheckBalanceResult.ENOUGH_CREDIT if enough else C.CheckBalanceResult.NO_CREDIT
+    if action in (PRICE_ENQUIRY, DIRECT_DEBITING):
+        extra["cost_information"] = CostInformation(value_digits=total_cost, exponent=-6,
+                                                    currency_code=currency_numeric(account.currency),
+                                                    cost_unit=None)
+    if action in (PRICE_ENQUIRY, CHECK_BALANCE):
+        for a in answers:  # an enquiry grants nothing (RFC 8506 §6.4, §6.5)
+            a.granted = None
+    return make_cca(ccr, cfg, _message_result(answers), answers, **extra)
+
+
+def _event_cdr(tx, ctx: Context, ccr: CCR, account, sub: str, rg: int, sid: int | None,  # type: ignore[no-untyped-def]
+               unit: str, units: int, amount: int, bundle_units: int, rater, cause: str) -> None:
+    now = tx.now
+    record = cdrs.CDR(0, ccr.session_id, account.id, sub, account.plan, rg, sid, unit, units, amount,
+                      account.currency, rater.version, now, now, cause, ccr.origin_host, bundle_units,
+                      "EVENT")
+    cdrs.write(tx.txn, ctx.dbs, record)

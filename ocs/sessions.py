@@ -1,0 +1,163 @@
+"""Credit-control session state in LMDB, so sessions survive a restart and duplicates replay exactly.
+
+dbs (all written inside the request's own write transaction):
+- "sessions":    session_id -> msgpack Session
+- "answers":     session_id + b"\\0" + request number (4 bytes BE) -> the encoded CCA, as first sent
+- "e2e":         origin_host + b"\\0" + end-to-end id (4 bytes BE) -> the "answers" key it produced
+- "session_due": b"o" + last activity (4 bytes BE) + session_id for open sessions, b"c" + closed
+  instant + session_id for closed ones -> b"". The sweeper walks each part in time order up to
+  now - timeout (open) or now - retention (closed); the instants do not depend on settings, so a
+  restart with another --session-timeout still finds every session a crash left open. An open key
+  never says later than the real last activity (it may say earlier: the sweeper then re-files it),
+  so rewriting it only when the activity moved by DUE_STEP keeps puts rare.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+import msgpack
+
+_U32 = struct.Struct(">I")
+DUE_STEP = 10  # seconds
+
+OPEN, CLOSED = 0, 1
+
+
+@dataclass(slots=True)
+class RatingGroupState:
+    """Cumulative usage of one (session, rating group): the basis of cumulative rating."""
+
+    unit: str
+    total_units: int = 0      # all units used so far
+    money_units: int = 0      # of them, the ones paid with money (rated cumulatively)
+    bundle_units: int = 0
+    amount: int = 0           # micro-units debited so far
+    first_ts: int = 0
+    granted_at: int = 0       # when the quota now being used was granted (start instant for bands)
+    period_used: int = 0      # usage in the billing period before this session (for tiers)
+    service_identifier: int | None = None
+    reserved: bool = False    # a reservation is open in the balance store
+    closed: bool = False      # its CDR is written (FINAL reported or session ended)
+    granted: int = 0          # units of the open grant
+
+    def pack(self) -> list:
+        return [self.unit, self.total_units, self.money_units, self.bundle_units, self.amount,
+                self.first_ts, self.granted_at, self.period_used, self.service_identifier,
+                self.reserved, self.closed, self.granted]
+
+
+@dataclass(slots=True)
+class Session:
+    session_id: str
+    account_id: str
+    subscription_id: str
+    plan: str
+    currency: str
+    tariff_version: int
+    origin_host: str
+    started: int
+    seen: int
+    due: int = 0              # the instant filed in "session_due" (under the prefix of its state)
+    state: int = OPEN
+    closed_at: int = 0
+    last_number: int = -1
+    e2e_keys: list[bytes] = field(default_factory=list)
+    filed_state: int = OPEN   # the state whose prefix `due` is filed under
+    groups: dict[int, RatingGroupState] = field(default_factory=dict)
+
+    def pack(self) -> bytes:
+        return msgpack.packb([
+            self.account_id, self.subscription_id, self.plan, self.currency, self.tariff_version,
+            self.origin_host, self.started, self.seen, self.due, self.state, self.closed_at,
+            self.last_number, self.e2e_keys, self.filed_state, {rg: g.pack() for rg, g in self.groups.items()},
+        ], use_bin_type=True)
+
+    @classmethod
+    def unpack(cls, session_id: str, raw: bytes) -> Session:
+        (account_id, sub, plan, currency, version, origin_host, started, seen, due, state, closed_at,
+         last_number, e2e_keys, filed_state, groups) = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        return cls(session_id, account_id, sub, plan, currency, version, origin_host, started, seen,
+                   due, state, closed_at, last_number, e2e_keys, filed_state,
+                   {int(rg): RatingGroupState(*g) for rg, g in groups.items()})
+
+
+def answer_key(session_id: str, request_number: int) -> bytes:
+    return session_id.encode() + b"\0" + _U32.pack(request_number & 0xFFFFFFFF)
+
+
+def e2e_key(origin_host: str, end_to_end: int) -> bytes:
+    return origin_host.encode() + b"\0" + _U32.pack(end_to_end)
+
+
+def due_key(state: int, instant: int, session_id: str) -> bytes:
+    return (b"o", b"c")[state] + _U32.pack(max(0, min(instant, 0xFFFFFFFF))) + session_id.encode()
+
+
+def load(txn, dbs, session_id: str) -> Session | None:  # type: ignore[no-untyped-def]
+    raw = txn.get(session_id.encode(), db=dbs["sessions"])
+    return None if raw is None else Session.unpack(session_id, raw)
+
+
+def save(txn, dbs, sess: Session, force: bool = False) -> None:  # type: ignore[no-untyped-def]
+    """Store the session and keep its index key right (see the module docstring)."""
+    sid = sess.session_id
+    instant = sess.seen if sess.state == OPEN else sess.closed_at
+    key = due_key(sess.state, instant, sid)
+    if force or sess.due == 0 or sess.filed_state != sess.state or instant - sess.due >= DUE_STEP:
+        if sess.due:
+            txn.delete(due_key(sess.filed_state, sess.due, sid), db=dbs["session_due"])
+        txn.put(key, b"", db=dbs["session_due"])
+        sess.due, sess.filed_state = instant, sess.state
+    txn.put(sid.encode(), sess.pack(), db=dbs["sessions"])
+
+
+def find_answer(txn, dbs, session_id: str, request_number: int,  # type: ignore[no-untyped-def]
+                origin_host: str, end_to_end: int) -> bytes | None:
+    """The answer first sent to this request, by (Session-Id, CC-Request-Number) or (Origin-Host, E2E)."""
+    raw = txn.get(answer_key(session_id, request_number), db=dbs["answers"])
+    if raw is not None:
+        return raw
+    k = txn.get(e2e_key(origin_host, end_to_end), db=dbs["e2e"])
+    return None if k is None else txn.get(k, db=dbs["answers"])
+
+
+def store_answer(txn, dbs, sess: Session | None, session_id: str, request_number: int,  # type: ignore[no-untyped-def]
+                 origin_host: str, end_to_end: int, answer: bytes) -> None:
+    akey = answer_key(session_id, request_number)
+    txn.put(akey, answer, db=dbs["answers"])
+    ekey = e2e_key(origin_host, end_to_end)
+    txn.put(ekey, akey, db=dbs["e2e"])
+    if sess is not None:
+        sess.e2e_keys.append(ekey)
+
+
+def purge(txn, dbs, sess: Session) -> None:  # type: ignore[no-untyped-def]
+    """Forget a closed session whose answers no longer need replaying."""
+    sid = sess.session_id.encode()
+    prefix = sid + b"\0"
+    cur = txn.cursor(db=dbs["answers"])
+    if cur.set_range(prefix):
+        while cur.key().startswith(prefix):
+            if not cur.delete():
+                break
+    for k in sess.e2e_keys:
+        txn.delete(k, db=dbs["e2e"])
+    txn.delete(sid, db=dbs["sessions"])
+    if sess.due:
+        txn.delete(due_key(sess.filed_state, sess.due, sess.session_id), db=dbs["session_due"])
+
+
+def due_sessions(txn, dbs, state: int, upto: int, limit: int) -> list[tuple[bytes, str]]:  # type: ignore[no-untyped-def]
+    """Index keys of sessions in `state` whose instant is <= upto, oldest first, at most `limit`."""
+    prefix = (b"o", b"c")[state]
+    out: list[tuple[bytes, str]] = []
+    cur = txn.cursor(db=dbs["session_due"])
+    if not cur.set_range(prefix):
+        return out
+    for k in cur.iternext(keys=True, values=False):
+        if k[:1] != prefix or _U32.unpack_from(k, 1)[0] > upto or len(out) >= limit:
+            break
+        out.append((bytes(k), bytes(k[5:]).decode()))
+    return out
