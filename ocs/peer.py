@@ -1,0 +1,243 @@
+"""One Diameter peer connection (RFC 6733 §5): capabilities exchange, watchdog, disconnect, dispatch.
+
+The state machine is small: WAIT_CER until a CER is accepted, then OPEN, then CLOSING after a
+DPR either way. Answers produced by one pass of the loop are written with one transport.write.
+A peer that sends bytes we cannot frame is disconnected; nothing it does reaches other peers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+
+from protocol.answer import encode_error_answer
+from protocol.base import (
+    decode_cer,
+    decode_dpr,
+    encode_cea,
+    encode_dpa,
+    encode_dpr,
+    encode_dwa,
+    encode_dwr,
+)
+
+from ocs import metrics
+from protocol import constants as C
+from protocol.errors import DiameterError
+from protocol.framer import Framer
+from protocol.header import Header, decode_header
+from protocol.records import CEA, DPA, DPR, DWA, DWR
+
+log = logging.getLogger("ocs.peer")
+
+WAIT_CER, OPEN, CLOSING = "WAIT_CER", "OPEN", "CLOSING"
+DISCONNECT_REBOOTING = 0
+
+
+def _has_credit_control(cer) -> bool:  # type: ignore[no-untyped-def]
+    """Does the peer advertise application 4 (or relay everything)? RFC 6733 §5.3, §2.4."""
+    apps = set(cer.auth_application_ids) | set(cer.acct_application_ids)
+    for _vendor, auth, acct in cer.vendor_specific_application_ids:
+        apps.update(a for a in (auth, acct) if a is not None)
+    return C.APP_CREDIT_CONTROL in apps or C.APP_RELAY in apps
+
+
+class PeerConnection(asyncio.Protocol):
+    def __init__(self, server) -> None:  # type: ignore[no-untyped-def]
+        self.server = server
+        self.cfg = server.cfg
+        self.state = WAIT_CER
+        self.origin_host = ""
+        self.in_flight = 0
+        self.transport: asyncio.Transport | None = None
+        self.framer = Framer(self.cfg.max_message_size)
+        self._out: list[bytes] = []
+        self._flush_pending = False
+        self._last_rx = time.monotonic()
+        self._dwr_outstanding = False
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._hbh = random.getrandbits(32)
+        self._on_dpa: Callable[[], None] | None = None
+        self.local_ip = "127.0.0.1"
+
+    # -- transport callbacks ----------------------------------------------------------------------
+    def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
+        self.transport = transport
+        sock = transport.get_extra_info("sockname")
+        if sock:
+            self.local_ip = sock[0]
+        self.server.peers.add(self)
+        self._arm_watchdog()
+
+    def connection_lost(self, exc) -> None:  # type: ignore[no-untyped-def]
+        if self.state == OPEN:
+            metrics.PEERS.dec()
+        self.state = CLOSING
+        self.server.peers.discard(self)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        if self._on_dpa is not None:
+            self._on_dpa()
+
+    def data_received(self, data: bytes) -> None:
+        self._last_rx = time.monotonic()
+        self._dwr_outstanding = False
+        try:
+            frames = self.framer.feed(data)
+        except DiameterError as exc:
+            log.warning("peer %s: unframeable stream (%s), closing", self.origin_host or "?", exc)
+            metrics.PROTOCOL_ERRORS.labels(str(exc.result_code)).inc()
+            self.close()
+            return
+        for frame in frames:
+            if self.state == CLOSING:
+                return
+            self._handle(frame)
+
+    # -- sending ----------------------------------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        """Queue bytes; everything queued in one loop pass goes out in one write."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        self._out.append(data)
+        if not self._flush_pending:
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        if self._out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(self._out))
+        self._out.clear()
+
+    def close(self) -> None:
+        self._flush()
+        self.state = CLOSING
+        if self.transport is not None:
+            self.transport.close()
+
+    def _next_hbh(self) -> int:
+        self._hbh = (self._hbh + 1) & 0xFFFFFFFF
+        return self._hbh
+
+    # -- message handling -------------------------------------------------------------------------
+    def _error(self, frame: bytes, header: Header, code: int, failed: bytes | None = None,
+               message: str | None = None) -> None:
+        metrics.PROTOCOL_ERRORS.labels(str(code)).inc()
+        self.send(encode_error_answer(frame, header, code, self.cfg.origin_host, self.cfg.origin_realm,
+                                      failed, message))
+
+    def _handle(self, frame: bytes) -> None:
+        try:
+            header = decode_header(frame)
+        except DiameterError as exc:
+            metrics.PROTOCOL_ERRORS.labels(str(exc.result_code)).inc()
+            if exc.fatal:
+                self.close()
+            return
+        cmd = header.command_code
+        if not header.is_request:
+            self._handle_answer(cmd)
+            return
+        if cmd == C.CC_CAPABILITIES_EXCHANGE:
+            self._handle_cer(frame, header)
+        elif self.state != OPEN:
+            self._error(frame, header, C.DIAMETER_UNKNOWN_PEER, None,
+                        "capabilities exchange (CER) must come first")
+            self.close()
+        elif cmd == C.CC_CREDIT_CONTROL:
+            if header.application_id != C.APP_CREDIT_CONTROL:
+                self._error(frame, header, C.DIAMETER_APPLICATION_UNSUPPORTED)
+            else:
+                self.server.dispatcher.submit(self, frame, header)
+        elif cmd == C.CC_DEVICE_WATCHDOG:
+            self.send(encode_dwa(DWA(origin_host=self.cfg.origin_host, origin_realm=self.cfg.origin_realm,
+                                     result_code=C.DIAMETER_SUCCESS,
+                                     origin_state_id=self.server.origin_state_id),
+                                 header.hop_by_hop, header.end_to_end))
+        elif cmd == C.CC_DISCONNECT_PEER:
+            try:
+                decode_dpr(frame)
+            except DiameterError:
+                pass
+            self.send(encode_dpa(DPA(origin_host=self.cfg.origin_host, origin_realm=self.cfg.origin_realm,
+                                     result_code=C.DIAMETER_SUCCESS),
+                                 header.hop_by_hop, header.end_to_end))
+            self.close()
+        else:
+            self._error(frame, header, C.DIAMETER_COMMAND_UNSUPPORTED)
+
+    def _handle_answer(self, cmd: int) -> None:
+        if cmd == C.CC_DISCONNECT_PEER and self._on_dpa is not None:
+            self.close()
+        # DWA: _last_rx was refreshed already; other answers are not expected and are dropped.
+
+    def _handle_cer(self, frame: bytes, header: Header) -> None:
+        try:
+            cer = decode_cer(frame)
+        except DiameterError as exc:
+            self._error(frame, header, exc.result_code, exc.failed_avp, str(exc))
+            self.close()
+            return
+        cfg = self.cfg
+        self.origin_host = cer.origin_host
+        if cfg.allowed_peers and cer.origin_host not in cfg.allowed_peers:
+            self._cea(header, C.DIAMETER_UNKNOWN_PEER, "peer not in the allowlist")
+            self.close()
+            return
+        if not _has_credit_control(cer):
+            self._cea(header, C.DIAMETER_NO_COMMON_APPLICATION, "no common application")
+            self.close()
+            return
+        self._cea(header, C.DIAMETER_SUCCESS)
+        if self.state != OPEN:
+            self.state = OPEN
+            metrics.PEERS.inc()
+        log.info("peer %s (%s) open", cer.origin_host, cer.product_name)
+
+    def _cea(self, header: Header, result: int, message: str | None = None) -> None:
+        cfg = self.cfg
+        cea = CEA(origin_host=cfg.origin_host, origin_realm=cfg.origin_realm,
+                  host_ip_addresses=[self.local_ip], vendor_id=0, product_name=cfg.product_name,
+                  origin_state_id=self.server.origin_state_id, supported_vendor_ids=[C.VENDOR_3GPP],
+                  auth_application_ids=[C.APP_CREDIT_CONTROL],
+                  vendor_specific_application_ids=[(C.VENDOR_3GPP, C.APP_CREDIT_CONTROL, None)],
+                  firmware_revision=1, result_code=result, error_message=message)
+        self.send(encode_cea(cea, header.hop_by_hop, header.end_to_end))
+
+    # -- watchdog (RFC 3539 via RFC 6733 §5.5) ----------------------------------------------------
+    def _arm_watchdog(self) -> None:
+        interval = self.cfg.watchdog_interval
+        self._watchdog = asyncio.get_running_loop().call_later(interval, self._watchdog_tick)
+
+    def _watchdog_tick(self) -> None:
+        if self.state == CLOSING:
+            return
+        idle = time.monotonic() - self._last_rx
+        if self.state == WAIT_CER and idle >= self.cfg.watchdog_interval:
+            self.close()  # connected but never said CER
+            return
+        if idle >= self.cfg.watchdog_interval:
+            if self._dwr_outstanding:
+                log.warning("peer %s: no answer to DWR, closing", self.origin_host)
+                self.close()
+                return
+            self._dwr_outstanding = True
+            self.send(encode_dwr(DWR(origin_host=self.cfg.origin_host, origin_realm=self.cfg.origin_realm,
+                                     origin_state_id=self.server.origin_state_id),
+                                 self._next_hbh(), self._next_hbh()))
+        self._arm_watchdog()
+
+    # -- shutdown ---------------------------------------------------------------------------------
+    def disconnect(self, done: Callable[[], None]) -> None:
+        """Send DPR; `done` runs when the peer answers or the connection ends."""
+        if self.state != OPEN or self.transport is None:
+            done()
+            return
+        self._on_dpa = done
+        self.send(encode_dpr(DPR(origin_host=self.cfg.origin_host, origin_realm=self.cfg.origin_realm,
+                                 disconnect_cause=DISCONNECT_REBOOTING),
+                             self._next_hbh(), self._next_hbh()))
