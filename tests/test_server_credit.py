@@ -1,0 +1,268 @@
+"""Credit control against the real server: exact balances, bundles, events, duplicates, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+from server_harness import account, provision, start_server
+
+from ocs.client import DiameterClient
+from ocs.money import to_micro
+from protocol import constants as C
+from protocol.records import CCR, MSCCRequest, Units
+
+MIB = 1048576
+_ids = itertools.count(1)
+
+ACCOUNTS = {
+    "491700000001": {"balance": "10", "imsi": "262010000000001"},   # voice I/U/T
+    "491700000002": {"balance": "10"},                              # two rating groups
+    "491700000003": {"balance": "10", "bundles": [{"unit": "octets", "amount": 3 * MIB,
+                                                    "rating_groups": [200]}]},
+    "491700000004": {"balance": "1"},                               # events
+    "491700000005": {"balance": "10"},                              # duplicates
+    "491700000006": {"balance": "0.025"},                           # credit limit
+    "491700000007": {"balance": "0.035"},                           # last grant + FUI
+    "491700000008": {"balance": "5", "status": "suspended"},
+    "491700000009": {"balance": "2"},                               # 200 concurrent sessions
+    "491700000010": {"balance": "10"},                              # pipelined updates
+    "491700000011": {"balance": "0.015", "plan": "redirecting"},    # FUI redirect
+    "491700000012": {"balance": "10"},                              # unknown rating group
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):  # type: ignore[no-untyped-def]
+    data = tmp_path_factory.mktemp("credit") / "data"
+    provision(data, ACCOUNTS)
+    srv = start_server(data)
+    yield srv
+    assert srv.stop() == 0, srv.log()
+
+
+async def connect(server) -> DiameterClient:  # type: ignore[no-untyped-def]
+    return await DiameterClient.connect(server.host, server.port)
+
+
+def session_id() -> str:
+    return f"pgw.test;{next(_ids)};{id(object())}"
+
+
+def ccr(sid: str, rtype: int, number: int, msisdn: str | None, mscc: list[MSCCRequest], **kw) -> CCR:  # type: ignore[no-untyped-def]
+    return CCR(session_id=sid, destination_realm="test", auth_application_id=4,
+               service_context_id="32251@3gpp.org", request_type=rtype, request_number=number,
+               subscription_ids=[(C.SubscriptionIdType.END_USER_E164, msisdn)] if msisdn else [],
+               mscc=mscc, **kw)
+
+
+def balance(server, account_id: str) -> int:  # type: ignore[no-untyped-def]
+    return account(server.data, account_id).balance
+
+
+async def test_voice_session_exact_balance(server) -> None:  # type: ignore[no-untyped-def]
+    c = await connect(server)
+    sid, acct = session_id(), "491700000001"
+    a = await c.ccr(ccr(sid, 1, 0, acct, [MSCCRequest(rating_group=100, requested=Units(time=120))]))
+    assert a.result_code == C.DIAMETER_SUCCESS
+    assert a.mscc[0].result_code == C.DIAMETER_SUCCESS
+    assert a.mscc[0].granted.time == 120 and a.mscc[0].validity_time == 900
+    before = balance(server, acct)
+    assert before == to_micro("10")  # nothing debited yet, only held
+    assert account(server.data, acct).reserved == to_micro("0.02")
+    # 45 s then 130 s: cumulative rating = 3 started minutes, not 1 + 3
+    a = await c.ccr(ccr(sid, 2, 1, acct, [MSCCRequest(rating_group=100, requested=Units(),
+                                                      used=[Units(time=45)])]))
+    assert a.result_code == C.DIAMETER_SUCCESS and a.mscc[0].granted.time == 300
+    assert balance(server, acct) == to_micro("10") - to_micro("0.01")
+    a = await c.ccr(ccr(sid, 3, 2, acct, [MSCCRequest(rating_group=100, used=[Units(time=130)])]))
+    assert a.result_code == C.DIAMETER_SUCCESS
+    acc = account(server.data, acct)
+    assert acc.balance == to_micro("10") - to_micro("0.03")
+    assert acc.reserved == 0
+    await c.close()
+
+
+async def test_imsi_alias_resolves(server) -> None:  # type: ignore[no-untyped-def]
+    c = await connect(server)
+    req = CCR(session_id=session_id(), destination_realm="test", service_context_id="32260@3gpp.org",
+              request_type=4, request_number=0,
+              subscription_ids=[(C.SubscriptionIdType.END_USER_IMSI, "262010000000001")],
+              requested_action=C.RequestedAction.PRICE_ENQUIRY,
+              mscc=[MSCCRequest(rating_group=300, requested=Units(service_specific_units=2))])
+    a = await c.ccr(req)
+    assert a.result_code == C.DIAMETER_SUCCESS
+    assert a.cost_information.value_digits * 10 ** (a.cost_information.exponent + 6) == to_micro("0.10")
+    assert a.cost_information.currency_code == 978
+    await c.close()
+
+
+async def test_two_rating_groups_in_one_request(server) -> None:  # type: ignore[no-untyped-def]
+    c = await connect(server)
+    sid, acct = session_id(), "491700000002"
+    a = await c.ccr(ccr(sid, 1, 0, acct, [MSCCRequest(rating_group=100, requested=Units(time=60)),
+                                          MSCCRequest(rating_group=200, requested=Units(total_octets=2 * MIB))]))
+    assert [m.result_code for m in a.mscc] == [2001, 2001]
+    assert {m.rating_group: (m.granted.time, m.granted.total_octets) for m in a.mscc} == {
+        100: (60, None), 200: (None, 2 * MIB)}
+    a = await c.ccr(ccr(sid, 3, 1, acct, [MSCCRequest(rating_group=100, used=[Units(time=61)]),
+                                          MSCCRequest(rating_group=200, used=[Units(input_octets=MIB, output_octets=MIB // 2)])]))
+    assert a.result_code == 2001
+    # voice 61 s = 2 minutes = 0.02; data 1.5 MiB = 2 started MiB = 0.02
+    assert balance(server, acct) == to_micro("10") - to_micro("0.04")
+    await c.close()
+
+
+async def test_bundle_consumed_before_money(server) -> None:  # type: ignore[no-untyped-def]
+    c = await connect(server)
+    sid, acct = session_id(), "491700000003"
+    a = await c.ccr(ccr(sid, 1, 0, acct, [MSCCRequest(rating_group=200, requested=Units(total_octets=2 * MIB))]))
+    assert a.mscc[0].granted.total_octets == 2 * MIB
+    assert account(server.data, acct).reserved == 0  # held on the bundle, not on money
+    a = await c.ccr(ccr(sid, 2, 1, acct, [MSCCRequest(rating_group=200, requested=Units(total_octets=2 * MIB),
+                                                      used=[Units(total_octets=2 * MIB)])]))
+    assert balance(server, acct) == to_micro("10")  # still all on the bundle
+    a = await c.ccr(ccr(sid, 3, 2, acct, [MSCCRequest(rating_group=200, used=[Units(total_octets=2 * MIB)])]))
+    acc = account(server.data, acct)
+    # 4 MiB used: 3 MiB from the bundle, 1 MiB paid: 0.01
+    assert acc.balance == to_micro("10") - to_micro("0.01")
+    await c.close()
+
+
+async def test_event_direct_debit_refund_check_balance(server) -> None:  # type: ignore[no-untyped-def]
+    c = await connect(server)
+    acct = "491700000004"
+
+    def event(action, n):  # type: ignore[no-untyped-def]
+        return ccr(session_id(), 4, 0, acct, [MSCCRequest(rating_group=300, requested=Units(service_specific_units=n))],
+                   requested_action=action)
+
+    a = await c.ccr(event(None, 3))  # no Requested-Action = DIRECT_DEBITING
+    assert a.result_code == 2001 and a.mscc[0].granted.service_specific_units == 3
+    assert balance(server, acct) == to_micro("1") - to_micro("0.15")
+    a = await c.ccr(event(C.RequestedAction.REFUND_ACCOUNT, 1))
+    assert a.result_code == 2001
+    assert balance(server, acct) == to_micro("1") - to_micro("0.10")
+    a = await c.ccr(event(C.RequestedAction.CHECK_BALANCE, 18))
+    assert a.check_balance_result == C.CheckBalanceResult.ENOUGH_CREDIT
+    a = await c.ccr(event(C.RequestedAction.CHECK_BALANCE, 19))
+    assert a.check_balance_result == C.CheckBalanceResult.NO_CREDIT
+    a = await c.ccr(event(C.RequestedAction.DIRECT_DEBITING, 19))  # 0.95 > 0.90: refused, nothing taken
+    assert a.mscc[0].result_code == C.DIAMETER_CREDIT_LIMIT_REACHED
+    assert balance(server, acct) == to_micro("0.90")
+    await c.close()
+
+
+async def test_retransmitted_update_debits_once(server) -> None:  # type: ignore[no-untyped-def]
+    c = await connect(server)
+    sid, acct = session_id(), "491700000005"
+    await c.ccr(ccr(sid, 1, 0, acct, [MSCCRequest(rating_group=100, requested=Units(time=600))]))
+    upd = ccr(sid, 2, 1, acct, [MSCCRequest(rating_group=100, requested=Units(time=600), used=[Units(time=300)])])
+    hbh, e2e = c.next_ids()
+    from protocol.ccr import encode_ccr
+    first = await c.request_raw(encode_ccr(upd, hbh, e2e))
+    after_first = balance(server, acct)
+    assert after_first == to_micro("10") - to_micro("0.05")
+    # same e2e, T flag, new hop-by-hop: the first answer again, byte for byte but the hop-by-hop id
+    again = await c.request_raw(encode_ccr(upd, hbh + 1000, e2e, retransmit=True))
+    assert again[:12] == first[:12] and again[16:] == first[16:]
+    assert int.from_bytes(again[12:16], "big") == hbh + 1000
+    # a copy without the T flag and with a new end-to-end id: recognised by Session-Id + CC-Request-Number
+    third = await c.request_raw(encode_ccr(upd, hbh + 2000, e2e + 7))
+    assert third[20:] == first[20:]
+    assert balance(server, acct) == after_first
+    await c.close()
+
+
+async def test_unknown_user_and_unknown_session(server) -> None:  # type: ignore[no-untyped-def]
+    c = await connect(server)
+    a = await c.ccr(ccr(session_id(), 1, 0, "499999999999", [MSCCRequest(rating_group=100, requested=Units())]))
+    assert a.result_code == C.DIAMETER_USER_UNKNOWN
+    a = await c.ccr(ccr(session_id(), 2, 1, "491700000001", [MSCCRequest(rating_group=100, used=[Units(time=1)])]))
+    assert a.result_code == C.DIAMETER_UNKNOWN_SESSION_ID
+    await c.close()
+
+
+async def test_suspended_account_denied(server) -> None:  # type: ignore[no-untyped-def]
+    c = await connect(server)
+    a = await c.ccr(ccr(session_id(), 1, 0, "491700000008", [MSCCRequest(rating_group=100, requested=Units())]))
+    assert a.result_code == C.DIAMETER_END_USER_SERVICE_DENIED
+    await c.close()
+
+
+async def test_rating_failed_for_unknown_rating_group(server) -> None:  # type: ignore[no-untyped-def]
+    c = await connect(server)
+    a = await c.ccr(ccr(session_id(), 1, 0, "491700000012", [MSCCRequest(rating_group=999, requested=Units()),
+                                                             MSCCRequest(rating_group=100, requested=Units(time=60))]))
+    assert a.result_code == C.DIAMETER_SUCCESS
+    assert [m.result_code for m in a.mscc] == [C.DIAMETER_RATING_FAILED, C.DIAMETER_SUCCESS]
+    await c.close()
+
+
+async def test_credit_limit_reached_and_usage_still_debited(server) -> None:  # type: ignore[no-untyped-def]
+    c = await connect(server)
+    sid, acct = session_id(), "491700000006"
+    a = await c.ccr(ccr(sid, 1, 0, acct, [MSCCRequest(rating_group=100, requested=Units(time=600))]))
+    assert a.mscc[0].granted.time == 120  # 0.025 buys two minutes
+    assert a.mscc[0].final_unit_action == C.FinalUnitAction.TERMINATE
+    a = await c.ccr(ccr(sid, 2, 1, acct, [MSCCRequest(rating_group=100, requested=Units(time=600),
+                                                      used=[Units(time=120, reporting_reason=C.ReportingReason.QUOTA_EXHAUSTED)])]))
+    assert a.result_code == C.DIAMETER_CREDIT_LIMIT_REACHED
+    assert a.mscc[0].result_code == C.DIAMETER_CREDIT_LIMIT_REACHED and a.mscc[0].granted is None
+    assert balance(server, acct) == to_micro("0.005")
+    await c.close()
+
+
+async def test_final_unit_indication_on_last_grant(server) -> None:  # type: ignore[no-untyped-def]
+    c = await connect(server)
+    sid, acct = session_id(), "491700000007"
+    a = await c.ccr(ccr(sid, 1, 0, acct, [MSCCRequest(rating_group=100, requested=Units(time=60))]))
+    assert a.mscc[0].granted.time == 60 and a.mscc[0].final_unit_action is None  # enough for it
+    a = await c.ccr(ccr(sid, 2, 1, acct, [MSCCRequest(rating_group=100, requested=Units(time=600), used=[Units(time=60)])]))
+    assert a.mscc[0].granted.time == 120 and a.mscc[0].final_unit_action == C.FinalUnitAction.TERMINATE
+    c2 = await connect(server)
+    a = await c2.ccr(ccr(session_id(), 1, 0, "491700000011", [MSCCRequest(rating_group=200, requested=Units(total_octets=5 * MIB))]))
+    m = a.mscc[0]
+    assert m.granted.total_octets == MIB and m.final_unit_action == C.FinalUnitAction.REDIRECT
+    assert m.redirect_server_address == "http://topup.example.net/"
+    await c.close()
+    await c2.close()
+
+
+async def test_pipelined_updates_of_one_session_apply_in_order(server) -> None:  # type: ignore[no-untyped-def]
+    c = await connect(server)
+    sid, acct = session_id(), "491700000010"
+    await c.ccr(ccr(sid, 1, 0, acct, [MSCCRequest(rating_group=100, requested=Units(time=60)),
+                                      MSCCRequest(rating_group=200, requested=Units(total_octets=MIB))]))
+    # one CCR-U per MSCC, sent without waiting, as some gateways do
+    ups = [c.ccr(ccr(sid, 2, n, acct, [MSCCRequest(rating_group=rg, requested=Units(), used=[u])]))
+           for n, (rg, u) in enumerate([(100, Units(time=60)), (200, Units(total_octets=MIB)),
+                                        (100, Units(time=60)), (200, Units(total_octets=MIB))], start=1)]
+    answers = await asyncio.gather(*ups)
+    assert [a.result_code for a in answers] == [2001] * 4
+    await c.ccr(ccr(sid, 3, 5, acct, []))
+    assert balance(server, acct) == to_micro("10") - to_micro("0.04")
+    await c.close()
+
+
+async def test_200_concurrent_sessions_never_overdraw(server) -> None:  # type: ignore[no-untyped-def]
+    acct = "491700000009"  # 2.00 EUR = 200 minutes at 0.01
+    clients = [await connect(server) for _ in range(4)]
+
+    async def one(i: int) -> int:
+        c = clients[i % 4]
+        sid = session_id()
+        a = await c.ccr(ccr(sid, 1, 0, acct, [MSCCRequest(rating_group=100, requested=Units(time=180))]))
+        granted = a.mscc[0].granted.time if a.mscc and a.mscc[0].granted else 0
+        await c.ccr(ccr(sid, 3, 1, acct, [MSCCRequest(rating_group=100, used=[Units(time=granted + 60)])]))
+        return granted
+
+    granted = await asyncio.gather(*(one(i) for i in range(200)))
+    acc = account(server.data, acct)
+    assert acc.balance >= 0 and acc.reserved == 0
+    assert sum(granted) <= 200 * 60  # never more granted than the money covers
+    # usage beyond the grants was debited only up to the balance: nothing below zero
+    assert acc.balance < to_micro("2")
+    for c in clients:
+        await c.close()

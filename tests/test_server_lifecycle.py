@@ -1,0 +1,148 @@
+"""Sessions across time and crashes: stale sweep, SIGKILL mid-session, and a tshark-checked capture."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+
+import pytest
+from server_harness import account, provision, start_server
+
+from balance.store import open_store
+from ocs import cdr as cdrs
+from ocs.client import DiameterClient
+from ocs.money import to_micro
+from protocol.records import CCR, MSCCRequest, Units
+
+
+def a_ccr(sid: str, msisdn: str, rtype: int, number: int, mscc: list[MSCCRequest]) -> CCR:
+    return CCR(session_id=sid, destination_realm="test", service_context_id="32251@3gpp.org",
+               request_type=rtype, request_number=number, subscription_ids=[(0, msisdn)], mscc=mscc)
+
+
+def stored_cdrs(data) -> list[cdrs.CDR]:  # type: ignore[no-untyped-def]
+    store = open_store(data)
+    try:
+        with store.read() as view:
+            return list(cdrs.iter_from(view.txn, store.db("cdrs")))
+    finally:
+        store.close()
+
+
+async def test_stale_session_swept(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    data = tmp_path / "d"
+    provision(data, {"491720000001": {"balance": "10"}})
+    cfg = tmp_path / "ocs.toml"
+    cfg.write_text("sweep_interval = 0.3\ncdr_export = false\n")
+    srv = start_server(data, "--config", str(cfg), "--session-timeout", "2")
+    try:
+        c = await DiameterClient.connect(srv.host, srv.port)
+        sid = "pgw;stale;1"
+        await c.ccr(a_ccr(sid, "491720000001", 1, 0, [MSCCRequest(rating_group=100, requested=Units(time=600))]))
+        await c.ccr(a_ccr(sid, "491720000001", 2, 1, [MSCCRequest(rating_group=100, requested=Units(time=600),
+                                                                  used=[Units(time=90)])]))
+        assert account(data, "491720000001").reserved > 0
+        for _ in range(100):  # the gateway went silent; within ~3 s the sweeper closes the session
+            await asyncio.sleep(0.1)
+            if account(data, "491720000001").reserved == 0:
+                break
+        acc = account(data, "491720000001")
+        assert acc.reserved == 0 and acc.balance == to_micro("10") - to_micro("0.02")
+        [record] = [r for r in stored_cdrs(data) if r.session_id == sid]
+        assert record.termination_cause == "STALE" and record.used_units == 90 and record.amount == to_micro("0.02")
+        # a late update for the swept session is refused
+        a = await c.ccr(a_ccr(sid, "491720000001", 2, 2, [MSCCRequest(rating_group=100, used=[Units(time=10)])]))
+        assert a.result_code == 5002
+        await c.close()
+    finally:
+        assert srv.stop() == 0
+
+
+async def test_restart_after_sigkill_mid_session(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    data = tmp_path / "d"
+    start_balance = to_micro("10")
+    provision(data, {"491720000002": {"balance": "10"}})
+    srv = start_server(data, "--no-cdr-export")
+    c = await DiameterClient.connect(srv.host, srv.port)
+    sids = [f"pgw;restart;{i}" for i in range(6)]
+    for sid in sids:
+        a = await c.ccr(a_ccr(sid, "491720000002", 1, 0, [MSCCRequest(rating_group=100, requested=Units(time=120))]))
+        assert a.result_code == 2001
+        a = await c.ccr(a_ccr(sid, "491720000002", 2, 1, [MSCCRequest(rating_group=100, requested=Units(time=120),
+                                                                      used=[Units(time=61)])]))
+        assert a.result_code == 2001
+    srv.kill()  # SIGKILL: no flush, no goodbye
+    await c.close()
+    cfg = tmp_path / "ocs.toml"
+    cfg.write_text("sweep_interval = 0.3\ncdr_export = false\n")
+    srv = start_server(data, "--config", str(cfg), "--session-timeout", "3")
+    try:
+        c = await DiameterClient.connect(srv.host, srv.port)
+        # half the sessions continue after the restart and terminate normally ...
+        for sid in sids[:3]:
+            a = await c.ccr(a_ccr(sid, "491720000002", 3, 2, [MSCCRequest(rating_group=100, used=[Units(time=30)])]))
+            assert a.result_code == 2001
+        # ... the others are never heard of again and get swept
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            if account(data, "491720000002").reserved == 0:
+                break
+        acc = account(data, "491720000002")
+        records = [r for r in stored_cdrs(data) if r.session_id in sids]
+        assert acc.reserved == 0
+        assert len(records) == 6
+        assert {r.termination_cause for r in records} == {"NORMAL", "STALE"}
+        # conservation: balance + what the CDRs charged + what is held == where we started
+        assert acc.balance + sum(r.amount for r in records) + acc.reserved == start_balance
+        assert sum(r.amount for r in records) == 3 * to_micro("0.02") + 3 * to_micro("0.02")
+        await c.close()
+    finally:
+        assert srv.stop() == 0
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed (.ci/run installs it)")
+async def test_tshark_dissects_a_captured_session(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from test_protocol_oracle import write_pcap
+    data = tmp_path / "d"
+    provision(data, {"491720000003": {"balance": "10"}})
+    srv = start_server(data, "--no-cdr-export")
+    try:
+        c = await DiameterClient.connect(srv.host, srv.port)
+        flows: list[tuple[bool, bytes]] = []
+        sent = []
+        orig_request_raw = c.request_raw
+
+        async def recording(frame: bytes, timeout: float = 10.0) -> bytes:
+            sent.append(frame)
+            answer = await orig_request_raw(frame, timeout)
+            flows.append((True, frame))
+            flows.append((False, answer))
+            return answer
+
+        c.request_raw = recording  # type: ignore[method-assign]
+        await c.watchdog()
+        sid = "pgw;tshark;1"
+        await c.ccr(a_ccr(sid, "491720000003", 1, 0, [MSCCRequest(rating_group=100, requested=Units(time=60)),
+                                                      MSCCRequest(rating_group=200, requested=Units(total_octets=1000))]))
+        await c.ccr(a_ccr(sid, "491720000003", 2, 1, [MSCCRequest(rating_group=100, requested=Units(time=60),
+                                                                  used=[Units(time=60, reporting_reason=3)])]))
+        await c.ccr(a_ccr(sid, "491720000003", 3, 2, [MSCCRequest(rating_group=100, used=[Units(time=10)]),
+                                                      MSCCRequest(rating_group=200, used=[Units(total_octets=900)])]))
+        await c.close()
+    finally:
+        assert srv.stop() == 0
+    pcap = tmp_path / "session.pcap"
+    write_pcap(pcap, flows)
+    out = subprocess.run(["tshark", "-r", str(pcap), "-o", "tcp.check_checksum:FALSE", "-d",
+                          "tcp.port==3868,diameter", "-T", "json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    packets = json.loads(out.stdout)
+    assert len(packets) == len(flows)
+    text = out.stdout
+    assert "_ws.malformed" not in text
+    assert '"_ws.expert.severity": "8388608"' not in text  # error
+    assert '"_ws.expert.severity": "6291456"' not in text  # warning
+    codes = [p["_source"]["layers"]["diameter"]["diameter.cmd.code"] for p in packets]
+    assert codes == ["280", "280", "272", "272", "272", "272", "272", "272"]
