@@ -167,7 +167,7 @@ def run_demo(opts: DemoOptions) -> DemoResult:
         ocs_command(["cdr", "export", "--out", str(target), "--data", str(data)],
                     "ocs cdr export")
         out.files["CDRs"] = str(cdr_dir)
-        say(f"    CDRs exported under {cdr_dir}")
+        say(f"    ocs cdr export: CDR files under {cdr_dir}")
     else:
         out.skipped.append("ocs cdr export (command not available)")
     if "reconcile" in commands:
@@ -184,7 +184,7 @@ def run_demo(opts: DemoOptions) -> DemoResult:
         ocs_command(["invoice", "--cdrs", str(cdr_dir), "--period", period, "--out", str(inv),
                      "--data", str(data)], "ocs invoice", timeout=600)
         out.files["invoices"] = str(inv)
-        say(f"    invoices for {period} in {inv}")
+        say(f"    ocs invoice: invoices for {period} in {inv}")
     else:
         out.skipped.append("ocs invoice (command not available)")
     for note in out.skipped:
@@ -204,7 +204,8 @@ def format_summary(r: DemoResult) -> str:
     lines = ["", "Summary",
              f"  requests served   {r.requests:,} ({r.throughput:,.0f}/s)",
              "  latency (ms)      " + "  ".join(
-                 f"{k} {lat.get(k, 0) / 1000:.2f}" for k in ("p50", "p90", "p99", "p99_9", "max")),
+                 f"{k.replace('_', '.')} {lat.get(k, 0) / 1000:.2f}"
+                 for k in ("p50", "p90", "p99", "p99_9", "max")),
              f"  revenue ({r.currency})"]
     total = 0
     for service, amount in sorted(r.revenue.items()):
