@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -167,7 +168,7 @@ def run_ours(args: argparse.Namespace, dirs: _DataDirs, *, label: str, no_sync: 
     provision(data, accounts=args.accounts, balance=to_micro(args.balance),
               tariff_path=args.tariff)
     before = balances(data, args.accounts)
-    log_path = (log_dir or Path(data)) / f"serve-{label.replace(' ', '_')}.log"
+    log_path = (log_dir or Path(data)) / f"serve-{re.sub(r'[^A-Za-z0-9.-]+', '_', label)}.log"
     server = servers.launch(label, servers.ocs_serve_argv(data, no_sync=no_sync, workers=workers),
                             log_path=log_path)
     try:
