@@ -8,9 +8,12 @@ Layout, all int64 (offsets are indexes into the blob):
   keys    sorted plan_index << 32 | rating_group, and the rate index of each; plan wildcard rates
   tiers   n_tiers period positions per rate (tier 0 = 0)
   prices  (n_bands + 1) x n_tiers micro-unit prices per rate, band 0 = outside every band
-  week    per banded rate: 10080 band codes (one per local minute of the week, Monday 00:00 first),
-          then 10080 "minutes from this minute's start to the next band change" (NO_CHANGE if never)
-  tz      per zone: [n, offset before the first transition, at[0..n), offset[0..n)] (UTC seconds)
+  week    per banded rate, one entry per local minute of the week (Monday 00:00 first):
+          (minutes from this minute's start to the next band change, NO_CHANGE if never) << 8 | band
+          code, packed so a lookup is one load
+  tz      per zone: [n, offset before the first transition, at[0..n), offset[0..n), bucket[NB]]:
+          bucket[b] = index of the last transition at or before TZ_FROM + b * 2**TZ_SHIFT (-1: none),
+          so the kernel finds the offset in O(1) instead of a binary search per lookup
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ RF = 10
 NO_CHANGE = 1 << 40
 # Transitions are tabulated over this range; later instants use the last offset.
 TZ_FROM, TZ_TO = 0, int(datetime(2100, 1, 1, tzinfo=UTC).timestamp())
+TZ_SHIFT = 16                                   # buckets of 65536 s (~18 h)
+TZ_BUCKETS = ((TZ_TO - TZ_FROM) >> TZ_SHIFT) + 1
 
 
 def _offset(zone: ZoneInfo, t: int) -> int:
@@ -66,7 +71,7 @@ def tz_transitions(name: str) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
 
 
 def week_table(rate: Rate) -> np.ndarray:
-    """Band code per local minute of the week, then minutes to the next change of band code."""
+    """Per local minute of the week: minutes to the next change of band code << 8 | band code."""
     codes = np.zeros(MINUTES_PER_WEEK, dtype=np.int64)
     for i, band in enumerate(rate.bands):
         codes[band_minutes(band)] = i + 1
@@ -80,13 +85,15 @@ def week_table(rate: Rate) -> np.ndarray:
             dist = 1 if codes[nxt] != codes[m] else dist + 1
             if k < MINUTES_PER_WEEK:
                 until[m] = dist
-    return np.concatenate([codes, until])
+    return (until << 8) | codes
 
 
 @lru_cache(maxsize=64)
 def _tz_block(name: str) -> np.ndarray:
     first, at, offs = tz_transitions(name)
-    return np.array([len(at), first, *at, *offs], dtype=np.int64)
+    edges = TZ_FROM + (np.arange(TZ_BUCKETS, dtype=np.int64) << TZ_SHIFT)
+    bucket = np.searchsorted(np.array(at, dtype=np.int64), edges, side="right") - 1
+    return np.concatenate([np.array([len(at), first, *at, *offs], dtype=np.int64), bucket])
 
 
 def compile_tariff(tariff: Tariff) -> tuple[np.ndarray, dict[str, int]]:

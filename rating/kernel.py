@@ -28,6 +28,9 @@ from rating.compiled import (
     R_UNIT,
     R_WEEK,
     RF,
+    TZ_FROM,
+    TZ_SHIFT,
+    TZ_TO,
 )
 
 MAX_COST = 1 << 62
@@ -38,7 +41,7 @@ MAX_SECONDS = (1 << 32) - 1
 MAX_OTHER = 1 << 62
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _n_starts(x, first, inc):
     """Number of increment starts below position x."""
     if x <= 0:
@@ -48,14 +51,14 @@ def _n_starts(x, first, inc):
     return 1 + (x - first + inc - 1) // inc
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _start_of(k, first, inc):
     if k == 0:
         return 0
     return first + (k - 1) * inc
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _band_at(T, week, tz, t):
     """(band code, instant the band may next change) for unix second t."""
     n = T[tz]
@@ -66,22 +69,29 @@ def _band_at(T, week, tz, t):
         if t < T[at]:
             tz_next = T[at]
         else:
-            lo, hi = 0, n - 1          # largest i with at[i] <= t
-            while lo < hi:
-                mid = (lo + hi + 1) >> 1
-                if T[at + mid] <= t:
-                    lo = mid
-                else:
-                    hi = mid - 1
+            if TZ_FROM <= t < TZ_TO:   # O(1): start from the bucket's last transition
+                lo = T[at + 2 * n + ((t - TZ_FROM) >> TZ_SHIFT)]
+                while lo + 1 < n and T[at + lo + 1] <= t:
+                    lo += 1
+            else:
+                lo, hi = 0, n - 1          # largest i with at[i] <= t
+                while lo < hi:
+                    mid = (lo + hi + 1) >> 1
+                    if T[at + mid] <= t:
+                        lo = mid
+                    else:
+                        hi = mid - 1
             off = T[at + n + lo]
             if lo + 1 < n:
                 tz_next = T[at + lo + 1]
     local = t + off
-    day = local // 86400
-    wsec = ((day + 3) % 7) * 86400 + (local - day * 86400)   # 1970-01-01 was a Thursday
+    wsec = (local + 3 * 86400) % 604800     # second of the local week; 1970-01-01 was a Thursday
+    if wsec < 0:
+        wsec += 604800
     m = wsec // 60
-    band = T[week + m]
-    dm = T[week + 10080 + m]
+    packed = T[week + m]
+    band = packed & 255
+    dm = packed >> 8
     until = tz_next
     if dm < NO_CHANGE:
         change = t + dm * 60 - (wsec - m * 60)
@@ -90,7 +100,7 @@ def _band_at(T, week, tz, t):
     return band, until
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def cost_one(T, r, before, units, start, period_used):
     """Micro-units for units [before, before+units) of rate r (see rating/reference.py)."""
     if units <= 0:
@@ -143,7 +153,7 @@ def cost_one(T, r, before, units, start, period_used):
     return acc
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def max_units_one(T, r, budget, before, start, period_used, limit):
     """Largest U <= limit with cost_one(T, r, before, U, start, period_used) <= budget."""
     if budget < 0 or limit <= 0:
@@ -202,7 +212,7 @@ def max_units_one(T, r, budget, before, start, period_used, limit):
     return cap
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def find_rate(T, plan, rg):
     """Rate index for (plan index, rating group): exact first, then the plan's wildcard; -1 none."""
     if plan < 0 or plan >= T[H_NPLANS]:
@@ -221,23 +231,22 @@ def find_rate(T, plan, rg):
     return T[T[H_PLANWILD] + plan]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def rate_batch(T, plan, rg, units, start, period_used, before, out_cost, out_rate):
     """Rate arrays of reports at once. out_rate[i] = rate index or -1 (no rate: out_cost[i] = 0).
     Consecutive records with the same (plan, rating group) reuse the previous lookup."""
     last_plan, last_rg, r = -1, -1, -1
-    for i in range(units.shape[0]):
+    for i in range(units.shape[0]):          # pass 1: resolve rates
         if plan[i] != last_plan or rg[i] != last_rg:
             last_plan, last_rg = plan[i], rg[i]
             r = find_rate(T, last_plan, last_rg)
         out_rate[i] = r
-        if r < 0:
-            out_cost[i] = 0
-        else:
-            out_cost[i] = cost_one(T, r, before[i], units[i], start[i], period_used[i])
+    for i in range(units.shape[0]):          # pass 2: price
+        r = out_rate[i]
+        out_cost[i] = 0 if r < 0 else cost_one(T, r, before[i], units[i], start[i], period_used[i])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def rate_batch_idx(T, rate, units, start, period_used, before, out_cost):
     """Rate arrays of reports whose rate indexes are already resolved (rate[i] >= 0)."""
     for i in range(units.shape[0]):

@@ -397,6 +397,8 @@ def _parse_rate(ctx: _Ctx, raw: Any, i: int) -> Rate:
     if not isinstance(raw_bands, list):
         raise ctx.fail(ctx.loc.key(line, "band"), "band must be an array of tables [[rate.band]]")
     owner: dict[int, Band] = {}
+    if len(raw_bands) > 200:
+        raise ctx.fail(line, "more than 200 bands in one rate")
     for j, b in enumerate(raw_bands):
         band = _parse_band(ctx, b, ctx.loc.child("rate", i, "band", j), len(tiers) + 1)
         for minute in band_minutes(band):
