@@ -277,11 +277,12 @@ def execute(args: argparse.Namespace) -> int:
     print(report.table(rows, ceiling="echo ceiling" if args.compare else None,
                        peer="python-diameter peer" if args.compare else None))
     if len(workers) > 1:
-        base = next((r.result.throughput for r in rows if r.extra.get("workers") == workers[0]), 0)
-        print("\nscale-up: " + ", ".join(
+        sweep = [r for r in rows if "workers" in r.extra and not r.extra.get("no_sync")
+                 and "@80%" not in r.name]
+        base = sweep[0].result.throughput if sweep else 0
+        print("\nscale-up (durable): " + ", ".join(
             f"{r.extra['workers']} worker(s) {r.result.throughput:,.0f} req/s"
-            f" (x{r.result.throughput / base:.2f})" if base else ""
-            for r in rows if "workers" in r.extra and "@80%" not in r.name))
+            + (f" (x{r.result.throughput / base:.2f})" if base else "") for r in sweep))
     for line in verdicts(rows):
         print("  " + line)
     bad_cons = [r.name for r in rows
