@@ -76,6 +76,21 @@ def period_key(account_id: str, now: int, rating_group: int) -> bytes:
     return f"{account_id}\0{month}\0".encode() + _U32.pack(rating_group & 0xFFFFFFFF)
 
 
+def period_usage(tx, ctx: Context, account_id: str, rg: int, rate) -> int:  # type: ignore[no-untyped-def]
+    """Units of this rating group the account used this calendar month (UTC); only tiers need it."""
+    if not rate.tiers:
+        return 0
+    raw = tx.txn.get(period_key(account_id, tx.now, rg), db=ctx.dbs["usage"])
+    return int(raw) if raw else 0
+
+
+def add_period_usage(tx, ctx: Context, account_id: str, rg: int, before: int, used: int) -> None:  # type: ignore[no-untyped-def]
+    """Record `used` more units; the stored figure never goes backwards (other sessions add too)."""
+    key = period_key(account_id, tx.now, rg)
+    raw = tx.txn.get(key, db=ctx.dbs["usage"])
+    tx.txn.put(key, str((int(raw) if raw else 0) + used).encode(), db=ctx.dbs["usage"])
+
+
 def _resolve_account(tx, ccr: CCR):  # type: ignore[no-untyped-def]
     """(account, subscription id) for the first Subscription-Id that resolves, E.164 first."""
     ids = sorted(ccr.subscription_ids, key=lambda t: (t[0] != C.SubscriptionIdType.END_USER_E164, t[0]))
@@ -208,9 +223,8 @@ def _mscc(tx, ctx: Context, ccr: CCR, sess: Session, rater, m: MSCCRequest,  # t
         return ans
     st = sess.groups.get(rg)
     if st is None:
-        period = tx.txn.get(period_key(sess.account_id, now, rg), db=ctx.dbs["usage"])
         st = sess.groups[rg] = RatingGroupState(rate.unit, first_ts=now, granted_at=now,
-                                                period_used=int(period) if period else 0,
+                                                period_used=period_usage(tx, ctx, sess.account_id, rg, rate),
                                                 service_identifier=sid)
     elif st.closed:
         # A new service burst after FINAL: a fresh cumulative count (and a CDR of its own later).
@@ -235,7 +249,7 @@ def _mscc(tx, ctx: Context, ccr: CCR, sess: Session, rater, m: MSCCRequest,  # t
     before, period = st.money_units, st.period_used
     try:
         res = ops.reserve(
-            tx, f"r:{ccr.session_id}:{ccr.request_number}:{rg}", account_id=sess.account_id,
+            tx, None, account_id=sess.account_id,
             session_id=ccr.session_id, rating_group=rg, unit=unit, units=want,
             price=lambda n: rater.cost(rate, before, n, now, period),
             afford=lambda b: rater.max_units(rate, b, before, now, period),
@@ -281,7 +295,7 @@ def _final_unit(ans: MSCCAnswer, rater, plan_name: str) -> None:  # type: ignore
 def _commit(tx, ctx: Context, sess: Session, rg: int, st: RatingGroupState, rate, rater,  # type: ignore[no-untyped-def]
             used: int) -> None:
     before, start, period = st.money_units, st.granted_at, st.period_used
-    res = ops.commit(tx, f"c:{sess.session_id}:{sess.last_number}:{rg}", account_id=sess.account_id,
+    res = ops.commit(tx, None, account_id=sess.account_id,
                      session_id=sess.session_id, rating_group=rg, used_units=used,
                      price=lambda n: rater.cost(rate, before, n, start, period))
     st.reserved = False
@@ -293,10 +307,8 @@ def _commit(tx, ctx: Context, sess: Session, rg: int, st: RatingGroupState, rate
     if res.shortfall:
         log.warning("session %s rg %d: used beyond what the balance covers, %d micro-units not collected",
                     sess.session_id, rg, res.shortfall)
-    if used:
-        key = period_key(sess.account_id, tx.now, rg)
-        raw = tx.txn.get(key, db=ctx.dbs["usage"])
-        tx.txn.put(key, str((int(raw) if raw else 0) + used).encode(), db=ctx.dbs["usage"])
+    if used and rate.tiers:
+        add_period_usage(tx, ctx, sess.account_id, rg, st.period_used + st.total_units - used, used)
 
 
 def _close_group(tx, ctx: Context, sess: Session, rg: int, st: RatingGroupState, cause: str) -> None:  # type: ignore[no-untyped-def]
@@ -304,7 +316,7 @@ def _close_group(tx, ctx: Context, sess: Session, rg: int, st: RatingGroupState,
     if st.closed:
         return
     if st.reserved:
-        ops.release(tx, f"x:{sess.session_id}:{sess.last_number}:{rg}", account_id=sess.account_id,
+        ops.release(tx, None, account_id=sess.account_id,
                     session_id=sess.session_id, rating_group=rg)
         st.reserved = False
     st.closed = True
@@ -354,8 +366,7 @@ def _event(tx, ctx: Context, ccr: CCR) -> CCA:  # type: ignore[no-untyped-def]
         units = units_of(m.requested, rate.unit) or sum(units_of(u, rate.unit) for u in m.used)
         if units == 0 and rate.unit == "events":
             units = 1
-        period = tx.txn.get(period_key(account.id, now, rg), db=ctx.dbs["usage"])
-        period_used = int(period) if period else 0
+        period_used = period_usage(tx, ctx, account.id, rg, rate)
         cost = rater.cost(rate, 0, units, now, period_used)
         total_cost += cost
         if action == PRICE_ENQUIRY:
@@ -364,14 +375,14 @@ def _event(tx, ctx: Context, ccr: CCR) -> CCA:  # type: ignore[no-untyped-def]
             enough = enough and account.available >= cost
             continue
         if action == REFUND_ACCOUNT:
-            ops.refund(tx, f"f:{ccr.session_id}:{rg}", account_id=account.id, amount=cost,
+            ops.refund(tx, None, account_id=account.id, amount=cost,
                        session_id=ccr.session_id, rating_group=rg)
             _event_cdr(tx, ctx, ccr, account, sub, rg, sid, rate.unit, units, -cost, 0, rater, "REFUND")
             ans.granted = grant_units(rate.unit, units)
             continue
         # DIRECT_DEBITING: all or nothing, bundles first
         try:
-            ops.reserve(tx, f"r:{ccr.session_id}:0:{rg}", account_id=account.id,
+            ops.reserve(tx, None, account_id=account.id,
                         session_id=ccr.session_id, rating_group=rg, unit=rate.unit, units=units,
                         price=lambda n, r=rate, p=period_used: rater.cost(r, 0, n, now, p),
                         afford=lambda b, r=rate, p=period_used: rater.max_units(r, b, 0, now, p),
@@ -380,10 +391,11 @@ def _event(tx, ctx: Context, ccr: CCR) -> CCA:  # type: ignore[no-untyped-def]
             ans.result_code = C.DIAMETER_CREDIT_LIMIT_REACHED
             total_cost -= cost
             continue
-        res = ops.commit(tx, f"c:{ccr.session_id}:0:{rg}", account_id=account.id,
+        res = ops.commit(tx, None, account_id=account.id,
                          session_id=ccr.session_id, rating_group=rg, used_units=units,
                          price=lambda n, r=rate, p=period_used: rater.cost(r, 0, n, now, p))
-        tx.txn.put(period_key(account.id, now, rg), str(period_used + units).encode(), db=ctx.dbs["usage"])
+        if rate.tiers:
+            add_period_usage(tx, ctx, account.id, rg, period_used, units)
         _event_cdr(tx, ctx, ccr, account, sub, rg, sid, rate.unit, units, res.money_debited,
                    res.bundle_units_used, rater, "EVENT")
         total_cost += res.money_debited - cost

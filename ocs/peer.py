@@ -13,6 +13,8 @@ import random
 import time
 from collections.abc import Callable
 
+from ocs import metrics
+from protocol import constants as C
 from protocol.answer import encode_error_answer
 from protocol.base import (
     decode_cer,
@@ -23,12 +25,9 @@ from protocol.base import (
     encode_dwa,
     encode_dwr,
 )
-
-from ocs import metrics
-from protocol import constants as C
 from protocol.errors import DiameterError
 from protocol.framer import Framer
-from protocol.header import Header, decode_header
+from protocol.header import FLAG_REQUEST, Header, decode_header, peek_header
 from protocol.records import CEA, DPA, DPR, DWA, DWR
 
 log = logging.getLogger("ocs.peer")
@@ -134,9 +133,13 @@ class PeerConnection(asyncio.Protocol):
         try:
             header = decode_header(frame)
         except DiameterError as exc:
-            metrics.PROTOCOL_ERRORS.labels(str(exc.result_code)).inc()
             if exc.fatal:
+                metrics.PROTOCOL_ERRORS.labels(str(exc.result_code)).inc()
                 self.close()
+                return
+            header = peek_header(frame)
+            if header.flags & FLAG_REQUEST:  # answer a bad request (e.g. 3008); drop a bad answer
+                self._error(frame, header, exc.result_code, exc.failed_avp, str(exc))
             return
         cmd = header.command_code
         if not header.is_request:

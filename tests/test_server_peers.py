@@ -102,6 +102,13 @@ async def test_watchdog_unknown_command_wrong_application(server) -> None:  # ty
     assert result_code(answer) == C.DIAMETER_MISSING_AVP
     failed = decode_message(answer).find("Failed-AVP")
     assert failed is not None and failed.children[0].code == 416  # names the missing CC-Request-Type
+    # a request with the reserved header bits set: 3008 with the E bit, the connection stays up
+    frame = bytearray(encode_ccr(a_ccr("x;1;4"), *c.next_ids()))
+    frame[4] |= 0x0F
+    answer = await c.request_raw(bytes(frame))
+    assert result_code(answer) == C.DIAMETER_INVALID_HDR_BITS and decode_header(answer).is_error
+    dwa = await c.watchdog()
+    assert result_code(dwa) == C.DIAMETER_SUCCESS
     dpa = await c.disconnect()
     assert result_code(dpa) == C.DIAMETER_SUCCESS
     await asyncio.wait_for(c.closed.wait(), 5)
