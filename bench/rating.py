@@ -237,7 +237,7 @@ def main() -> None:
     b = bench_batch(n)
     print(f"batch, {n} records, 3 bands x 2 tiers, Europe/Paris, 1-3600 s calls (records/s):")
     for k, v in b.items():
-        print(f"  {k:<20} {v / 1e6:8.2f} M/s   x{v / b['oracle_banded']:10.0f} oracle   "
+        print(f"  {k:<20} {v:14,.0f} /s   x{v / b['oracle_banded']:8.0f} oracle   "
               f"x{v / b['numpy_simple']:6.2f} numpy simple")
     print(f"  target: kernel_banded >= 10 M/s -> {'MET' if b['kernel_banded'] >= 10e6 else 'NOT MET'}")
     p = bench_per_request()
