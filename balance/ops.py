@@ -483,6 +483,24 @@ def reserve(tx: Tx, key: Key, *, account_id: str, session_id: str, rating_group:
     if old is not None:
         w.unhold(old)
         acct.reserved -= old.money_held
+    result = _hold(tx, w, acct, old, session_id=session_id, rating_group=rating_group, unit=unit,
+                   units=units, price=price, afford=afford, all_or_nothing=all_or_nothing,
+                   expires_at=expires_at, rate_ref=rate_ref)
+    bundles = w.flush()
+    if result.units_granted or old is not None:
+        _journal(tx, acct, "reserve", key, reserved_delta=acct.reserved - reserved_before,
+                 bundles=bundles, session_id=session_id, rating_group=rating_group)
+        _save(tx, acct)
+    _remember(tx, key, "reserve", result)
+    return result
+
+
+def _hold(tx: Tx, w: _Work, acct: Account, old: Reservation | None, *, session_id: str,
+          rating_group: int | None, unit: str, units: int, price: Price,
+          afford: Callable[[int], int], all_or_nothing: bool, expires_at: int,
+          rate_ref: object) -> ReserveResult:
+    """The holding half of reserve: in memory, then the reservation record (replacing `old`,
+    whose holds the caller has already given back)."""
     holds: list[list] = []
     bundle_units = 0
     if w.bundles:
@@ -497,13 +515,14 @@ def reserve(tx: Tx, key: Key, *, account_id: str, session_id: str, rating_group:
     n = units - bundle_units
     cost = 0
     limited = False
+    held_on_balance = 0
     if n:
         mbs = w.applicable("money", rating_group) if unit != "money" else []
         avail = sum(max(0, b.available) for b in mbs) + max(0, acct.available)
         cost = price(n)
         if cost > avail:
             if all_or_nothing:
-                raise InsufficientFunds(account_id, cost, avail)
+                raise InsufficientFunds(acct.id, cost, avail)
             n = min(max(0, int(afford(avail))), n)
             cost = price(n) if n else 0
             if cost > avail:
@@ -518,22 +537,51 @@ def reserve(tx: Tx, key: Key, *, account_id: str, session_id: str, rating_group:
                 left -= take
         acct.reserved += left
         held_on_balance = left
-    else:
-        held_on_balance = 0
     granted = bundle_units + n
     if granted:
-        res = Reservation(session_id, rating_group, account_id, unit, granted, holds,
+        res = Reservation(session_id, rating_group, acct.id, unit, granted, holds,
                           held_on_balance, expires_at, rate_ref, tx.now)
         _put_reservation(tx, res, old)
     elif old is not None:
         _drop_reservation(tx, old)
+    return ReserveResult(granted, bundle_units, cost, limited or granted < units, expires_at)
+
+
+def commit_and_reserve(tx: Tx, key: Key, *, account_id: str, session_id: str,
+                       rating_group: int | None, used_units: int, used_price: Price, unit: str,
+                       units: int, price: Price, afford: Callable[[int], int],
+                       all_or_nothing: bool, expires_at: int, rate_ref: object = None,
+                       reason: str = "usage") -> tuple[CommitResult, ReserveResult]:
+    """A usage report with a new quota request (CCR-UPDATE): commit() then reserve() in one pass
+    over the account, with the reservation rewritten in place and one "update" ledger entry
+    carrying both the debit and the change of what is held."""
+    hit = _replay(tx, key, "update")
+    if hit is not _MISS:
+        return tuple(unpack_outcome(x) for x in hit)  # type: ignore[return-value,union-attr]
+    _unit(unit)
+    _units(units)
+    _units(used_units, "used units")
+    rkey = reservation_key(session_id, rating_group)
+    acct = _active(tx.get_account(account_id))
+    balance_before, reserved_before = acct.balance, acct.reserved
+    w = _Work(tx, acct)
+    old = _find_reservation(tx, account_id, rkey)
+    if old is not None and old.unit != unit:
+        raise InvalidArgument(f"reservation is in {old.unit}, not {unit}")
+    bundle_used, m, debited, shortfall = _settle(w, acct, old, unit, rating_group, used_units, used_price)
+    if old is not None:
+        w.unhold(old)
+        acct.reserved -= old.money_held
+    held = _hold(tx, w, acct, old, session_id=session_id, rating_group=rating_group, unit=unit,
+                 units=units, price=price, afford=afford, all_or_nothing=all_or_nothing,
+                 expires_at=expires_at, rate_ref=rate_ref)
     bundles = w.flush()
-    if granted or old is not None:
-        _journal(tx, acct, "reserve", key, reserved_delta=acct.reserved - reserved_before,
-                 bundles=bundles, session_id=session_id, rating_group=rating_group)
-        _save(tx, acct)
-    result = ReserveResult(granted, bundle_units, cost, limited or granted < units, expires_at)
-    _remember(tx, key, "reserve", result)
+    _journal(tx, acct, "update", key, delta=acct.balance - balance_before,
+             reserved_delta=acct.reserved - reserved_before, bundles=bundles,
+             session_id=session_id, rating_group=rating_group, reason=reason)
+    _save(tx, acct)
+    result = (CommitResult(bundle_used, m, debited, shortfall, acct.balance), held)
+    _remember(tx, key, "update", [pack_outcome(r) for r in result])
     return result
 
 

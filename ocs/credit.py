@@ -84,7 +84,7 @@ def period_usage(tx, ctx: Context, account_id: str, rg: int, rate) -> int:  # ty
     return int(raw) if raw else 0
 
 
-def add_period_usage(tx, ctx: Context, account_id: str, rg: int, before: int, used: int) -> None:  # type: ignore[no-untyped-def]
+def add_period_usage(tx, ctx: Context, account_id: str, rg: int, used: int) -> None:  # type: ignore[no-untyped-def]
     """Record `used` more units; the stored figure never goes backwards (other sessions add too)."""
     key = period_key(account_id, tx.now, rg)
     raw = tx.txn.get(key, db=ctx.dbs["usage"])
@@ -235,25 +235,38 @@ def _mscc(tx, ctx: Context, ccr: CCR, sess: Session, rater, m: MSCCRequest,  # t
     reasons = {u.reporting_reason for u in m.used} | {m.reporting_reason}
     group_final = final or C.ReportingReason.FINAL in reasons
     wants_quota = m.requested is not None and not group_final and active
-    if used or st.reserved:
-        _commit(tx, ctx, sess, rg, st, rate, rater, used)
-    if group_final:
-        _close_group(tx, ctx, sess, rg, st, "NORMAL")
-        return ans
     if not wants_quota:
-        if not active:
+        if used or st.reserved:
+            _commit(tx, ctx, sess, rg, st, rate, rater, used)
+        if group_final:
+            _close_group(tx, ctx, sess, rg, st, "NORMAL")
+        elif not active:
             ans.result_code = C.DIAMETER_END_USER_SERVICE_DENIED
         return ans
     want = units_of(m.requested, unit) or cfg.default_quota.get(unit, 1)
     want = min(want, cfg.max_quota.get(unit, want))
-    before, period = st.money_units, st.period_used
+    before, period, start = st.money_units, st.period_used, st.granted_at
+    settled = [0]  # money units the usage report adds; the new grant is priced after them
+
+    def used_price(n: int) -> int:
+        settled[0] = n
+        return rater.cost(rate, before, n, start, period)
+
+    def price(n: int) -> int:
+        return rater.cost(rate, before + settled[0], n, now, period)
+
+    def afford(budget: int) -> int:
+        return rater.max_units(rate, budget, before + settled[0], now, period, limit=want)
+
+    hold = {"account_id": sess.account_id, "session_id": ccr.session_id, "rating_group": rg,
+            "unit": unit, "units": want, "price": price, "afford": afford, "all_or_nothing": False,
+            "expires_at": now + cfg.timeout(), "rate_ref": rater.version}
     try:
-        res = ops.reserve(
-            tx, None, account_id=sess.account_id,
-            session_id=ccr.session_id, rating_group=rg, unit=unit, units=want,
-            price=lambda n: rater.cost(rate, before, n, now, period),
-            afford=lambda b: rater.max_units(rate, b, before, now, period),
-            all_or_nothing=False, expires_at=now + cfg.timeout(), rate_ref=rater.version)
+        if used or st.reserved:
+            cres, res = ops.commit_and_reserve(tx, None, used_units=used, used_price=used_price, **hold)
+            _account_usage(tx, ctx, sess, rg, st, rate, used, cres)
+        else:
+            res = ops.reserve(tx, None, **hold)
     except InsufficientFunds:
         res = None
     granted = res.units_granted if res is not None else 0
@@ -298,6 +311,12 @@ def _commit(tx, ctx: Context, sess: Session, rg: int, st: RatingGroupState, rate
     res = ops.commit(tx, None, account_id=sess.account_id,
                      session_id=sess.session_id, rating_group=rg, used_units=used,
                      price=lambda n: rater.cost(rate, before, n, start, period))
+    _account_usage(tx, ctx, sess, rg, st, rate, used, res)
+
+
+def _account_usage(tx, ctx: Context, sess: Session, rg: int, st: RatingGroupState, rate,  # type: ignore[no-untyped-def]
+                   used: int, res) -> None:
+    """Fold a commit's outcome into the cumulative state of the (session, rating group)."""
     st.reserved = False
     st.granted = 0
     st.total_units += used
@@ -308,7 +327,7 @@ def _commit(tx, ctx: Context, sess: Session, rg: int, st: RatingGroupState, rate
         log.warning("session %s rg %d: used beyond what the balance covers, %d micro-units not collected",
                     sess.session_id, rg, res.shortfall)
     if used and rate.tiers:
-        add_period_usage(tx, ctx, sess.account_id, rg, st.period_used + st.total_units - used, used)
+        add_period_usage(tx, ctx, sess.account_id, rg, used)
 
 
 def _close_group(tx, ctx: Context, sess: Session, rg: int, st: RatingGroupState, cause: str) -> None:  # type: ignore[no-untyped-def]
@@ -395,7 +414,7 @@ def _event(tx, ctx: Context, ccr: CCR) -> CCA:  # type: ignore[no-untyped-def]
                          session_id=ccr.session_id, rating_group=rg, used_units=units,
                          price=lambda n, r=rate, p=period_used: rater.cost(r, 0, n, now, p))
         if rate.tiers:
-            add_period_usage(tx, ctx, account.id, rg, period_used, units)
+            add_period_usage(tx, ctx, account.id, rg, units)
         _event_cdr(tx, ctx, ccr, account, sub, rg, sid, rate.unit, units, res.money_debited,
                    res.bundle_units_used, rater, "EVENT")
         total_cost += res.money_debited - cost

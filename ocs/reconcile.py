@@ -26,7 +26,7 @@ from ocs.export.exporter import checkpoint, pending_intent
 from ocs.export.formats import read_all
 from ocs.money import format_micro
 
-DEBIT_KINDS = ("commit", "debit", "refund")
+DEBIT_KINDS = ("commit", "update", "debit", "refund")
 
 
 @dataclass(slots=True)
