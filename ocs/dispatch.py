@@ -16,11 +16,10 @@ from collections.abc import Callable
 from functools import partial
 from typing import Protocol
 
-from protocol.answer import encode_error_answer
-from protocol.ccr import decode_ccr
-
 from ocs import credit, metrics
 from protocol import constants as C
+from protocol.answer import encode_error_answer
+from protocol.ccr import decode_ccr
 from protocol.errors import DiameterError
 from protocol.header import Header
 
