@@ -581,7 +581,8 @@ def commit_and_reserve(tx: Tx, key: Key, *, account_id: str, session_id: str,
              session_id=session_id, rating_group=rating_group, reason=reason)
     _save(tx, acct)
     result = (CommitResult(bundle_used, m, debited, shortfall, acct.balance), held)
-    _remember(tx, key, "update", [pack_outcome(r) for r in result])
+    if key is not None:
+        _remember(tx, key, "update", [pack_outcome(r) for r in result])
     return result
 
 
