@@ -557,7 +557,7 @@ def commit_and_reserve(tx: Tx, key: Key, *, account_id: str, session_id: str,
     carrying both the debit and the change of what is held."""
     hit = _replay(tx, key, "update")
     if hit is not _MISS:
-        return tuple(unpack_outcome(x) for x in hit)  # type: ignore[return-value,union-attr]
+        return hit  # type: ignore[return-value]
     _unit(unit)
     _units(units)
     _units(used_units, "used units")
@@ -581,8 +581,7 @@ def commit_and_reserve(tx: Tx, key: Key, *, account_id: str, session_id: str,
              session_id=session_id, rating_group=rating_group, reason=reason)
     _save(tx, acct)
     result = (CommitResult(bundle_used, m, debited, shortfall, acct.balance), held)
-    if key is not None:
-        _remember(tx, key, "update", [pack_outcome(r) for r in result])
+    _remember(tx, key, "update", result)
     return result
 
 

@@ -214,6 +214,8 @@ _TAGS = {cls: tag for tag, cls in _OUTCOMES.items()}
 
 
 def pack_outcome(value: object) -> object:
+    if isinstance(value, tuple):  # several results of one op (commit_and_reserve)
+        return ["T", *(pack_outcome(v) for v in value)]
     tag = _TAGS.get(type(value))
     if tag is None:
         return value  # int / str / None
@@ -221,6 +223,9 @@ def pack_outcome(value: object) -> object:
 
 
 def unpack_outcome(value: object) -> object:
-    if isinstance(value, list) and value and value[0] in _OUTCOMES:
-        return _OUTCOMES[value[0]](*value[1:])
+    if isinstance(value, list) and value and isinstance(value[0], str):
+        if value[0] == "T":
+            return tuple(unpack_outcome(v) for v in value[1:])
+        if value[0] in _OUTCOMES:
+            return _OUTCOMES[value[0]](*value[1:])
     return value

@@ -169,6 +169,20 @@ class BalanceMachine(RuleBasedStateMachine):
         assert (got.money_debited, got.shortfall) == self.model.commit(a, sess, rg, used)
         self.done.append((k, fn, got))
 
+    @rule(a=st.sampled_from(ACCOUNTS), s=st.integers(0, 2), rg=st.integers(1, 2),
+          used=st.integers(0, 500), units=st.integers(0, 400), exp=st.sampled_from([100, 200, 300]))
+    def commit_and_reserve(self, a: str, s: int, rg: int, used: int, units: int, exp: int) -> None:
+        """The CCR-U op must equal commit() followed by reserve() (up to available)."""
+        sess, k = f"{a}-{s}", self.key()
+        fn = lambda tx: ops.commit_and_reserve(  # noqa: E731
+            tx, k, account_id=a, session_id=sess, rating_group=rg, used_units=used, used_price=price,
+            unit="seconds", units=units, price=price, afford=afford, all_or_nothing=False,
+            expires_at=exp)
+        got_commit, got_hold = self.run(fn)
+        assert (got_commit.money_debited, got_commit.shortfall) == self.model.commit(a, sess, rg, used)
+        assert got_hold.units_granted == self.model.reserve(a, sess, rg, units, False, exp)
+        self.done.append((k, fn, (got_commit, got_hold)))
+
     @rule(a=st.sampled_from(ACCOUNTS), s=st.integers(0, 2), rg=st.integers(1, 2))
     def release(self, a: str, s: int, rg: int) -> None:
         sess = f"{a}-{s}"
