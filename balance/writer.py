@@ -4,7 +4,12 @@ Why a thread: LMDB write txns belong to the thread that began them, and the comm
 (~65-320 µs here) must not stall the event loop. py-lmdb releases the GIL during commit, so the loop
 keeps decoding the next requests while a batch syncs; the next batch is whatever queued meanwhile
 (natural batching, no timers). A failing op's writes are undone without touching the others'
-(see _commit_batch). Futures complete after the durable commit, with one call_soon_threadsafe per batch.
+(see _commit_batch).
+
+Durability is pipelined: a commit fdatasyncs its data pages (the env has MDB_NOMETASYNC), then the
+batch goes to a syncer thread whose fdatasync also flushes the meta page; only then do its futures
+complete (one call_soon_threadsafe per sync, covering every batch committed before it). Meanwhile
+the writer thread already runs the next batch, so the sync no longer stalls the ops.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ class WriterStats:
     commit_seconds: float = 0.0   # total time spent in durable commits
     retries: int = 0              # batches rerun after growing the map
     isolated: int = 0             # batches rerun op-by-op after an op failed mid-write
+    syncs: int = 0                # fdatasyncs by the syncer thread (each may cover several batches)
+    sync_seconds: float = 0.0
 
 
 class WriterStopped(RuntimeError):
@@ -48,22 +55,34 @@ class GroupCommitWriter:
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._syncer: threading.Thread | None = None
+        self._committed: collections.deque[list] = collections.deque()  # outcomes awaiting a sync
+        self._sync_wake = threading.Event()
+        self._sync_stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
-        """Start the writer thread; call from the event loop that will submit."""
+        """Start the writer (and syncer) thread; call from the event loop that will submit."""
         self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._run, name="ocs-group-commit", daemon=True)
         self._thread.start()
+        if self.store.sync:
+            self._syncer = threading.Thread(target=self._sync_run, name="ocs-sync", daemon=True)
+            self._syncer.start()
 
     async def stop(self) -> None:
-        """Stop accepting ops, commit everything queued, complete its futures."""
+        """Stop accepting ops, commit and sync everything queued, complete its futures."""
         if self._thread is None:
             return
         self._stopping = True
         self._wake.set()
         await asyncio.to_thread(self._thread.join)
         self._thread = None
+        if self._syncer is not None:
+            self._sync_stopping = True
+            self._sync_wake.set()
+            await asyncio.to_thread(self._syncer.join)
+            self._syncer = None
         await asyncio.sleep(0)  # let the last completion callback run
 
     def submit(self, fn: Callable[[Tx], T]) -> asyncio.Future[T]:
@@ -90,8 +109,35 @@ class GroupCommitWriter:
                 except BaseException as exc:  # the whole batch failed: no op of it is durable
                     err = exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
                     outcomes = [(fut, None, err) for _, fut in batch]
-                self._loop.call_soon_threadsafe(_complete, outcomes)  # type: ignore[union-attr]
+                    self._loop.call_soon_threadsafe(_complete, outcomes)  # type: ignore[union-attr]
+                    continue
+                if self._syncer is None:  # not durable by design (--no-sync): answer now
+                    self._loop.call_soon_threadsafe(_complete, outcomes)  # type: ignore[union-attr]
+                else:
+                    self._committed.append(outcomes)
+                    self._sync_wake.set()
             if self._stopping and not queue:
+                return
+
+    def _sync_run(self) -> None:
+        """Make committed batches durable, then complete their futures."""
+        committed, wake = self._committed, self._sync_wake
+        while True:
+            wake.wait()
+            wake.clear()
+            while committed:
+                ready: list = []
+                while committed:
+                    ready.extend(committed.popleft())
+                t0 = time.perf_counter()
+                try:
+                    self.store.sync_meta()
+                except OSError as exc:  # committed, but not known to be on disk: do not claim it
+                    ready = [(fut, None, exc) for fut, _res, _err in ready]
+                self.stats.sync_seconds += time.perf_counter() - t0
+                self.stats.syncs += 1
+                self._loop.call_soon_threadsafe(_complete, ready)  # type: ignore[union-attr]
+            if self._sync_stopping and not committed:
                 return
 
     def _commit_batch(self, batch: list) -> list:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from balance import ops
-from balance.errors import InsufficientFunds
+from balance.errors import AccountNotActive, InsufficientFunds
 from ocs import cdr as cdrs
 from ocs import sessions
 from ocs.config import ServeConfig
@@ -133,41 +133,36 @@ def _mscc_list(ccr: CCR) -> list[MSCCRequest]:
 
 
 def process(tx, ctx: Context, ccr: CCR) -> bytes:  # type: ignore[no-untyped-def]
-    """Apply one CCR and return the encoded CCA (this request's hop-by-hop / end-to-end ids)."""
+    """Apply one CCR and return the encoded CCA (this request's hop-by-hop / end-to-end ids).
+
+    A retransmission gets the answer first sent (the caller patches the ids) and changes nothing."""
     dbs = ctx.dbs
-    txn = tx.txn
-    first = sessions.find_answer(txn, dbs, ccr.session_id, ccr.request_number, ccr.origin_host,
-                                 ccr.end_to_end)
-    if first is not None:
-        return first  # a duplicate: the caller patches the ids; nothing more is debited
-    if ccr.request_type == EVENT:
-        sess, cca = None, _event(tx, ctx, ccr)
-    else:
-        sess, cca = _session(tx, ctx, ccr)
-    raw = encode_cca(cca, ccr.hop_by_hop, ccr.end_to_end)
-    sessions.store_answer(txn, dbs, sess, ccr.session_id, ccr.request_number, ccr.origin_host,
-                          ccr.end_to_end, raw)
+    sess = sessions.load(tx.txn, dbs, ccr.session_id)
     if sess is not None:
-        sessions.save(txn, dbs, sess)
-    elif ccr.request_type == EVENT:
-        _file_event_answer(tx, ctx, ccr)
+        first = sessions.find_answer(sess, ccr.request_number, ccr.origin_host, ccr.end_to_end)
+        if first is not None:
+            return first
+    if ccr.request_type == EVENT:
+        if sess is not None:  # a new request reusing an event's Session-Id
+            cca = make_cca(ccr, ctx.cfg, C.DIAMETER_UNABLE_TO_COMPLY, error_message="Session-Id reused")
+            return encode_cca(cca, ccr.hop_by_hop, ccr.end_to_end)
+        cca = _event(tx, ctx, ccr)
+        now = tx.now
+        sess = Session(ccr.session_id, "", "", "", "", 0, ccr.origin_host, now, now,
+                       state=sessions.CLOSED, closed_at=now, last_number=ccr.request_number)
+    else:
+        sess, cca = _session(tx, ctx, ccr, sess)
+    raw = encode_cca(cca, ccr.hop_by_hop, ccr.end_to_end)
+    if sess is not None:
+        sessions.remember_answer(sess, ccr.request_number, ccr.origin_host, ccr.end_to_end, raw)
+        sessions.save(tx.txn, dbs, sess)
     return raw
-
-
-def _file_event_answer(tx, ctx: Context, ccr: CCR) -> None:  # type: ignore[no-untyped-def]
-    """An EVENT leaves a closed session record so its answer is purged after the retention time."""
-    now = tx.now
-    sess = Session(ccr.session_id, "", "", "", "", 0, ccr.origin_host, now, now, state=sessions.CLOSED,
-                   closed_at=now, last_number=ccr.request_number,
-                   e2e_keys=[sessions.e2e_key(ccr.origin_host, ccr.end_to_end)])
-    sessions.save(tx.txn, ctx.dbs, sess)
 
 
 # -- session-based charging (INITIAL / UPDATE / TERMINATION) --------------------------------------
 
-def _session(tx, ctx: Context, ccr: CCR) -> tuple[Session | None, CCA]:  # type: ignore[no-untyped-def]
+def _session(tx, ctx: Context, ccr: CCR, sess: Session | None) -> tuple[Session | None, CCA]:  # type: ignore[no-untyped-def]
     cfg, dbs, now = ctx.cfg, ctx.dbs, tx.now
-    sess = sessions.load(tx.txn, dbs, ccr.session_id)
     rtype = ccr.request_type
     if rtype == INITIAL:
         if sess is not None:
@@ -189,14 +184,14 @@ def _session(tx, ctx: Context, ccr: CCR) -> tuple[Session | None, CCA]:  # type:
         if ccr.request_number <= sess.last_number:
             return None, make_cca(ccr, cfg, C.DIAMETER_UNABLE_TO_COMPLY,
                                  error_message="CC-Request-Number out of order")
-        account = tx.get_account(sess.account_id)
+        account = None  # read by the balance ops, which refuse a suspended or closed account
         rater = ctx.raters(sess.tariff_version) if sess.tariff_version else ctx.raters(None)
         if rater is not None and not sess.tariff_version:
             sess.tariff_version = rater.version
     sess.seen = now
     sess.last_number = ccr.request_number
     final = rtype == TERMINATION
-    active = account is not None and account.status == "active"
+    active = account is None or account.status == "active"
 
     answers: list[MSCCAnswer] = []
     for m in _mscc_list(ccr):
@@ -269,6 +264,11 @@ def _mscc(tx, ctx: Context, ccr: CCR, sess: Session, rater, m: MSCCRequest,  # t
             res = ops.reserve(tx, None, **hold)
     except InsufficientFunds:
         res = None
+    except AccountNotActive:  # suspended or closed mid-session: take the usage, grant nothing more
+        if used or st.reserved:
+            _commit(tx, ctx, sess, rg, st, rate, rater, used)
+        ans.result_code = C.DIAMETER_END_USER_SERVICE_DENIED
+        return ans
     granted = res.units_granted if res is not None else 0
     st.granted_at = now
     if granted <= 0:

@@ -31,7 +31,7 @@ from rating.store import TariffStore
 
 log = logging.getLogger("ocs.server")
 
-SERVER_DBS = ("answers", "e2e", "session_due", "usage")
+SERVER_DBS = ("session_due", "usage")
 
 
 class Raters:

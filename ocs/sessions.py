@@ -21,6 +21,7 @@ import msgpack
 
 _U32 = struct.Struct(">I")
 DUE_STEP = 10  # seconds
+ANSWERS_KEPT = 4  # a gateway retransmits its latest requests, not ones it has had answers to long ago
 
 OPEN, CLOSED = 0, 1
 
@@ -63,7 +64,7 @@ class Session:
     state: int = OPEN
     closed_at: int = 0
     last_number: int = -1
-    e2e_keys: list[bytes] = field(default_factory=list)
+    answers: list[list] = field(default_factory=list)  # [request number, origin host, e2e, CCA bytes]
     filed_state: int = OPEN   # the state whose prefix `due` is filed under
     groups: dict[int, RatingGroupState] = field(default_factory=dict)
 
@@ -71,24 +72,16 @@ class Session:
         return msgpack.packb([
             self.account_id, self.subscription_id, self.plan, self.currency, self.tariff_version,
             self.origin_host, self.started, self.seen, self.due, self.state, self.closed_at,
-            self.last_number, self.e2e_keys, self.filed_state, {rg: g.pack() for rg, g in self.groups.items()},
+            self.last_number, self.answers, self.filed_state, {rg: g.pack() for rg, g in self.groups.items()},
         ], use_bin_type=True)
 
     @classmethod
     def unpack(cls, session_id: str, raw: bytes) -> Session:
         (account_id, sub, plan, currency, version, origin_host, started, seen, due, state, closed_at,
-         last_number, e2e_keys, filed_state, groups) = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+         last_number, answers, filed_state, groups) = msgpack.unpackb(raw, raw=False, strict_map_key=False)
         return cls(session_id, account_id, sub, plan, currency, version, origin_host, started, seen,
-                   due, state, closed_at, last_number, e2e_keys, filed_state,
+                   due, state, closed_at, last_number, answers, filed_state,
                    {int(rg): RatingGroupState(*g) for rg, g in groups.items()})
-
-
-def answer_key(session_id: str, request_number: int) -> bytes:
-    return session_id.encode() + b"\0" + _U32.pack(request_number & 0xFFFFFFFF)
-
-
-def e2e_key(origin_host: str, end_to_end: int) -> bytes:
-    return origin_host.encode() + b"\0" + _U32.pack(end_to_end)
 
 
 def due_key(state: int, instant: int, session_id: str) -> bytes:
@@ -113,38 +106,24 @@ def save(txn, dbs, sess: Session, force: bool = False) -> None:  # type: ignore[
     txn.put(sid.encode(), sess.pack(), db=dbs["sessions"])
 
 
-def find_answer(txn, dbs, session_id: str, request_number: int,  # type: ignore[no-untyped-def]
-                origin_host: str, end_to_end: int) -> bytes | None:
-    """The answer first sent to this request, by (Session-Id, CC-Request-Number) or (Origin-Host, E2E)."""
-    raw = txn.get(answer_key(session_id, request_number), db=dbs["answers"])
-    if raw is not None:
-        return raw
-    k = txn.get(e2e_key(origin_host, end_to_end), db=dbs["e2e"])
-    return None if k is None else txn.get(k, db=dbs["answers"])
+def find_answer(sess: Session, request_number: int, origin_host: str, end_to_end: int) -> bytes | None:
+    """The answer first sent to this request, if it is a retransmission of one we answered."""
+    for number, host, e2e, raw in sess.answers:
+        if number == request_number or (e2e == end_to_end and host == origin_host):
+            return raw
+    return None
 
 
-def store_answer(txn, dbs, sess: Session | None, session_id: str, request_number: int,  # type: ignore[no-untyped-def]
-                 origin_host: str, end_to_end: int, answer: bytes) -> None:
-    akey = answer_key(session_id, request_number)
-    txn.put(akey, answer, db=dbs["answers"])
-    ekey = e2e_key(origin_host, end_to_end)
-    txn.put(ekey, akey, db=dbs["e2e"])
-    if sess is not None:
-        sess.e2e_keys.append(ekey)
+def remember_answer(sess: Session, request_number: int, origin_host: str, end_to_end: int,
+                    answer: bytes) -> None:
+    sess.answers.append([request_number, origin_host, end_to_end, answer])
+    if len(sess.answers) > ANSWERS_KEPT:
+        del sess.answers[0]
 
 
 def purge(txn, dbs, sess: Session) -> None:  # type: ignore[no-untyped-def]
     """Forget a closed session whose answers no longer need replaying."""
-    sid = sess.session_id.encode()
-    prefix = sid + b"\0"
-    cur = txn.cursor(db=dbs["answers"])
-    if cur.set_range(prefix):
-        while cur.key().startswith(prefix):
-            if not cur.delete():
-                break
-    for k in sess.e2e_keys:
-        txn.delete(k, db=dbs["e2e"])
-    txn.delete(sid, db=dbs["sessions"])
+    txn.delete(sess.session_id.encode(), db=dbs["sessions"])
     if sess.due:
         txn.delete(due_key(sess.filed_state, sess.due, sess.session_id), db=dbs["session_due"])
 

@@ -30,6 +30,7 @@ ACCOUNTS = {
     "491700000010": {"balance": "10"},                              # pipelined updates
     "491700000011": {"balance": "0.015", "plan": "redirecting"},    # FUI redirect
     "491700000012": {"balance": "10"},                              # unknown rating group
+    "491700000013": {"balance": "10"},                              # suspended mid-session
 }
 
 
@@ -266,3 +267,22 @@ async def test_200_concurrent_sessions_never_overdraw(server) -> None:  # type: 
     assert acc.balance < to_micro("2")
     for c in clients:
         await c.close()
+
+
+async def test_suspended_mid_session_usage_taken_no_new_quota(server) -> None:  # type: ignore[no-untyped-def]
+    from balance import ops
+    from balance.store import open_store
+    c = await connect(server)
+    sid, acct = session_id(), "491700000013"
+    a = await c.ccr(ccr(sid, 1, 0, acct, [MSCCRequest(rating_group=100, requested=Units(time=120))]))
+    assert a.mscc[0].granted.time == 120
+    store = open_store(server.data)  # the operator suspends the account while the call runs
+    store.execute(lambda tx: ops.set_status(tx, None, acct, "suspended"))
+    store.close()
+    a = await c.ccr(ccr(sid, 2, 1, acct, [MSCCRequest(rating_group=100, requested=Units(time=120),
+                                                      used=[Units(time=90)])]))
+    assert a.result_code == C.DIAMETER_END_USER_SERVICE_DENIED
+    assert a.mscc[0].result_code == C.DIAMETER_END_USER_SERVICE_DENIED and a.mscc[0].granted is None
+    acc = account(server.data, acct)
+    assert acc.balance == to_micro("10") - to_micro("0.02") and acc.reserved == 0
+    await c.close()
