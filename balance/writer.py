@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from balance.errors import StoreFullError
 from balance.store import MAX_RETRIES, Store, Tx
 
 T = TypeVar("T")
+log = logging.getLogger("balance.writer")
 
 
 @dataclass(slots=True)
@@ -94,6 +96,16 @@ class GroupCommitWriter:
         if not self._wake.is_set():
             self._wake.set()
         return fut
+
+    def submit_callback(self, fn: Callable[[Tx], T],
+                        done: Callable[[T | None, BaseException | None], None]) -> None:
+        """Like submit, for hot paths: done(result, exception) is called on the loop thread after
+        the batch is durable, with no Future and no extra loop iteration per op."""
+        if self._stopping or self._loop is None:
+            raise WriterStopped("group-commit writer is not running")
+        self._queue.append((fn, done))
+        if not self._wake.is_set():
+            self._wake.set()
 
     # -- writer thread ------------------------------------------------------------------------
     def _run(self) -> None:
@@ -218,10 +230,15 @@ class GroupCommitWriter:
 
 
 def _complete(outcomes: list) -> None:
-    for fut, result, exc in outcomes:
-        if fut.done():
+    for target, result, exc in outcomes:
+        if not isinstance(target, asyncio.Future):
+            try:
+                target(result, exc)
+            except Exception:  # one caller's bug must not strand the others' answers
+                log.exception("group-commit completion callback failed")
+        elif target.done():
             continue
-        if exc is None:
-            fut.set_result(result)
+        elif exc is None:
+            target.set_result(result)
         else:
-            fut.set_exception(exc)
+            target.set_exception(exc)

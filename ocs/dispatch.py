@@ -77,7 +77,6 @@ class Dispatcher:
             return
         self.in_flight += 1
         peer.in_flight += 1
-        metrics.IN_FLIGHT.inc()
         item = (peer, ccr, time.perf_counter())
         queue = self._sessions.get(ccr.session_id)
         if queue is not None:
@@ -87,26 +86,23 @@ class Dispatcher:
         self._start(item)
 
     def _start(self, item) -> None:  # type: ignore[no-untyped-def]
-        ccr = item[1]
-        fut = self.writer.submit(partial(credit.process, ctx=self.ctx, ccr=ccr))
-        fut.add_done_callback(partial(self._done, item))
+        self.writer.submit_callback(partial(credit.process, ctx=self.ctx, ccr=item[1]),
+                                    partial(self._done, item))
 
-    def _done(self, item, fut) -> None:  # type: ignore[no-untyped-def]
+    def _done(self, item, answer: bytes | None, exc: BaseException | None) -> None:  # type: ignore[no-untyped-def]
         peer, ccr, t0 = item
-        exc = fut.exception()
         if exc is not None:
             log.error("session %s request %d failed: %r", ccr.session_id, ccr.request_number, exc)
             answer = credit.encode_cca(
                 credit.make_cca(ccr, self.cfg, C.DIAMETER_UNABLE_TO_COMPLY, error_message="internal error"),
                 ccr.hop_by_hop, ccr.end_to_end)
         else:
-            answer = fut.result()
+            assert answer is not None
             if _IDS.unpack_from(answer, 12) != (ccr.hop_by_hop, ccr.end_to_end):
                 answer = answer[:12] + _IDS.pack(ccr.hop_by_hop, ccr.end_to_end) + answer[20:]
         peer.send(answer)
         self.in_flight -= 1
         peer.in_flight -= 1
-        metrics.IN_FLIGHT.dec()
         metrics.count_request("CCR", REQUEST_TYPES.get(ccr.request_type, "OTHER"),
                               result_code_of(answer), time.perf_counter() - t0)
         queue = self._sessions.get(ccr.session_id)

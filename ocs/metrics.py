@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-REQUESTS = Counter("ocs_requests", "Diameter requests answered, by command, CC-Request-Type and Result-Code",
-                   ["command", "request_type", "result_code"], registry=REGISTRY)
-LATENCY = Histogram("ocs_request_latency_seconds", "From the request's arrival to its answer's write",
-                    ["command"], registry=REGISTRY,
-                    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 IN_FLIGHT = Gauge("ocs_in_flight_requests", "Requests received and not yet answered", registry=REGISTRY)
 OPEN_SESSIONS = Gauge("ocs_open_sessions", "Credit-control sessions open in the store", registry=REGISTRY)
 RESERVED_MONEY = Gauge("ocs_reserved_money_micro", "Money held by open reservations (micro-units)",
@@ -26,20 +25,43 @@ PROTOCOL_ERRORS = Counter("ocs_protocol_errors", "Malformed or refused messages,
                           ["result_code"], registry=REGISTRY)
 STALE_SESSIONS = Counter("ocs_stale_sessions_closed", "Sessions closed by the sweeper", registry=REGISTRY)
 
-_request_children: dict[tuple[str, str, int], object] = {}
-_latency_children: dict[str, object] = {}
+# Per-request figures are plain counters on the loop thread (a prometheus_client child costs a lock
+# per update); the collector below turns them into metric families when Prometheus scrapes.
+_requests: dict[tuple[str, str, int], int] = {}
+_latency: dict[str, list] = {}  # command -> [per-bucket counts..., +Inf count, sum of seconds]
 
 
 def count_request(command: str, request_type: str, result_code: int, seconds: float) -> None:
     key = (command, request_type, result_code)
-    child = _request_children.get(key)
-    if child is None:
-        child = _request_children[key] = REQUESTS.labels(command, request_type, str(result_code))
-    child.inc()  # type: ignore[attr-defined]
-    lat = _latency_children.get(command)
+    _requests[key] = _requests.get(key, 0) + 1
+    lat = _latency.get(command)
     if lat is None:
-        lat = _latency_children[command] = LATENCY.labels(command)
-    lat.observe(seconds)  # type: ignore[attr-defined]
+        lat = _latency[command] = [0] * (len(LATENCY_BUCKETS) + 1) + [0.0]
+    lat[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+    lat[-1] += seconds
+
+
+class _RequestCollector:
+    def collect(self):  # type: ignore[no-untyped-def]
+        requests = CounterMetricFamily(
+            "ocs_requests", "Diameter requests answered, by command, CC-Request-Type and Result-Code",
+            labels=["command", "request_type", "result_code"])
+        for (command, rtype, code), n in dict(_requests).items():
+            requests.add_metric([command, rtype, str(code)], n)
+        yield requests
+        latency = HistogramMetricFamily("ocs_request_latency_seconds",
+                                        "From the request's arrival to its answer's write",
+                                        labels=["command"])
+        for command, lat in dict(_latency).items():
+            counts, total, cumulative = list(lat), 0, []
+            for bound, n in zip((*LATENCY_BUCKETS, float("inf")), counts[:-1], strict=True):
+                total += n
+                cumulative.append((str(bound) if bound != float("inf") else "+Inf", total))
+            latency.add_metric([command], cumulative, counts[-1])
+        yield latency
+
+
+REGISTRY.register(_RequestCollector())
 
 
 def serve_metrics(host: str, port: int) -> None:

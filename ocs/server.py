@@ -85,6 +85,7 @@ class Server:
 
     # -- start ------------------------------------------------------------------------------------
     async def start(self) -> None:
+        metrics.IN_FLIGHT.set_function(lambda: self.dispatcher.in_flight)
         rating_rater.warm()  # numba compile/cache load before the first request, not during it
         self.writer.start()
         loop = asyncio.get_running_loop()
