@@ -423,21 +423,26 @@ def add_bundle(tx: Tx, key: Key, account_id: str, *, unit: str, amount: int,
     return b.id
 
 
+def _due(tx: Tx, dbname: str, now: int, limit: int) -> list[bytes]:
+    """Keys of an expiry index (8-byte BE instant + record key) due at `now`, oldest first."""
+    cur = tx._t.cursor(db=tx.dbs[dbname])
+    found: list[bytes] = []
+    if cur.first():
+        for ikey in cur.iternext(keys=True, values=False):
+            if len(found) >= limit or int.from_bytes(ikey[:8], "big") > now:
+                break
+            found.append(ikey)
+    return found
+
+
 def expire_bundles(tx: Tx, now: int | None = None, limit: int = 1000) -> list[tuple[str, str, int]]:
     """Forfeit what is left of bundles expired at `now`; a bundle still held by a reservation keeps
     the held part (its commit may use it) and is removed by a later call once free.
     Returns (account_id, bundle_id, forfeited) for each bundle touched."""
     tx.dirty = True
     now = tx.now if now is None else now
-    cur = tx._t.cursor(db=tx.dbs["bundle_expiry"])
-    found = []
-    if cur.first():
-        for ikey, _ in cur:
-            if len(found) >= limit or int.from_bytes(ikey[:8], "big") > now:
-                break
-            found.append(ikey)
     out = []
-    for ikey in found:
+    for ikey in _due(tx, "bundle_expiry", now, limit):
         bkey = ikey[8:]
         raw = tx._t.get(bkey, db=tx.dbs["bundles"])
         if raw is None:
@@ -739,15 +744,8 @@ def expire_reservations(tx: Tx, now: int | None = None,
     `limit` per call. Returns (session_id, rating_group, account_id) of each."""
     tx.dirty = True
     now = tx.now if now is None else now
-    cur = tx._t.cursor(db=tx.dbs["resv_expiry"])
-    found = []
-    if cur.first():
-        for ikey, _ in cur:
-            if len(found) >= limit or int.from_bytes(ikey[:8], "big") > now:
-                break
-            found.append(ikey)
     out = []
-    for ikey in found:
+    for ikey in _due(tx, "resv_expiry", now, limit):
         rkey = ikey[8:]
         raw = tx._t.get(rkey, db=tx.dbs["reservations"])
         if raw is None:

@@ -212,6 +212,8 @@ def sweep(tx, ctx: credit.Context, limit: int = 512) -> int:  # type: ignore[no-
         else:
             sessions.purge(tx.txn, dbs, sess)
     ops.expire_reservations(tx, now, limit=limit)  # holds whose session record is gone
+    ops.expire_bundles(tx, now, limit=limit)
+    ops.purge_idempotency(tx, now - ops.IDEM_RETENTION, limit=limit)
     return closed
 
 

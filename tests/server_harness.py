@@ -68,7 +68,8 @@ def provision(data: Path, accounts: dict[str, dict], tariff: str = TARIFF) -> No
                                    aliases=[spec["imsi"]] if spec.get("imsi") else [])
                 for i, b in enumerate(spec.get("bundles", [])):
                     ops.add_bundle(tx, f"bundle:{account_id}:{i}", account_id, unit=b["unit"],
-                                   amount=b["amount"], rating_groups=b.get("rating_groups", ()))
+                                   amount=b["amount"], rating_groups=b.get("rating_groups", ()),
+                                   expires=b.get("expires"))
                 if spec.get("status"):
                     ops.set_status(tx, f"status:{account_id}", account_id, spec["status"])
             store.execute(create)

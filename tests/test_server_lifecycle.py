@@ -60,6 +60,32 @@ async def test_stale_session_swept(tmp_path) -> None:  # type: ignore[no-untyped
         assert srv.stop() == 0
 
 
+async def test_sweeper_expires_bundles(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import time
+    data = tmp_path / "d"
+    provision(data, {"491720000009": {"balance": "1", "bundles": [
+        {"unit": "seconds", "amount": 600, "expires": int(time.time()) + 2}]}})
+    cfg = tmp_path / "ocs.toml"
+    cfg.write_text("sweep_interval = 0.3\ncdr_export = false\n")
+    srv = start_server(data, "--config", str(cfg))
+    try:
+        store = open_store(data)
+        try:
+            for _ in range(80):
+                await asyncio.sleep(0.1)
+                with store.read() as view:
+                    if not view.bundles("491720000009"):
+                        break
+            with store.read() as view:
+                assert view.bundles("491720000009") == []
+                kinds = [e.kind for e in view.ledger("491720000009")]
+            assert "expiry" in kinds
+        finally:
+            store.close()
+    finally:
+        assert srv.stop() == 0
+
+
 async def test_restart_after_sigkill_mid_session(tmp_path) -> None:  # type: ignore[no-untyped-def]
     data = tmp_path / "d"
     start_balance = to_micro("10")
