@@ -149,7 +149,8 @@ def process(tx, ctx: Context, ccr: CCR) -> bytes:  # type: ignore[no-untyped-def
         cca = _event(tx, ctx, ccr)
         now = tx.now
         sess = Session(ccr.session_id, "", "", "", "", 0, ccr.origin_host, now, now,
-                       state=sessions.CLOSED, closed_at=now, last_number=ccr.request_number)
+                       state=sessions.CLOSED, closed_at=now)
+        sess.mark_seen(ccr.request_number)
     else:
         sess, cca = _session(tx, ctx, ccr, sess)
     raw = encode_cca(cca, ccr.hop_by_hop, ccr.end_to_end)
@@ -181,21 +182,27 @@ def _session(tx, ctx: Context, ccr: CCR, sess: Session | None) -> tuple[Session 
     else:
         if sess is None or sess.state == sessions.CLOSED:
             return None, make_cca(ccr, cfg, C.DIAMETER_UNKNOWN_SESSION_ID)
-        if ccr.request_number <= sess.last_number:
+        if sess.has_seen(ccr.request_number):  # answered, but too long ago to replay
             return None, make_cca(ccr, cfg, C.DIAMETER_UNABLE_TO_COMPLY,
-                                 error_message="CC-Request-Number out of order")
+                                  error_message="duplicate of a request answered earlier; "
+                                                "its answer is no longer held")
         account = None  # read by the balance ops, which refuse a suspended or closed account
         rater = ctx.raters(sess.tariff_version) if sess.tariff_version else ctx.raters(None)
         if rater is not None and not sess.tariff_version:
             sess.tariff_version = rater.version
     sess.seen = now
-    sess.last_number = ccr.request_number
+    sess.mark_seen(ccr.request_number)  # a late number not seen before is applied, not refused
     final = rtype == TERMINATION
     active = account is None or account.status == "active"
 
     answers: list[MSCCAnswer] = []
-    for m in _mscc_list(ccr):
-        answers.append(_mscc(tx, ctx, ccr, sess, rater, m, final, active))
+    for m, merged_into in _by_rating_group(_mscc_list(ccr)):
+        if merged_into is None:
+            answers.append(_mscc(tx, ctx, ccr, sess, rater, m, final, active))
+        else:  # its usage and request went into the first MSCC of the rating group: one grant, one hold
+            first = answers[merged_into]
+            answers.append(MSCCAnswer(result_code=first.result_code, rating_group=m.rating_group,
+                                      service_identifier=m.service_identifiers[0] if m.service_identifiers else None))
     if final:
         for rg, st in sess.groups.items():
             _close_group(tx, ctx, sess, rg, st, "NORMAL")
@@ -203,7 +210,38 @@ def _session(tx, ctx: Context, ccr: CCR, sess: Session | None) -> tuple[Session 
         adjust_open_sessions(tx, dbs, -1)
     if not active and not final:
         return sess, make_cca(ccr, cfg, C.DIAMETER_END_USER_SERVICE_DENIED, answers)
-    return sess, make_cca(ccr, cfg, _message_result(answers), answers)
+    return sess, _single_service(ccr, make_cca(ccr, cfg, _message_result(answers), answers))
+
+
+def _by_rating_group(items: list[MSCCRequest]) -> list[tuple[MSCCRequest, int | None]]:
+    """MSCCs with a rating group seen earlier in the request are folded into the first one
+    (usage summed, first RSU kept): a rating group has one quota and one reservation. Returns
+    (MSCC to process, None) or (MSCC, index of the answer it was folded into). Never mutates the
+    request (ops may run twice)."""
+    out: list[tuple[MSCCRequest, int | None]] = []
+    first: dict[int | None, int] = {}
+    for m in items:
+        i = first.get(m.rating_group)
+        if i is None:
+            first[m.rating_group] = len(out)
+            out.append((m, None))
+            continue
+        head = out[i][0]
+        out[i] = (MSCCRequest(rating_group=head.rating_group, service_identifiers=head.service_identifiers,
+                              requested=head.requested if head.requested is not None else m.requested,
+                              used=head.used + m.used,
+                              reporting_reason=head.reporting_reason if head.reporting_reason is not None
+                              else m.reporting_reason), None)
+        out.append((m, i))
+    return out
+
+
+def _single_service(ccr: CCR, cca: CCA) -> CCA:
+    """A request without MSCC (a single-service client) gets its grant at message level."""
+    if not ccr.mscc and len(cca.mscc) == 1:
+        cca.granted = cca.mscc[0].granted
+        cca.mscc = []
+    return cca
 
 
 def _mscc(tx, ctx: Context, ccr: CCR, sess: Session, rater, m: MSCCRequest,  # type: ignore[no-untyped-def]
@@ -272,7 +310,7 @@ def _mscc(tx, ctx: Context, ccr: CCR, sess: Session, rater, m: MSCCRequest,  # t
     granted = res.units_granted if res is not None else 0
     st.granted_at = now
     if granted <= 0:
-        st.reserved = res is not None
+        st.reserved = False
         ans.result_code = C.DIAMETER_CREDIT_LIMIT_REACHED
         return ans
     st.reserved, st.granted = True, granted
@@ -309,7 +347,7 @@ def _commit(tx, ctx: Context, sess: Session, rg: int, st: RatingGroupState, rate
             used: int) -> None:
     before, start, period = st.money_units, st.granted_at, st.period_used
     res = ops.commit(tx, None, account_id=sess.account_id,
-                     session_id=sess.session_id, rating_group=rg, used_units=used,
+                     session_id=sess.session_id, rating_group=rg, used_units=used, unit=st.unit,
                      price=lambda n: rater.cost(rate, before, n, start, period))
     _account_usage(tx, ctx, sess, rg, st, rate, used, res)
 
@@ -384,7 +422,10 @@ def _event(tx, ctx: Context, ccr: CCR) -> CCA:  # type: ignore[no-untyped-def]
             continue
         units = units_of(m.requested, rate.unit) or sum(units_of(u, rate.unit) for u in m.used)
         if units == 0 and rate.unit == "events":
-            units = 1
+            units = 1  # an SMS is one event even when the SMSC leaves the count out
+        if units <= 0:  # nothing (or only another unit kind) asked for: nothing to price
+            ans.result_code = C.DIAMETER_INVALID_AVP_VALUE
+            continue
         period_used = period_usage(tx, ctx, account.id, rg, rate)
         cost = rater.cost(rate, 0, units, now, period_used)
         total_cost += cost
@@ -394,8 +435,9 @@ def _event(tx, ctx: Context, ccr: CCR) -> CCA:  # type: ignore[no-untyped-def]
             enough = enough and account.available >= cost
             continue
         if action == REFUND_ACCOUNT:
-            ops.refund(tx, None, account_id=account.id, amount=cost,
-                       session_id=ccr.session_id, rating_group=rg)
+            if cost > 0:
+                ops.refund(tx, None, account_id=account.id, amount=cost,
+                           session_id=ccr.session_id, rating_group=rg)
             _event_cdr(tx, ctx, ccr, account, sub, rg, sid, rate.unit, units, -cost, 0, rater, "REFUND")
             ans.granted = grant_units(rate.unit, units)
             continue
@@ -429,7 +471,7 @@ def _event(tx, ctx: Context, ccr: CCR) -> CCA:  # type: ignore[no-untyped-def]
     if action in (PRICE_ENQUIRY, CHECK_BALANCE):
         for a in answers:  # an enquiry grants nothing (RFC 8506 §6.4, §6.5)
             a.granted = None
-    return make_cca(ccr, cfg, _message_result(answers), answers, **extra)
+    return _single_service(ccr, make_cca(ccr, cfg, _message_result(answers), answers, **extra))
 
 
 def _event_cdr(tx, ctx: Context, ccr: CCR, account, sub: str, rg: int, sid: int | None,  # type: ignore[no-untyped-def]

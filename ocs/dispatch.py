@@ -18,7 +18,7 @@ from typing import Protocol
 
 from ocs import credit, metrics
 from protocol import constants as C
-from protocol.answer import encode_error_answer
+from protocol.answer import encode_error_answer, with_proxy_info
 from protocol.ccr import decode_ccr
 from protocol.errors import DiameterError
 from protocol.header import Header
@@ -35,6 +35,8 @@ class Peer(Protocol):
     origin_host: str
 
     def send(self, data: bytes) -> None: ...
+
+    def drained(self) -> None: ...
 
 
 def result_code_of(answer: bytes) -> int:
@@ -77,7 +79,7 @@ class Dispatcher:
             return
         self.in_flight += 1
         peer.in_flight += 1
-        item = (peer, ccr, time.perf_counter())
+        item = (peer, ccr, time.perf_counter(), frame, header)
         queue = self._sessions.get(ccr.session_id)
         if queue is not None:
             queue.append(item)
@@ -90,8 +92,15 @@ class Dispatcher:
                                     partial(self._done, item))
 
     def _done(self, item, answer: bytes | None, exc: BaseException | None) -> None:  # type: ignore[no-untyped-def]
-        peer, ccr, t0 = item
-        if exc is not None:
+        peer, ccr, t0, frame, header = item
+        if isinstance(exc, OSError):
+            # Committed but not known to be on disk: a transient error makes the client retransmit,
+            # and the retransmission gets the stored answer (a permanent one could make it report
+            # the same usage again).
+            log.error("session %s request %d: sync failed: %r", ccr.session_id, ccr.request_number, exc)
+            answer = encode_error_answer(frame, header, C.DIAMETER_UNABLE_TO_DELIVER,
+                                         self.cfg.origin_host, self.cfg.origin_realm)
+        elif exc is not None:
             log.error("session %s request %d failed: %r", ccr.session_id, ccr.request_number, exc)
             answer = credit.encode_cca(
                 credit.make_cca(ccr, self.cfg, C.DIAMETER_UNABLE_TO_COMPLY, error_message="internal error"),
@@ -100,9 +109,12 @@ class Dispatcher:
             assert answer is not None
             if _IDS.unpack_from(answer, 12) != (ccr.hop_by_hop, ccr.end_to_end):
                 answer = answer[:12] + _IDS.pack(ccr.hop_by_hop, ccr.end_to_end) + answer[20:]
+            answer = with_proxy_info(answer, frame)
         peer.send(answer)
         self.in_flight -= 1
         peer.in_flight -= 1
+        if peer.in_flight == 0:
+            peer.drained()
         metrics.count_request("CCR", REQUEST_TYPES.get(ccr.request_type, "OTHER"),
                               result_code_of(answer), time.perf_counter() - t0)
         queue = self._sessions.get(ccr.session_id)

@@ -32,7 +32,8 @@ from protocol.records import CEA, DPA, DPR, DWA, DWR
 
 log = logging.getLogger("ocs.peer")
 
-WAIT_CER, OPEN, CLOSING = "WAIT_CER", "OPEN", "CLOSING"
+WAIT_CER, OPEN, DISCONNECTING, CLOSING = "WAIT_CER", "OPEN", "DISCONNECTING", "CLOSING"
+DRAIN_SECONDS = 5.0  # after a DPR, how long in-flight answers may take before we close anyway
 DISCONNECT_REBOOTING = 0
 
 
@@ -61,6 +62,7 @@ class PeerConnection(asyncio.Protocol):
         self._hbh = random.getrandbits(32)
         self._on_dpa: Callable[[], None] | None = None
         self.local_ip = "127.0.0.1"
+        self._counted = False  # counted in ocs_peers_connected
 
     # -- transport callbacks ----------------------------------------------------------------------
     def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
@@ -72,8 +74,9 @@ class PeerConnection(asyncio.Protocol):
         self._arm_watchdog()
 
     def connection_lost(self, exc) -> None:  # type: ignore[no-untyped-def]
-        if self.state == OPEN:
+        if self._counted:
             metrics.PEERS.dec()
+            self._counted = False
         self.state = CLOSING
         self.server.peers.discard(self)
         if self._watchdog is not None:
@@ -112,6 +115,11 @@ class PeerConnection(asyncio.Protocol):
             self.transport.write(b"".join(self._out))
         self._out.clear()
 
+    def drained(self) -> None:
+        """Nothing of this peer is in flight any more."""
+        if self.state == DISCONNECTING:
+            self.close()
+
     def close(self) -> None:
         self._flush()
         self.state = CLOSING
@@ -147,6 +155,8 @@ class PeerConnection(asyncio.Protocol):
             return
         if cmd == C.CC_CAPABILITIES_EXCHANGE:
             self._handle_cer(frame, header)
+        elif self.state == DISCONNECTING:
+            self._error(frame, header, C.DIAMETER_UNABLE_TO_DELIVER, None, "disconnecting (DPR received)")
         elif self.state != OPEN:
             self._error(frame, header, C.DIAMETER_UNKNOWN_PEER, None,
                         "capabilities exchange (CER) must come first")
@@ -169,7 +179,13 @@ class PeerConnection(asyncio.Protocol):
             self.send(encode_dpa(DPA(origin_host=self.cfg.origin_host, origin_realm=self.cfg.origin_realm,
                                      result_code=C.DIAMETER_SUCCESS),
                                  header.hop_by_hop, header.end_to_end))
-            self.close()
+            # RFC 6733 §5.4: the peer closes after our DPA; we take no new request meanwhile but
+            # still send the answers already committed, then close ourselves if it does not.
+            self.state = DISCONNECTING
+            if self.in_flight == 0:
+                self.close()
+            else:
+                asyncio.get_running_loop().call_later(DRAIN_SECONDS, self.close)
         else:
             self._error(frame, header, C.DIAMETER_COMMAND_UNSUPPORTED)
 
@@ -198,6 +214,8 @@ class PeerConnection(asyncio.Protocol):
         self._cea(header, C.DIAMETER_SUCCESS)
         if self.state != OPEN:
             self.state = OPEN
+        if not self._counted:
+            self._counted = True
             metrics.PEERS.inc()
         log.info("peer %s (%s) open", cer.origin_host, cer.product_name)
 

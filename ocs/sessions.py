@@ -1,9 +1,12 @@
 """Credit-control session state in LMDB, so sessions survive a restart and duplicates replay exactly.
 
 dbs (all written inside the request's own write transaction):
-- "sessions":    session_id -> msgpack Session
-- "answers":     session_id + b"\\0" + request number (4 bytes BE) -> the encoded CCA, as first sent
-- "e2e":         origin_host + b"\\0" + end-to-end id (4 bytes BE) -> the "answers" key it produced
+- "sessions":    session_id -> msgpack Session. It keeps the encoded answers to the session's last
+  ANSWERS_KEPT requests with their (CC-Request-Number, Origin-Host, End-to-End-Id): a retransmission,
+  recognised by (Session-Id, CC-Request-Number) or within its session by (Origin-Host,
+  End-to-End-Id), gets the first answer again. The record is rewritten by every request anyway, so
+  keeping them there costs no extra LMDB page. It also records which request numbers were applied
+  (a low-water mark and the numbers above it), so a late request is applied once and never refused.
 - "session_due": b"o" + last activity (4 bytes BE) + session_id for open sessions, b"c" + closed
   instant + session_id for closed ones -> b"". The sweeper walks each part in time order up to
   now - timeout (open) or now - retention (closed); the instants do not depend on settings, so a
@@ -21,7 +24,8 @@ import msgpack
 
 _U32 = struct.Struct(">I")
 DUE_STEP = 10  # seconds
-ANSWERS_KEPT = 4  # a gateway retransmits its latest requests, not ones it has had answers to long ago
+ANSWERS_KEPT = 8  # > the requests a gateway has outstanding per session (one per MSCC at most)
+SEEN_ABOVE_MAX = 64  # request numbers tracked above the contiguous low-water mark
 
 OPEN, CLOSED = 0, 1
 
@@ -63,24 +67,45 @@ class Session:
     due: int = 0              # the instant filed in "session_due" (under the prefix of its state)
     state: int = OPEN
     closed_at: int = 0
-    last_number: int = -1
+    seen_low: int = -1       # every CC-Request-Number <= seen_low has been applied
+    seen_above: list[int] = field(default_factory=list)  # applied numbers > seen_low (gaps below)
     answers: list[list] = field(default_factory=list)  # [request number, origin host, e2e, CCA bytes]
     filed_state: int = OPEN   # the state whose prefix `due` is filed under
     groups: dict[int, RatingGroupState] = field(default_factory=dict)
+
+    @property
+    def last_number(self) -> int:
+        return max(self.seen_above) if self.seen_above else self.seen_low
+
+    def has_seen(self, number: int) -> bool:
+        return number <= self.seen_low or number in self.seen_above
+
+    def mark_seen(self, number: int) -> None:
+        """Record an applied request number; late numbers fill gaps (failover can reorder)."""
+        if self.has_seen(number):
+            return
+        above = self.seen_above
+        above.append(number)
+        above.sort()
+        while above and above[0] == self.seen_low + 1:
+            self.seen_low = above.pop(0)
+        if len(above) > SEEN_ABOVE_MAX:  # a gap that never fills: give up waiting for it
+            self.seen_low = above[len(above) - SEEN_ABOVE_MAX - 1]
+            del above[:len(above) - SEEN_ABOVE_MAX]
 
     def pack(self) -> bytes:
         return msgpack.packb([
             self.account_id, self.subscription_id, self.plan, self.currency, self.tariff_version,
             self.origin_host, self.started, self.seen, self.due, self.state, self.closed_at,
-            self.last_number, self.answers, self.filed_state, {rg: g.pack() for rg, g in self.groups.items()},
+            self.seen_low, self.seen_above, self.answers, self.filed_state, {rg: g.pack() for rg, g in self.groups.items()},
         ], use_bin_type=True)
 
     @classmethod
     def unpack(cls, session_id: str, raw: bytes) -> Session:
         (account_id, sub, plan, currency, version, origin_host, started, seen, due, state, closed_at,
-         last_number, answers, filed_state, groups) = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+         seen_low, seen_above, answers, filed_state, groups) = msgpack.unpackb(raw, raw=False, strict_map_key=False)
         return cls(session_id, account_id, sub, plan, currency, version, origin_host, started, seen,
-                   due, state, closed_at, last_number, answers, filed_state,
+                   due, state, closed_at, seen_low, seen_above, answers, filed_state,
                    {int(rg): RatingGroupState(*g) for rg, g in groups.items()})
 
 

@@ -76,3 +76,23 @@ def encode_error_answer(
         )
         + body
     )
+
+
+_PROXY_INFO_HEAD = b"\x00\x00\x01\x1c"  # AVP code 284
+
+
+def with_proxy_info(answer: bytes, request: bytes) -> bytes:
+    """The answer with the request's Proxy-Info AVPs appended, in order (RFC 6733 §6.2: an answer
+    MUST carry them back). Answers are encoded from records that do not hold Proxy-Info, and a
+    replayed answer must carry the Proxy-Info of the request it answers now, so they are added at
+    the last step. A request without Proxy-Info costs one substring search."""
+    if _PROXY_INFO_HEAD not in request:
+        return answer
+    _session, proxies, _cc = _copyable(request, 0)
+    if not proxies:
+        return answer
+    extra = b"".join(proxies)
+    out = bytearray(answer)
+    out += extra
+    out[1:4] = len(out).to_bytes(3, "big")
+    return bytes(out)

@@ -23,6 +23,16 @@ currency = "EUR"
 name = "default"
 
 [[plan]]
+name = "single"
+
+[[rate]]
+plan = "single"
+rating_group = "*"
+unit = "seconds"
+price = "0.01"
+increment = 60
+
+[[plan]]
 name = "redirecting"
 final_unit_action = "redirect"
 redirect_address = "http://topup.example.net/"

@@ -31,6 +31,11 @@ ACCOUNTS = {
     "491700000011": {"balance": "0.015", "plan": "redirecting"},    # FUI redirect
     "491700000012": {"balance": "10"},                              # unknown rating group
     "491700000013": {"balance": "10"},                              # suspended mid-session
+    "491700000014": {"balance": "10"},                              # usage with no reservation
+    "491700000015": {"balance": "10"},                              # late request number
+    "491700000016": {"balance": "0.025"},                           # one rating group, two MSCCs
+    "491700000017": {"balance": "10", "plan": "single"},            # single-service client
+    "491700000018": {"balance": "10"},                              # Proxy-Info, zero-unit event
 }
 
 
@@ -285,4 +290,96 @@ async def test_suspended_mid_session_usage_taken_no_new_quota(server) -> None:  
     assert a.mscc[0].result_code == C.DIAMETER_END_USER_SERVICE_DENIED and a.mscc[0].granted is None
     acc = account(server.data, acct)
     assert acc.balance == to_micro("10") - to_micro("0.02") and acc.reserved == 0
+    await c.close()
+
+
+async def test_usage_without_reservation_is_priced_in_its_unit(server) -> None:  # type: ignore[no-untyped-def]
+    c = await connect(server)
+    sid, acct = session_id(), "491700000014"
+    await c.ccr(ccr(sid, 1, 0, acct, [MSCCRequest(rating_group=200, requested=Units(total_octets=MIB))]))
+    await c.ccr(ccr(sid, 2, 1, acct, [MSCCRequest(rating_group=200, used=[Units(total_octets=MIB)])]))
+    assert account(server.data, acct).reserved == 0  # no RSU: the hold is released
+    a = await c.ccr(ccr(sid, 3, 2, acct, [MSCCRequest(rating_group=200, used=[Units(total_octets=2 * MIB)])]))
+    assert a.result_code == 2001
+    # 3 MiB in all, cumulative: 0.03, not 2,097,152 micro-units for the unreserved 2 MiB
+    assert balance(server, acct) == to_micro("10") - to_micro("0.03")
+    await c.close()
+
+
+async def test_late_request_number_is_applied_not_refused(server) -> None:  # type: ignore[no-untyped-def]
+    c = await connect(server)
+    sid, acct = session_id(), "491700000015"
+    await c.ccr(ccr(sid, 1, 0, acct, [MSCCRequest(rating_group=100, requested=Units(time=600))]))
+    a = await c.ccr(ccr(sid, 2, 2, acct, [MSCCRequest(rating_group=100, requested=Units(time=600), used=[Units(time=120)])]))
+    assert a.result_code == 2001
+    a = await c.ccr(ccr(sid, 2, 1, acct, [MSCCRequest(rating_group=100, used=[Units(time=300)])]))
+    assert a.result_code == 2001  # U-1 overtaken by U-2 (failover): its usage still counts
+    await c.ccr(ccr(sid, 3, 3, acct, [MSCCRequest(rating_group=100, used=[])]))
+    assert balance(server, acct) == to_micro("10") - to_micro("0.07")  # 420 s = 7 started minutes
+    await c.close()
+
+
+async def test_duplicate_replayed_after_several_later_requests(server) -> None:  # type: ignore[no-untyped-def]
+    from protocol.ccr import encode_ccr
+    c = await connect(server)
+    sid, acct = session_id(), "491700000015"
+    await c.ccr(ccr(sid, 1, 0, acct, [MSCCRequest(rating_group=100, requested=Units(time=60))]))
+    frames = []
+    for n in range(1, 7):
+        f = encode_ccr(ccr(sid, 2, n, acct, [MSCCRequest(rating_group=100, requested=Units(time=60),
+                                                         used=[Units(time=10)])]), *c.next_ids())
+        frames.append((f, await c.request_raw(f)))
+    before = balance(server, acct)
+    f, first = frames[0]
+    hbh, _ = c.next_ids()
+    again = await c.request_raw(encode_ccr(ccr(sid, 2, 1, acct, [MSCCRequest(rating_group=100, requested=Units(time=60),
+                                                                             used=[Units(time=10)])]),
+                                           hbh, int.from_bytes(f[16:20], "big"), retransmit=True))
+    assert again[20:] == first[20:] and balance(server, acct) == before
+    await c.close()
+
+
+async def test_one_rating_group_in_two_msccs_is_granted_once(server) -> None:  # type: ignore[no-untyped-def]
+    c = await connect(server)
+    sid, acct = session_id(), "491700000016"
+    a = await c.ccr(ccr(sid, 1, 0, acct, [
+        MSCCRequest(rating_group=100, service_identifiers=[1], requested=Units(time=120)),
+        MSCCRequest(rating_group=100, service_identifiers=[2], requested=Units(time=120))]))
+    assert [m.result_code for m in a.mscc] == [2001, 2001]
+    assert a.mscc[0].granted.time == 120 and a.mscc[1].granted is None
+    assert account(server.data, acct).reserved == to_micro("0.02")
+    a = await c.ccr(ccr(sid, 3, 1, acct, [
+        MSCCRequest(rating_group=100, service_identifiers=[1], used=[Units(time=60)]),
+        MSCCRequest(rating_group=100, service_identifiers=[2], used=[Units(time=60)])]))
+    assert a.result_code == 2001
+    acc = account(server.data, acct)
+    assert acc.balance == to_micro("0.005") and acc.reserved == 0  # 120 s in one rating group: 0.02
+    await c.close()
+
+
+async def test_single_service_client_gets_top_level_grant(server) -> None:  # type: ignore[no-untyped-def]
+    c = await connect(server)
+    sid, acct = session_id(), "491700000017"
+    a = await c.ccr(ccr(sid, 1, 0, acct, [], requested=Units(time=60)))
+    assert a.result_code == 2001 and a.mscc == [] and a.granted.time == 60
+    a = await c.ccr(ccr(sid, 3, 1, acct, [], used=[Units(time=61)]))
+    assert a.result_code == 2001
+    assert balance(server, acct) == to_micro("10") - to_micro("0.02")
+    await c.close()
+
+
+async def test_proxy_info_copied_and_zero_unit_event_refused(server) -> None:  # type: ignore[no-untyped-def]
+    from protocol import build as B
+    from protocol.ccr import encode_ccr
+    from protocol.message import decode_message
+    c = await connect(server)
+    acct = "491700000018"
+    proxy = B.group(284, B.utf8(280, "dra1.test") + B.octets(33, b"state-1"))
+    req = ccr(session_id(), 1, 0, acct, [MSCCRequest(rating_group=100, requested=Units(time=60))])
+    raw = await c.request_raw(encode_ccr(req, *c.next_ids(), extra_avps=proxy))
+    infos = decode_message(raw).find_all("Proxy-Info")
+    assert len(infos) == 1 and infos[0].find("Proxy-State").value == b"state-1"
+    a = await c.ccr(ccr(session_id(), 4, 0, acct, [MSCCRequest(rating_group=100, requested=Units())]))
+    assert a.mscc[0].result_code == C.DIAMETER_INVALID_AVP_VALUE
+    assert balance(server, acct) == to_micro("10")
     await c.close()
