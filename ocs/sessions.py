@@ -2,7 +2,7 @@
 
 dbs (all written inside the request's own write transaction):
 - "sessions":    session_id -> msgpack Session. It keeps the encoded answers to the session's last
-  ANSWERS_KEPT requests with their (CC-Request-Number, Origin-Host, End-to-End-Id): a retransmission,
+  requests (as many as fit in ANSWER_BYTES) with their (CC-Request-Number, Origin-Host, End-to-End-Id): a retransmission,
   recognised by (Session-Id, CC-Request-Number) or within its session by (Origin-Host,
   End-to-End-Id), gets the first answer again. The record is rewritten by every request anyway, so
   keeping them there costs no extra LMDB page. It also records which request numbers were applied
@@ -24,7 +24,11 @@ import msgpack
 
 _U32 = struct.Struct(">I")
 DUE_STEP = 10  # seconds
-ANSWERS_KEPT = 8  # > the requests a gateway has outstanding per session (one per MSCC at most)
+# Answers kept for replay: the newest first, at least ANSWERS_MIN, then as many as fit in
+# ANSWER_BYTES. Past ~2 KB a record leaves its B-tree leaf for overflow pages that LMDB reallocates
+# on every write (a 20-update data session slowed the whole server down measurably).
+ANSWERS_MIN = 2
+ANSWER_BYTES = 1280
 SEEN_ABOVE_MAX = 64  # request numbers tracked above the contiguous low-water mark
 
 OPEN, CLOSED = 0, 1
@@ -141,9 +145,11 @@ def find_answer(sess: Session, request_number: int, origin_host: str, end_to_end
 
 def remember_answer(sess: Session, request_number: int, origin_host: str, end_to_end: int,
                     answer: bytes) -> None:
-    sess.answers.append([request_number, origin_host, end_to_end, answer])
-    if len(sess.answers) > ANSWERS_KEPT:
-        del sess.answers[0]
+    answers = sess.answers
+    answers.append([request_number, origin_host, end_to_end, answer])
+    total = sum(len(a[3]) for a in answers)
+    while len(answers) > ANSWERS_MIN and total > ANSWER_BYTES:
+        total -= len(answers.pop(0)[3])
 
 
 def purge(txn, dbs, sess: Session) -> None:  # type: ignore[no-untyped-def]
