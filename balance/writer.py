@@ -162,6 +162,12 @@ class GroupCommitWriter:
             if self._sync_stopping and not committed:
                 return
 
+    def commit_batch(self, batch: list) -> list:
+        """Run one batch of (fn, target) in this thread and commit it (data pages synced; call
+        store.sync_meta() before claiming durability). For a caller that is its own writer
+        thread, like the charging engine process. Returns (target, result, exception) per op."""
+        return self._commit_batch(batch)
+
     def _commit_batch(self, batch: list) -> list:
         """Run and durably commit one batch; (future, result, exception) per op.
 

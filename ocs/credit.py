@@ -38,6 +38,16 @@ INITIAL, UPDATE, TERMINATION, EVENT = (int(t) for t in C.CCRequestType)
 DIRECT_DEBITING, REFUND_ACCOUNT, CHECK_BALANCE, PRICE_ENQUIRY = (int(a) for a in C.RequestedAction)  # what a CCR without a Rating-Group is rated as (a wildcard rate can take it)
 
 
+SERVER_DBS = ("session_due", "usage")  # LMDB dbs of the charging server beyond the balance store's
+
+
+def open_dbs(store) -> dict:  # type: ignore[no-untyped-def]
+    """The store's dbs plus the server's own (created when missing)."""
+    with store.env.begin(write=True) as txn:
+        extra = {n: store.env.open_db(n.encode(), txn=txn, create=True) for n in SERVER_DBS}
+    return {**store.dbs, **extra}
+
+
 @dataclass(slots=True)
 class Context:
     """What the writer-thread code needs: settings, LMDB handles, and the tariff versions."""

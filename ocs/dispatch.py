@@ -1,32 +1,32 @@
-"""From a decoded CCR to its answer on the wire: admission, per-session order, group commit, replay.
+"""From a CCR frame to its answer on the wire: admission, per-session order, the engine, replies.
 
-Requests of one session are applied one at a time in arrival order (some gateways send several
-CCR-Us of a session without waiting); requests of different sessions go to the writer together and
-share its durable commits. A request beyond the in-flight bounds is answered DIAMETER_TOO_BUSY at
-once, so latency stays bounded and one peer cannot take the whole server (per-peer bound).
+Requests of one session go to the charging engine one at a time in arrival order (some gateways
+send several CCR-Us of a session without waiting); requests of different sessions go together and
+share the engine's durable commits. A request beyond the in-flight bounds is answered
+DIAMETER_TOO_BUSY at once, so latency stays bounded and one peer cannot take the whole server.
+The front never decodes a CCR fully: it peeks the Session-Id, and the engine does the rest.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
-from functools import partial
 from typing import Protocol
 
-from ocs import credit, metrics
+from ocs import metrics
+from ocs.engine import MSG, TOKEN_READY, TOKEN_STATS, split_messages
 from protocol import constants as C
-from protocol.answer import encode_error_answer, with_proxy_info
-from protocol.ccr import decode_ccr
-from protocol.errors import DiameterError
+from protocol.answer import encode_error_answer
+from protocol.ccr import peek_session_id
 from protocol.header import Header
 
 log = logging.getLogger("ocs.dispatch")
 
-_IDS = struct.Struct(">II")
 _AVP_HEAD = struct.Struct(">IBBH")  # code, flags, length (24 bits as 8 + 16)
+_U32 = struct.Struct(">I")
 REQUEST_TYPES = {1: "INITIAL", 2: "UPDATE", 3: "TERMINATION", 4: "EVENT"}
 
 
@@ -39,95 +39,155 @@ class Peer(Protocol):
     def drained(self) -> None: ...
 
 
-def result_code_of(answer: bytes) -> int:
-    """The top-level Result-Code of an encoded answer (0 if absent), by a flat scan."""
+def answer_codes(answer: bytes) -> tuple[int, int]:
+    """(Result-Code, CC-Request-Type) of an encoded answer (0 when absent), by a flat scan."""
+    result = rtype = 0
     pos, end = 20, len(answer)
     while pos + 8 <= end:
         code, flags, hi, lo = _AVP_HEAD.unpack_from(answer, pos)
         length = (hi << 16) | lo
         if length < 8:
-            return 0
-        if code == 268 and not flags & 0x80:
-            return struct.unpack_from(">I", answer, pos + 8)[0]
+            break
+        if not flags & 0x80:
+            if code == 268:
+                result = _U32.unpack_from(answer, pos + 8)[0]
+            elif code == 416:
+                rtype = _U32.unpack_from(answer, pos + 8)[0]
         pos += (length + 3) & ~3
-    return 0
+    return result, rtype
+
+
+def result_code_of(answer: bytes) -> int:
+    return answer_codes(answer)[0]
+
+
+class EngineLink(asyncio.Protocol):
+    """The front's end of the socketpair to the charging engine."""
+
+    def __init__(self, dispatcher: Dispatcher, on_lost) -> None:  # type: ignore[no-untyped-def]
+        self.dispatcher = dispatcher
+        self.on_lost = on_lost
+        self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+        self.closing = False
+        self._buf = bytearray()
+        self._out: list[bytes] = []
+        self._flush_pending = False
+        self._stale_seen = 0
+
+    def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
+        self.transport = transport
+
+    def send(self, token: int, frame: bytes) -> None:
+        """Queue a request; everything queued in one loop pass goes out in one write."""
+        self._out.append(MSG.pack(len(frame), token))
+        self._out.append(frame)
+        if not self._flush_pending:
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        if self._out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(self._out))
+        self._out.clear()
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        answered = self.dispatcher.answered
+        for token, payload in split_messages(self._buf):
+            if token == TOKEN_STATS:
+                self._stats(payload)
+            elif token == TOKEN_READY:
+                if not self.ready.done():
+                    self.ready.set_result(None)
+            else:
+                answered(token, payload)
+
+    def _stats(self, payload: bytes) -> None:
+        import msgpack
+        st = msgpack.unpackb(payload)
+        metrics.BATCH_SIZE.observe(st["last_batch"])
+        if st["batches"]:
+            metrics.COMMIT_LATENCY.observe(st["commit_seconds"] / st["batches"])
+        if st["stale_closed"] > self._stale_seen:
+            metrics.STALE_SESSIONS.inc(st["stale_closed"] - self._stale_seen)
+            self._stale_seen = st["stale_closed"]
+
+    def close(self) -> None:
+        self._flush()
+        self.closing = True
+        if self.transport is not None:
+            self.transport.write_eof()
+
+    def connection_lost(self, exc) -> None:  # type: ignore[no-untyped-def]
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError("the charging engine did not start"))
+        if not self.closing:
+            log.error("the charging engine went away (%r)", exc)
+        self.on_lost(self.closing)
 
 
 class Dispatcher:
-    def __init__(self, cfg, writer, ctx: credit.Context) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, cfg) -> None:  # type: ignore[no-untyped-def]
         self.cfg = cfg
-        self.writer = writer
-        self.ctx = ctx
+        self.engine: EngineLink | None = None
         self.in_flight = 0
-        self._sessions: dict[str, deque] = {}
-        self._idle_waiters: list[Callable[[], None]] = []
+        self._token = 0
+        self._pending: dict[int, tuple] = {}
+        self._sessions: dict[bytes, deque] = {}
+        self._idle_waiters: list = []
 
     def submit(self, peer: Peer, frame: bytes, header: Header) -> None:
         """Called on the loop thread for each CCR frame of an open peer."""
         cfg = self.cfg
-        if self.in_flight >= cfg.max_in_flight or peer.in_flight >= cfg.max_in_flight_per_peer:
+        if (self.in_flight >= cfg.max_in_flight or peer.in_flight >= cfg.max_in_flight_per_peer
+                or self.engine is None or self.engine.closing):
             metrics.TOO_BUSY.inc()
             peer.send(encode_error_answer(frame, header, C.DIAMETER_TOO_BUSY, cfg.origin_host,
                                           cfg.origin_realm))
             return
-        try:
-            ccr = decode_ccr(frame)
-        except DiameterError as exc:
-            metrics.PROTOCOL_ERRORS.labels(str(exc.result_code)).inc()
-            peer.send(encode_error_answer(frame, header, exc.result_code, cfg.origin_host,
-                                          cfg.origin_realm, exc.failed_avp, str(exc)))
-            return
         self.in_flight += 1
         peer.in_flight += 1
-        item = (peer, ccr, time.perf_counter(), frame, header)
-        queue = self._sessions.get(ccr.session_id)
+        self._token = token = (self._token + 1) & 0x7FFFFFFF
+        key = peek_session_id(frame) or token.to_bytes(4, "big")  # no Session-Id: the engine answers 5005
+        item = (peer, frame, key, token, time.perf_counter())
+        queue = self._sessions.get(key)
         if queue is not None:
             queue.append(item)
             return
-        self._sessions[ccr.session_id] = deque()
+        self._sessions[key] = deque()
         self._start(item)
 
     def _start(self, item) -> None:  # type: ignore[no-untyped-def]
-        self.writer.submit_callback(partial(credit.process, ctx=self.ctx, ccr=item[1]),
-                                    partial(self._done, item))
+        token = item[3]
+        self._pending[token] = item
+        self.engine.send(token, item[1])  # type: ignore[union-attr]
 
-    def _done(self, item, answer: bytes | None, exc: BaseException | None) -> None:  # type: ignore[no-untyped-def]
-        peer, ccr, t0, frame, header = item
-        if isinstance(exc, OSError):
-            # Committed but not known to be on disk: a transient error makes the client retransmit,
-            # and the retransmission gets the stored answer (a permanent one could make it report
-            # the same usage again).
-            log.error("session %s request %d: sync failed: %r", ccr.session_id, ccr.request_number, exc)
-            answer = encode_error_answer(frame, header, C.DIAMETER_UNABLE_TO_DELIVER,
-                                         self.cfg.origin_host, self.cfg.origin_realm)
-        elif exc is not None:
-            log.error("session %s request %d failed: %r", ccr.session_id, ccr.request_number, exc)
-            answer = credit.encode_cca(
-                credit.make_cca(ccr, self.cfg, C.DIAMETER_UNABLE_TO_COMPLY, error_message="internal error"),
-                ccr.hop_by_hop, ccr.end_to_end)
-        else:
-            assert answer is not None
-            if _IDS.unpack_from(answer, 12) != (ccr.hop_by_hop, ccr.end_to_end):
-                answer = answer[:12] + _IDS.pack(ccr.hop_by_hop, ccr.end_to_end) + answer[20:]
-            answer = with_proxy_info(answer, frame)
+    def answered(self, token: int, answer: bytes) -> None:
+        """The engine's answer (sent after its transaction was durable)."""
+        item = self._pending.pop(token, None)
+        if item is None:
+            return
+        peer, _frame, key, _token, t0 = item
         peer.send(answer)
         self.in_flight -= 1
         peer.in_flight -= 1
         if peer.in_flight == 0:
             peer.drained()
-        metrics.count_request("CCR", REQUEST_TYPES.get(ccr.request_type, "OTHER"),
-                              result_code_of(answer), time.perf_counter() - t0)
-        queue = self._sessions.get(ccr.session_id)
+        result, rtype = answer_codes(answer)
+        metrics.count_request("CCR", REQUEST_TYPES.get(rtype, "OTHER"), result, time.perf_counter() - t0)
+        queue = self._sessions.get(key)
         if queue:
             self._start(queue.popleft())
         else:
-            self._sessions.pop(ccr.session_id, None)
+            self._sessions.pop(key, None)
         if self.in_flight == 0 and self._idle_waiters:
             waiters, self._idle_waiters = self._idle_waiters, []
             for w in waiters:
                 w()
 
-    def on_idle(self, callback: Callable[[], None]) -> None:
+    def on_idle(self, callback) -> None:  # type: ignore[no-untyped-def]
         """Call back once nothing is in flight (for draining at shutdown)."""
         if self.in_flight == 0:
             callback()

@@ -85,10 +85,6 @@ class PeerConnection(asyncio.Protocol):
             self._on_dpa()
 
     def data_received(self, data: bytes) -> None:
-        with self.server.writer.cpu:  # see GroupCommitWriter.cpu
-            self._received(data)
-
-    def _received(self, data: bytes) -> None:
         self._last_rx = time.monotonic()
         self._dwr_outstanding = False
         try:

@@ -1,65 +1,37 @@
-"""The `ocs serve` process: listeners, the group-commit writer, the sweeper, CDR export, shutdown.
+"""The `ocs serve` process: the network front, its charging engine, CDR export, shutdown.
 
-The event loop only frames, decodes and writes; everything that touches LMDB for a request runs in
-the writer thread inside a batch transaction, and the answer is written after that batch's durable
-commit. Background work that waits on the disk (CDR export, metrics scans) runs in threads.
+Two processes per server (per worker with --workers N): this one runs the event loop (peers,
+framing, capabilities exchange, watchdogs, per-session order, overload) and never touches the
+store for a request; `ocs.engine` applies the requests to LMDB in durable batches and sends each
+answer back only once its transaction is on disk. Background work that waits on the disk here
+(CDR export, gauges read from LMDB) runs in threads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import socket
+import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
-from balance import ops
 from balance.store import open_store
-from balance.writer import GroupCommitWriter
-from ocs import credit, metrics, sessions
+from ocs import credit, metrics
 from ocs.config import ServeConfig, split_hostport
-from ocs.dispatch import Dispatcher
+from ocs.dispatch import Dispatcher, EngineLink
 from ocs.peer import PeerConnection
-from rating import rater as rating_rater
-from rating.store import TariffStore
 
 log = logging.getLogger("ocs.server")
 
-SERVER_DBS = ("session_due", "usage")
-
-
-class Raters:
-    """Tariff versions by number, compiled once; `current` follows new versions within a second."""
-
-    def __init__(self, tariffs: TariffStore) -> None:
-        self.tariffs = tariffs
-        self._by_version: dict[int, object] = {}
-        self._current = None
-        self._lock = threading.Lock()
-        self.refresh()
-
-    def refresh(self) -> None:
-        current = self.tariffs.current(int(time.time()))
-        with self._lock:
-            self._current = current
-            if current is not None:
-                self._by_version.setdefault(current.version, current)
-
-    def __call__(self, version: int | None):  # type: ignore[no-untyped-def]
-        if version is None:
-            return self._current
-        rater = self._by_version.get(version)
-        if rater is None:
-            rater = self.tariffs.get(version)
-            with self._lock:
-                self._by_version[version] = rater
-        return rater
+ENGINE_START_SECONDS = 120.0  # numba compile on a cold cache included
 
 
 class Server:
@@ -68,26 +40,20 @@ class Server:
         self.peers: set[PeerConnection] = set()
         self.origin_state_id = int(time.time()) & 0xFFFFFFFF
         self.store = open_store(cfg.data, sync=cfg.sync)
-        with self.store.env.begin(write=True) as txn:
-            extra = {name: self.store.env.open_db(name.encode(), txn=txn, create=True)
-                     for name in SERVER_DBS}
-        self.dbs = {**self.store.dbs, **extra}
-        self.tariffs = TariffStore(self.store)
-        self.raters = Raters(self.tariffs)
-        self.ctx = credit.Context(cfg, self.dbs, self.raters)
-        self.writer = GroupCommitWriter(self.store)
-        self.dispatcher = Dispatcher(cfg, self.writer, self.ctx)
+        self.dbs = credit.open_dbs(self.store)
+        self.dispatcher = Dispatcher(cfg)
+        self.engine_proc: subprocess.Popen | None = None
         self.listeners: list[asyncio.base_events.Server] = []
         self.addresses: list[str] = []
         self.exporter = None
+        self.exit_code = 0
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
 
     # -- start ------------------------------------------------------------------------------------
     async def start(self) -> None:
         metrics.IN_FLIGHT.set_function(lambda: self.dispatcher.in_flight)
-        rating_rater.warm()  # numba compile/cache load before the first request, not during it
-        self.writer.start()
+        await self._start_engine()
         loop = asyncio.get_running_loop()
         for addr in self.cfg.listen:
             host, port = split_hostport(addr, "listen")
@@ -103,13 +69,31 @@ class Server:
             metrics.serve_metrics(host, port)
         if self.cfg.cdr_export:
             self._start_exporter()
-        self._tasks = [asyncio.create_task(self._sweeper()), asyncio.create_task(self._housekeeping())]
+        self._tasks = [asyncio.create_task(self._housekeeping())]
+
+    async def _start_engine(self) -> None:
+        ours, theirs = socket.socketpair()
+        self.engine_proc = subprocess.Popen(
+            [sys.executable, "-m", "ocs.engine", str(theirs.fileno()), json.dumps(asdict(self.cfg))],
+            pass_fds=[theirs.fileno()])
+        theirs.close()
+        loop = asyncio.get_running_loop()
+        link = EngineLink(self.dispatcher, self._engine_lost)
+        await loop.create_connection(lambda: link, sock=ours)
+        self.dispatcher.engine = link
+        try:
+            await asyncio.wait_for(asyncio.shield(link.ready), ENGINE_START_SECONDS)
+        except (TimeoutError, ConnectionError) as exc:
+            self.engine_proc.kill()
+            raise OSError(f"the charging engine did not start: {exc!r}") from None
+
+    def _engine_lost(self, expected: bool) -> None:
+        if not expected:  # it died: stop rather than accept requests nobody can answer
+            self.exit_code = 1
+            self._stop.set()
 
     def _start_exporter(self) -> None:
-        try:
-            from ocs.export.exporter import CdrExporter
-        except ImportError:  # pragma: no cover - export is part of the package
-            return
+        from ocs.export.exporter import CdrExporter
         try:
             self.exporter = CdrExporter(self.store, Path(self.cfg.data) / "cdr", self.cfg.cdr_format,
                                         rotate_bytes=self.cfg.cdr_rotate_bytes,
@@ -118,20 +102,8 @@ class Server:
             log.info("continuous CDR export not started here: %s", exc)
 
     # -- background work --------------------------------------------------------------------------
-    async def _sweeper(self) -> None:
-        """Close sessions that went quiet (and those a crash left open), purge old answers."""
-        while not self._stop.is_set():
-            try:
-                closed = await self.writer.submit(partial(sweep, ctx=self.ctx))
-                if closed:
-                    metrics.STALE_SESSIONS.inc(closed)
-            except Exception:
-                log.exception("sweep failed")
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.cfg.sweep_interval)
-
     async def _housekeeping(self) -> None:
-        """Once a second: new tariff versions, CDR export, gauges; all off the loop thread."""
+        """Once a second: CDR export and gauges, off the loop thread."""
         while not self._stop.is_set():
             try:
                 await asyncio.to_thread(self._housekeep_once)
@@ -141,16 +113,11 @@ class Server:
                 await asyncio.wait_for(self._stop.wait(), 1.0)
 
     def _housekeep_once(self) -> None:
-        self.raters.refresh()
         if self.exporter is not None:
             self.exporter.run_once()
         with self.store.env.begin(buffers=False) as txn:
             raw = txn.get(credit.OPEN_SESSIONS_KEY, db=self.dbs["meta"])
             metrics.OPEN_SESSIONS.set(int(raw) if raw else 0)
-        st = self.writer.stats
-        metrics.BATCH_SIZE.observe(st.last_batch)
-        if st.batches:
-            metrics.COMMIT_LATENCY.observe(st.commit_seconds / st.batches)
         with self.store.read() as view:
             metrics.RESERVED_MONEY.set(sum(a.reserved for a in view.accounts()))
 
@@ -162,15 +129,16 @@ class Server:
         await self._stop.wait()
 
     async def shutdown(self, grace: float = 10.0) -> None:
-        """Stop accepting, DPR every peer, drain in-flight requests, flush the writer, close."""
+        """Stop accepting, drain in-flight requests, DPR every peer, stop the engine, close."""
         self._stop.set()
         for srv in self.listeners:
             srv.close()
         loop = asyncio.get_running_loop()
-        drained = loop.create_future()
-        self.dispatcher.on_idle(lambda: drained.done() or drained.set_result(None))
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(drained, grace)
+        if self.exit_code == 0:
+            drained = loop.create_future()
+            self.dispatcher.on_idle(lambda: drained.done() or drained.set_result(None))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(drained, grace)
         waits = []
         for peer in list(self.peers):
             fut = loop.create_future()
@@ -182,39 +150,20 @@ class Server:
             peer.close()
         for task in self._tasks:
             task.cancel()
-        await self.writer.stop()
+        if self.dispatcher.engine is not None:
+            self.dispatcher.engine.close()  # EOF: the engine finishes, syncs and exits
+        if self.engine_proc is not None:
+            try:
+                rc = await asyncio.to_thread(self.engine_proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                self.engine_proc.kill()
+                rc = -9
+            if rc != 0 and self.exit_code == 0:
+                log.error("the charging engine exited with %s", rc)
+                self.exit_code = 1
         if self.exporter is not None:
             await asyncio.to_thread(self.exporter.close)
         self.store.close()
-
-
-def sweep(tx, ctx: credit.Context, limit: int = 512) -> int:  # type: ignore[no-untyped-def]
-    """One sweeper pass inside the writer: close stale sessions, forget old closed ones.
-
-    Returns how many stale sessions it closed."""
-    dbs, now, cfg = ctx.dbs, tx.now, ctx.cfg
-    closed = 0
-    for key, sid in sessions.due_sessions(tx.txn, dbs, sessions.OPEN, now - cfg.timeout(), limit):
-        sess = sessions.load(tx.txn, dbs, sid)
-        if sess is None or sess.state != sessions.OPEN or key != sessions.due_key(sess.filed_state, sess.due, sid):
-            tx.txn.delete(key, db=dbs["session_due"])  # a leftover key
-            if sess is None or sess.state != sessions.OPEN:
-                continue
-        if sess.seen + cfg.timeout() <= now:
-            credit.close_stale(tx, ctx, sess)
-            credit.adjust_open_sessions(tx, dbs, -1)
-            closed += 1
-        sessions.save(tx.txn, dbs, sess, force=True)  # re-filed at its real instant or as closed
-    for key, sid in sessions.due_sessions(tx.txn, dbs, sessions.CLOSED, now - cfg.dedup_retention, limit):
-        sess = sessions.load(tx.txn, dbs, sid)
-        if sess is None:
-            tx.txn.delete(key, db=dbs["session_due"])
-        else:
-            sessions.purge(tx.txn, dbs, sess)
-    ops.expire_reservations(tx, now, limit=limit)  # holds whose session record is gone
-    ops.expire_bundles(tx, now, limit=limit)
-    ops.purge_idempotency(tx, now - ops.IDEM_RETENTION, limit=limit)
-    return closed
 
 
 def install_uvloop() -> bool:
@@ -237,10 +186,10 @@ async def _serve(cfg: ServeConfig, on_ready: Callable[[list[str]], None] | None 
     else:
         print("OCS ready " + " ".join(server.addresses), flush=True)
     await server.wait_stopped()
-    log.info("stopping: DPR to %d peers, draining %d requests", len(server.peers),
-             server.dispatcher.in_flight)
+    log.info("stopping: draining %d requests, DPR to %d peers", server.dispatcher.in_flight,
+             len(server.peers))
     await server.shutdown()
-    return 0
+    return server.exit_code
 
 
 def run(cfg: ServeConfig, on_ready: Callable[[list[str]], None] | None = None) -> int:

@@ -336,3 +336,22 @@ def encode_ccr(
         )
         + body
     )
+
+
+def peek_session_id(frame: bytes) -> bytes | None:
+    """The raw Session-Id of a request, by a scan that stops at it (RFC 6733 §8.8 puts it first),
+    without validating the rest: enough to order a session's requests before decoding them."""
+    n = len(frame)
+    p = 20
+    while n - p >= 8:
+        code, fl = _PEEK(frame, p)
+        length = fl & 0xFFFFFF
+        if length < 8 or p + length > n:
+            return None
+        if code == 263 and not fl & 0x80000000:
+            return bytes(frame[p + 8:p + length])
+        p += (length + 3) & ~3
+    return None
+
+
+_PEEK = struct.Struct(">II").unpack_from
