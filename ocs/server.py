@@ -32,6 +32,7 @@ from ocs.peer import PeerConnection
 log = logging.getLogger("ocs.server")
 
 ENGINE_START_SECONDS = 120.0  # numba compile on a cold cache included
+GAUGE_SCAN_SECONDS = 15.0
 
 
 class Server:
@@ -47,6 +48,7 @@ class Server:
         self.addresses: list[str] = []
         self.exporter = None
         self.exit_code = 0
+        self._next_scan = 0.0
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
 
@@ -118,8 +120,11 @@ class Server:
         with self.store.env.begin(buffers=False) as txn:
             raw = txn.get(credit.OPEN_SESSIONS_KEY, db=self.dbs["meta"])
             metrics.OPEN_SESSIONS.set(int(raw) if raw else 0)
-        with self.store.read() as view:
-            metrics.RESERVED_MONEY.set(sum(a.reserved for a in view.accounts()))
+        now = time.monotonic()
+        if now >= self._next_scan:  # a scan of every account: not every second
+            self._next_scan = now + GAUGE_SCAN_SECONDS
+            with self.store.read() as view:
+                metrics.RESERVED_MONEY.set(sum(a.reserved for a in view.accounts()))
 
     # -- stop -------------------------------------------------------------------------------------
     def request_stop(self) -> None:
