@@ -139,13 +139,18 @@ class Reservation:
     expires_at: int
     rate_ref: object = None  # the rate it was granted at: opaque to the store
     created: int = 0
+    filed_at: int = 0        # the instant it is filed under in resv_expiry (<= expires_at; 0 = expires_at)
 
     def key(self) -> bytes:
         return reservation_key(self.session_id, self.rating_group)
 
+    @property
+    def index_at(self) -> int:
+        return self.filed_at or self.expires_at
+
     def pack(self) -> bytes:
         return _pack([self.account_id, self.unit, self.units_granted, self.holds, self.money_held,
-                      self.expires_at, self.rate_ref, self.created])
+                      self.expires_at, self.rate_ref, self.created, self.filed_at])
 
     @classmethod
     def unpack(cls, key: bytes, raw: bytes) -> Reservation:
