@@ -17,6 +17,7 @@ from collections import deque
 from typing import Protocol
 
 from ocs import metrics
+from ocs.coalesce import Coalescer
 from ocs.engine import MSG, TOKEN_READY, TOKEN_STATS, split_messages
 from protocol import constants as C
 from protocol.answer import encode_error_answer
@@ -71,26 +72,16 @@ class EngineLink(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closing = False
         self._buf = bytearray()
-        self._out: list[bytes] = []
-        self._flush_pending = False
+        self._writes = Coalescer()
         self._stale_seen = 0
 
     def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
         self.transport = transport
+        self._writes.transport = transport
 
     def send(self, token: int, frame: bytes) -> None:
         """Queue a request; everything queued in one loop pass goes out in one write."""
-        self._out.append(MSG.pack(len(frame), token))
-        self._out.append(frame)
-        if not self._flush_pending:
-            self._flush_pending = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_pending = False
-        if self._out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(self._out))
-        self._out.clear()
+        self._writes.write(MSG.pack(len(frame), token), frame)
 
     def data_received(self, data: bytes) -> None:
         self._buf += data
@@ -115,7 +106,7 @@ class EngineLink(asyncio.Protocol):
             self._stale_seen = st["stale_closed"]
 
     def close(self) -> None:
-        self._flush()
+        self._writes.flush()
         self.closing = True
         if self.transport is not None:
             self.transport.write_eof()

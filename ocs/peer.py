@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from ocs import metrics
+from ocs.coalesce import Coalescer
 from protocol import constants as C
 from protocol.answer import encode_error_answer
 from protocol.base import (
@@ -54,8 +55,7 @@ class PeerConnection(asyncio.Protocol):
         self.in_flight = 0
         self.transport: asyncio.Transport | None = None
         self.framer = Framer(self.cfg.max_message_size)
-        self._out: list[bytes] = []
-        self._flush_pending = False
+        self._writes = Coalescer()
         self._last_rx = time.monotonic()
         self._dwr_outstanding = False
         self._watchdog: asyncio.TimerHandle | None = None
@@ -67,6 +67,7 @@ class PeerConnection(asyncio.Protocol):
     # -- transport callbacks ----------------------------------------------------------------------
     def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
         self.transport = transport
+        self._writes.transport = transport
         sock = transport.get_extra_info("sockname")
         if sock:
             self.local_ip = sock[0]
@@ -102,18 +103,7 @@ class PeerConnection(asyncio.Protocol):
     # -- sending ----------------------------------------------------------------------------------
     def send(self, data: bytes) -> None:
         """Queue bytes; everything queued in one loop pass goes out in one write."""
-        if self.transport is None or self.transport.is_closing():
-            return
-        self._out.append(data)
-        if not self._flush_pending:
-            self._flush_pending = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_pending = False
-        if self._out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(self._out))
-        self._out.clear()
+        self._writes.write(data)
 
     def drained(self) -> None:
         """Nothing of this peer is in flight any more."""
@@ -121,7 +111,7 @@ class PeerConnection(asyncio.Protocol):
             self.close()
 
     def close(self) -> None:
-        self._flush()
+        self._writes.flush()
         self.state = CLOSING
         if self.transport is not None:
             self.transport.close()
