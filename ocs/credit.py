@@ -24,6 +24,7 @@ from ocs import sessions
 from ocs.config import ServeConfig
 from ocs.money import currency_numeric
 from ocs.sessions import RatingGroupState, Session
+from protocol import build as B
 from protocol import constants as C
 from protocol.cca import encode_cca
 from protocol.records import CCA, CCR, CostInformation, MSCCAnswer, MSCCRequest, Units
@@ -220,7 +221,17 @@ def _session(tx, ctx: Context, ccr: CCR, sess: Session | None) -> tuple[Session 
         adjust_open_sessions(tx, dbs, -1)
     if not active and not final:
         return sess, make_cca(ccr, cfg, C.DIAMETER_END_USER_SERVICE_DENIED, answers)
-    return sess, _single_service(ccr, make_cca(ccr, cfg, _message_result(answers), answers))
+    result = _message_result(answers)
+    return sess, _single_service(ccr, make_cca(ccr, cfg, result, answers,
+                                               failed_avp=_rating_failed_avp(result, answers)))
+
+
+def _rating_failed_avp(result: int, answers: list[MSCCAnswer]) -> bytes | None:
+    """RFC 8506: a 5031 answer names the AVP that could not be rated (the Rating-Group)."""
+    if result != C.DIAMETER_RATING_FAILED:
+        return None
+    rg = next((a.rating_group for a in answers if a.result_code == C.DIAMETER_RATING_FAILED), None)
+    return B.u32(432, rg if rg is not None else NO_RATING_GROUP)
 
 
 def _by_rating_group(items: list[MSCCRequest]) -> list[tuple[MSCCRequest, int | None]]:
@@ -417,7 +428,7 @@ def _event(tx, ctx: Context, ccr: CCR) -> CCA:  # type: ignore[no-untyped-def]
     items = _mscc_list(ccr)
     if not items:
         return make_cca(ccr, cfg, C.DIAMETER_MISSING_AVP, error_message="no Requested-Service-Unit",
-                       failed_avp=None)
+                        failed_avp=B.group(437, b""))  # RFC 6733 §7.5: an example of the missing AVP
     answers: list[MSCCAnswer] = []
     total_cost = 0
     enough = True
@@ -481,7 +492,9 @@ def _event(tx, ctx: Context, ccr: CCR) -> CCA:  # type: ignore[no-untyped-def]
     if action in (PRICE_ENQUIRY, CHECK_BALANCE):
         for a in answers:  # an enquiry grants nothing (RFC 8506 §6.4, §6.5)
             a.granted = None
-    return _single_service(ccr, make_cca(ccr, cfg, _message_result(answers), answers, **extra))
+    result = _message_result(answers)
+    return _single_service(ccr, make_cca(ccr, cfg, result, answers,
+                                         failed_avp=_rating_failed_avp(result, answers), **extra))
 
 
 def _event_cdr(tx, ctx: Context, ccr: CCR, account, sub: str, rg: int, sid: int | None,  # type: ignore[no-untyped-def]

@@ -203,6 +203,10 @@ async def test_rating_failed_for_unknown_rating_group(server) -> None:  # type: 
                                                              MSCCRequest(rating_group=100, requested=Units(time=60))]))
     assert a.result_code == C.DIAMETER_SUCCESS
     assert [m.result_code for m in a.mscc] == [C.DIAMETER_RATING_FAILED, C.DIAMETER_SUCCESS]
+    a = await c.ccr(ccr(session_id(), 1, 0, "491700000012", [MSCCRequest(rating_group=999, requested=Units())]))
+    assert a.result_code == C.DIAMETER_RATING_FAILED
+    from protocol import build as B
+    assert a.failed_avp == B.u32(432, 999)  # names the Rating-Group that has no rate
     await c.close()
 
 
