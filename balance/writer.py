@@ -154,7 +154,7 @@ class GroupCommitWriter:
                 t0 = time.perf_counter()
                 try:
                     self.store.sync_meta()
-                except OSError as exc:  # committed, but not known to be on disk: do not claim it
+                except (OSError, lmdb.Error) as exc:  # committed, not known on disk: do not claim it
                     ready = [(fut, None, exc) for fut, _res, _err in ready]
                 self.stats.sync_seconds += time.perf_counter() - t0
                 self.stats.syncs += 1

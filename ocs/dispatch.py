@@ -22,7 +22,7 @@ from ocs.engine import MSG, TOKEN_READY, TOKEN_STATS, split_messages
 from protocol import constants as C
 from protocol.answer import encode_error_answer
 from protocol.ccr import peek_session_id
-from protocol.header import Header
+from protocol.header import Header, peek_header
 
 log = logging.getLogger("ocs.dispatch")
 
@@ -108,7 +108,7 @@ class EngineLink(asyncio.Protocol):
     def close(self) -> None:
         self._writes.flush()
         self.closing = True
-        if self.transport is not None:
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.write_eof()
 
     def connection_lost(self, exc) -> None:  # type: ignore[no-untyped-def]
@@ -128,11 +128,13 @@ class Dispatcher:
         self._pending: dict[int, tuple] = {}
         self._sessions: dict[bytes, deque] = {}
         self._idle_waiters: list = []
+        self.stopping = False  # shutting down: admit nothing new
 
     def submit(self, peer: Peer, frame: bytes, header: Header) -> None:
         """Called on the loop thread for each CCR frame of an open peer."""
         cfg = self.cfg
-        if (self.in_flight >= cfg.max_in_flight or peer.in_flight >= cfg.max_in_flight_per_peer
+        if (self.stopping or self.in_flight >= cfg.max_in_flight
+                or peer.in_flight >= cfg.max_in_flight_per_peer
                 or self.engine is None or self.engine.closing):
             metrics.TOO_BUSY.inc()
             peer.send(encode_error_answer(frame, header, C.DIAMETER_TOO_BUSY, cfg.origin_host,
@@ -177,6 +179,26 @@ class Dispatcher:
             waiters, self._idle_waiters = self._idle_waiters, []
             for w in waiters:
                 w()
+
+    def fail_all(self, code: int) -> None:
+        """The engine is gone: answer everything sent to it or queued for it with `code`."""
+        self.engine = None
+        items = list(self._pending.values())
+        self._pending.clear()
+        for queue in self._sessions.values():
+            items.extend(queue)
+        self._sessions.clear()
+        cfg = self.cfg
+        for peer, frame, _key, _token, _t0 in items:
+            peer.send(encode_error_answer(frame, peek_header(frame), code, cfg.origin_host,
+                                          cfg.origin_realm, None, "charging engine unavailable"))
+            peer.in_flight -= 1
+            if peer.in_flight == 0:
+                peer.drained()
+        self.in_flight = 0
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for w in waiters:
+            w()
 
     def on_idle(self, callback) -> None:  # type: ignore[no-untyped-def]
         """Call back once nothing is in flight (for draining at shutdown)."""

@@ -30,6 +30,7 @@ import time
 from dataclasses import asdict
 from functools import partial
 
+import lmdb
 import msgpack
 
 from balance.store import open_store
@@ -90,6 +91,7 @@ class Engine:
         self._cond = threading.Condition()
         self._decoded: list = []
         self._eof = False
+        self.failed = False
 
     # -- main thread --------------------------------------------------------------------------
     def run(self) -> int:
@@ -111,7 +113,10 @@ class Engine:
                 batch.append((partial(sweeper.sweep, ctx=self.ctx), None))
             if now >= next_tick:
                 next_tick = now + 1.0
-                self.raters.refresh()
+                try:
+                    self.raters.refresh()
+                except Exception:  # keep rating with the versions we have
+                    log.exception("tariff refresh failed")
                 stats = {**asdict(self.writer.stats), "stale_closed": self.stale_closed}
                 self._send(frame_message(TOKEN_STATS, msgpack.packb(stats)))
             if batch:
@@ -121,10 +126,20 @@ class Engine:
         self._out.put(None)
         self._syncer.join()
         self.store.close()
-        return 0
+        return 1 if self.failed else 0
 
     # -- reader thread ------------------------------------------------------------------------
     def _read_run(self) -> None:
+        try:
+            self._read_loop()
+        except BaseException:
+            log.exception("the reader thread failed")
+            self.failed = True
+            with self._cond:
+                self._eof = True
+                self._cond.notify()
+
+    def _read_loop(self) -> None:
         """Receive and decode requests while the main thread runs or commits the previous batch.
 
         Decoding takes the writer's CPU lock, which the main thread holds only while it runs a
@@ -154,7 +169,11 @@ class Engine:
         try:
             ccr = decode_ccr(frame)
         except DiameterError as exc:
-            answer = _error(frame, self.cfg, exc.result_code, exc.failed_avp, str(exc))
+            answer = Ready(_error(frame, self.cfg, exc.result_code, exc.failed_avp, str(exc)))
+            return (partial(_const, value=answer), (token, frame))
+        except Exception:  # a codec bug must cost this request, not the reader thread
+            log.exception("decoding a request failed")
+            answer = Ready(_error(frame, self.cfg, C.DIAMETER_UNABLE_TO_COMPLY, None, "internal error"))
             return (partial(_const, value=answer), (token, frame))
         return (partial(credit.process, ctx=self.ctx, ccr=ccr), (token, frame))
 
@@ -168,6 +187,16 @@ class Engine:
 
     # -- syncer thread ------------------------------------------------------------------------
     def _sync_run(self) -> None:
+        try:
+            self._sync_loop()
+        except BaseException:
+            # Without this thread no answer would ever leave: end the engine now, so the front
+            # sees it and stops (exit 1) instead of answering TOO_BUSY forever.
+            log.exception("the syncer thread failed")
+            logging.shutdown()
+            os._exit(1)
+
+    def _sync_loop(self) -> None:
         while True:
             item = self._out.get()
             ready = [] if item is None else list(item)
@@ -183,7 +212,8 @@ class Engine:
                 t0 = time.perf_counter()
                 try:
                     self.store.sync_meta()
-                except OSError as exc:
+                except (OSError, lmdb.Error) as exc:  # py-lmdb reports EIO/ENOSPC as lmdb.Error
+                    log.error("store sync failed: %r", exc)
                     sync_error = exc
                 self.writer.stats.sync_seconds += time.perf_counter() - t0
                 self.writer.stats.syncs += 1
@@ -214,6 +244,8 @@ class Engine:
         elif exc is not None:
             log.error("request failed: %r", exc)
             answer = _error(frame, self.cfg, C.DIAMETER_UNABLE_TO_COMPLY, None, "internal error")
+        elif isinstance(result, Ready):
+            answer = bytes(result)
         else:
             answer = result
             ids = frame[12:20]
@@ -226,6 +258,10 @@ class Engine:
         if data:
             with self._send_lock:
                 self.sock.sendall(data)
+
+
+class Ready(bytes):
+    """An answer complete as it is (an error answer already carrying the request's Proxy-Info)."""
 
 
 def _const(tx, value: bytes) -> bytes:  # type: ignore[no-untyped-def]

@@ -181,7 +181,11 @@ class PeerConnection(asyncio.Protocol):
 
     def _handle_answer(self, cmd: int) -> None:
         if cmd == C.CC_DISCONNECT_PEER and self._on_dpa is not None:
-            self.close()
+            if self.in_flight == 0:
+                self.close()
+            else:  # answers still to come: close when the last one is sent (see drained)
+                self.state = DISCONNECTING
+                asyncio.get_running_loop().call_later(DRAIN_SECONDS, self.close)
         # DWA: _last_rx was refreshed already; other answers are not expected and are dropped.
 
     def _handle_cer(self, frame: bytes, header: Header) -> None:

@@ -28,6 +28,7 @@ from ocs import credit, metrics
 from ocs.config import ServeConfig, split_hostport
 from ocs.dispatch import Dispatcher, EngineLink
 from ocs.peer import PeerConnection
+from protocol import constants as C
 
 log = logging.getLogger("ocs.server")
 
@@ -90,7 +91,8 @@ class Server:
             raise OSError(f"the charging engine did not start: {exc!r}") from None
 
     def _engine_lost(self, expected: bool) -> None:
-        if not expected:  # it died: stop rather than accept requests nobody can answer
+        if not expected:  # it died: answer what it held, stop rather than accept more
+            self.dispatcher.fail_all(C.DIAMETER_UNABLE_TO_DELIVER)
             self.exit_code = 1
             self._stop.set()
 
@@ -117,8 +119,8 @@ class Server:
     def _housekeep_once(self) -> None:
         if self.exporter is not None:
             self.exporter.run_once()
-        with self.store.env.begin(buffers=False) as txn:
-            raw = txn.get(credit.OPEN_SESSIONS_KEY, db=self.dbs["meta"])
+        with self.store.read() as view:  # adopts a map grown by the engine
+            raw = view.txn.get(credit.OPEN_SESSIONS_KEY, db=self.dbs["meta"])
             metrics.OPEN_SESSIONS.set(int(raw) if raw else 0)
         now = time.monotonic()
         if now >= self._next_scan:  # a scan of every account: not every second
@@ -136,6 +138,7 @@ class Server:
     async def shutdown(self, grace: float = 10.0) -> None:
         """Stop accepting, drain in-flight requests, DPR every peer, stop the engine, close."""
         self._stop.set()
+        self.dispatcher.stopping = True  # new requests: TOO_BUSY (clients fail over)
         for srv in self.listeners:
             srv.close()
         loop = asyncio.get_running_loop()

@@ -45,13 +45,8 @@ def run_workers(cfg: ServeConfig, start_timeout: float = 60.0) -> int:
     listen, held = _reserve_ports(cfg.listen)
     child_cfg = dataclasses.replace(cfg, workers=1, reuse_port=True, listen=listen)
     ctx = mp.get_context("spawn")
-    procs, pipes = [], []
-    for i in range(cfg.workers):
-        parent_end, child_end = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_worker, args=(child_cfg, child_end), name=f"ocs-worker-{i}")
-        p.start()
-        procs.append(p)
-        pipes.append(parent_end)
+    procs: list = []
+    pipes = []
     stopping = False
 
     def stop(*_a) -> None:  # type: ignore[no-untyped-def]
@@ -62,8 +57,14 @@ def run_workers(cfg: ServeConfig, start_timeout: float = 60.0) -> int:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(p.pid, signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, stop)  # before spawning: a SIGTERM now must reach every child
     signal.signal(signal.SIGINT, stop)
+    for i in range(cfg.workers):
+        parent_end, child_end = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_worker, args=(child_cfg, child_end), name=f"ocs-worker-{i}")
+        p.start()
+        procs.append(p)
+        pipes.append(parent_end)
     addresses: list[str] = []
     deadline = time.monotonic() + start_timeout
     for pipe, p in zip(pipes, procs, strict=True):
@@ -72,6 +73,8 @@ def run_workers(cfg: ServeConfig, start_timeout: float = 60.0) -> int:
                 stop()
                 for q in procs:
                     q.join(10)
+                    if q.is_alive():
+                        q.kill()
                 print("ocs: error: a worker failed to start", file=sys.stderr)
                 return 1
         addresses = pipe.recv()

@@ -172,3 +172,46 @@ async def test_tshark_dissects_a_captured_session(tmp_path) -> None:  # type: ig
     assert '"_ws.expert.severity": "6291456"' not in text  # warning
     codes = [p["_source"]["layers"]["diameter"]["diameter.cmd.code"] for p in packets]
     assert codes == ["280", "280", "272", "272", "272", "272", "272", "272"]
+
+
+async def test_engine_death_stops_the_front_with_exit_1(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import signal
+    data = tmp_path / "d"
+    provision(data, {"491720000010": {"balance": "10"}})
+    srv = start_server(data, "--no-cdr-export")
+    try:
+        c = await DiameterClient.connect(srv.host, srv.port)
+        a = await c.ccr(a_ccr("pgw;engine;1", "491720000010", 1, 0, [MSCCRequest(rating_group=100, requested=Units(time=60))]))
+        assert a.result_code == 2001
+        children = subprocess.run(["pgrep", "-P", str(srv.proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(children) == 1, children  # the charging engine
+        os.kill(int(children[0]), signal.SIGKILL)
+        assert await asyncio.to_thread(srv.proc.wait, 20) == 1  # it does not go on without its engine
+        log = srv.log()
+        assert "charging engine went away" in log and "Traceback" not in log  # a clean shutdown
+        await c.close()
+    finally:
+        srv.stop()
+
+
+async def test_error_answer_carries_proxy_info_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from test_server_peers import _drop_avp
+
+    from protocol import build as B
+    from protocol.ccr import encode_ccr
+    from protocol.message import decode_message
+    data = tmp_path / "d"
+    provision(data, {"491720000011": {"balance": "10"}})
+    srv = start_server(data, "--no-cdr-export")
+    try:
+        c = await DiameterClient.connect(srv.host, srv.port)
+        proxy = B.group(284, B.utf8(280, "dra1.test") + B.octets(33, b"state-9"))
+        req = a_ccr("pgw;proxy;1", "491720000011", 1, 0, [MSCCRequest(rating_group=100, requested=Units(time=60))])
+        frame = _drop_avp(encode_ccr(req, *c.next_ids(), extra_avps=proxy), 415)  # no CC-Request-Number
+        answer = decode_message(await c.request_raw(frame))
+        assert answer.find("Result-Code").value == 5005
+        assert len(answer.find_all("Proxy-Info")) == 1
+        await c.close()
+    finally:
+        assert srv.stop() == 0
