@@ -155,11 +155,10 @@ class Engine:
                         self._eof = True
                         self._cond.notify()
                     return
-                buf += data
-                messages = split_messages(buf)
-                if messages:
-                    with self.writer.cpu:
-                        ops = [self._op(token, frame) for token, frame in messages]
+                with self.writer.cpu:  # all Python work under the lock; only syscalls outside
+                    buf += data
+                    ops = [self._op(token, frame) for token, frame in split_messages(buf)]
+                if ops:
                     with self._cond:
                         self._decoded.extend(ops)
                         self._cond.notify()
@@ -217,13 +216,16 @@ class Engine:
                     sync_error = exc
                 self.writer.stats.sync_seconds += time.perf_counter() - t0
                 self.writer.stats.syncs += 1
-                for t, r, e in ready:
-                    if t is None:  # the sweeper's pass
-                        if e is not None:
-                            log.error("sweep failed: %r", e)
-                        else:
-                            self.stale_closed += r
-                self._send(b"".join(self._answer(t, r, e, sync_error) for t, r, e in ready if t is not None))
+                with self.writer.cpu:  # building answers is Python work: not beside the ops
+                    for t, r, e in ready:
+                        if t is None:  # the sweeper's pass
+                            if e is not None:
+                                log.error("sweep failed: %r", e)
+                            else:
+                                self.stale_closed += r
+                    payload = b"".join(self._answer(t, r, e, sync_error)
+                                       for t, r, e in ready if t is not None)
+                self._send(payload)
             if stopping:
                 return
 
