@@ -215,3 +215,37 @@ async def test_error_answer_carries_proxy_info_once(tmp_path) -> None:  # type: 
         await c.close()
     finally:
         assert srv.stop() == 0
+
+
+async def test_new_tariff_version_used_without_restart(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from server_harness import TARIFF
+
+    from rating.store import TariffStore
+    data = tmp_path / "d"
+    provision(data, {"491720000012": {"balance": "10"}})
+    srv = start_server(data, "--no-cdr-export")
+    try:
+        c = await DiameterClient.connect(srv.host, srv.port)
+
+        async def sms() -> int:
+            before = account(data, "491720000012").balance
+            a = await c.ccr(a_ccr(f"smsc;{before}", "491720000012", 4, 0,
+                                  [MSCCRequest(rating_group=300, requested=Units(service_specific_units=1))]))
+            assert a.result_code == 2001
+            return before - account(data, "491720000012").balance
+
+        assert await sms() == to_micro("0.05")
+        store = open_store(data)
+        try:  # the operator loads a new price list while the server runs
+            TariffStore(store).load(TARIFF.replace('price = "0.05"', 'price = "0.07"'), "new.toml")
+        finally:
+            store.close()
+        for _ in range(50):  # picked up within about a second, no restart
+            await asyncio.sleep(0.1)
+            if await sms() == to_micro("0.07"):
+                break
+        else:
+            raise AssertionError("the new tariff version was not used")
+        await c.close()
+    finally:
+        assert srv.stop() == 0
