@@ -144,3 +144,19 @@ def start_server(data: Path, *extra: str, timeout: float = 60.0) -> RunningServe
     first = next(a for a in addresses if not a.startswith("workers="))
     host, _, port = first.rpartition(":")
     return RunningServer(data, proc, host.strip("[]"), int(port), addresses, err)
+
+
+@contextlib.asynccontextmanager
+async def serving(data: Path, accounts: dict[str, dict], *flags: str):  # type: ignore[no-untyped-def]
+    """Provision, start the server, connect one client; stop both after, asserting exit 0."""
+    from ocs.client import DiameterClient
+    provision(data, accounts)
+    srv = start_server(data, *flags)
+    try:
+        client = await DiameterClient.connect(srv.host, srv.port)
+        try:
+            yield srv, client
+        finally:
+            await client.close()
+    finally:
+        assert srv.stop() == 0, srv.log()

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 
 import pytest
-from server_harness import account, provision, start_server
+from server_harness import account, provision, serving, start_server
 
 from balance.store import open_store
 from ocs import cdr as cdrs
@@ -201,20 +201,13 @@ async def test_error_answer_carries_proxy_info_once(tmp_path) -> None:  # type: 
     from protocol import build as B
     from protocol.ccr import encode_ccr
     from protocol.message import decode_message
-    data = tmp_path / "d"
-    provision(data, {"491720000011": {"balance": "10"}})
-    srv = start_server(data, "--no-cdr-export")
-    try:
-        c = await DiameterClient.connect(srv.host, srv.port)
+    async with serving(tmp_path / "d", {"491720000011": {"balance": "10"}}, "--no-cdr-export") as (_srv, c):
         proxy = B.group(284, B.utf8(280, "dra1.test") + B.octets(33, b"state-9"))
         req = a_ccr("pgw;proxy;1", "491720000011", 1, 0, [MSCCRequest(rating_group=100, requested=Units(time=60))])
         frame = _drop_avp(encode_ccr(req, *c.next_ids(), extra_avps=proxy), 415)  # no CC-Request-Number
         answer = decode_message(await c.request_raw(frame))
         assert answer.find("Result-Code").value == 5005
         assert len(answer.find_all("Proxy-Info")) == 1
-        await c.close()
-    finally:
-        assert srv.stop() == 0
 
 
 async def test_new_tariff_version_used_without_restart(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -222,10 +215,7 @@ async def test_new_tariff_version_used_without_restart(tmp_path) -> None:  # typ
 
     from rating.store import TariffStore
     data = tmp_path / "d"
-    provision(data, {"491720000012": {"balance": "10"}})
-    srv = start_server(data, "--no-cdr-export")
-    try:
-        c = await DiameterClient.connect(srv.host, srv.port)
+    async with serving(data, {"491720000012": {"balance": "10"}}, "--no-cdr-export") as (_srv, c):
 
         async def sms() -> int:
             before = account(data, "491720000012").balance
@@ -246,6 +236,3 @@ async def test_new_tariff_version_used_without_restart(tmp_path) -> None:  # typ
                 break
         else:
             raise AssertionError("the new tariff version was not used")
-        await c.close()
-    finally:
-        assert srv.stop() == 0
