@@ -62,11 +62,11 @@ class GroupCommitWriter:
         self._sync_wake = threading.Event()
         self._sync_stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Held by the writer while it runs a batch's ops (not while it commits or syncs), and by
-        # the event loop's hot callbacks (`with writer.cpu:`). py-lmdb releases the GIL around
-        # every get/put; without this lock each release wakes the loop thread, which finds the
-        # GIL gone again: a convoy that cost ~45 µs per request. Parked on this lock instead, the
-        # loop thread waits once per wake-up. Both sides only ever do CPU work under it.
+        # Held while a batch's ops run (not while it commits or syncs), and by any other thread of
+        # the process that does Python work beside them (the charging engine's reader and syncer,
+        # the completion callbacks here). py-lmdb releases the GIL around every get/put; a thread
+        # waiting on the GIL is woken at each release only to lose it again, a convoy measured at
+        # ~45 µs per request. Parked on this lock instead, such a thread waits once.
         self.cpu = threading.Lock()
 
     def start(self) -> None:
@@ -102,16 +102,6 @@ class GroupCommitWriter:
         if not self._wake.is_set():
             self._wake.set()
         return fut
-
-    def submit_callback(self, fn: Callable[[Tx], T],
-                        done: Callable[[T | None, BaseException | None], None]) -> None:
-        """Like submit, for hot paths: done(result, exception) is called on the loop thread after
-        the batch is durable, with no Future and no extra loop iteration per op."""
-        if self._stopping or self._loop is None:
-            raise WriterStopped("group-commit writer is not running")
-        self._queue.append((fn, done))
-        if not self._wake.is_set():
-            self._wake.set()
 
     # -- writer thread ------------------------------------------------------------------------
     def _run(self) -> None:
