@@ -149,13 +149,13 @@ def _save(tx: Tx, acct: Account) -> None:
 def _journal(tx: Tx, acct: Account, kind: str, key: Key, *, delta: int = 0, reserved_delta: int = 0,
              bundles: list | None = None, session_id: str | None = None,
              rating_group: int | None = None, reason: str = "") -> None:
-    """Append one ledger entry (call before _save: it advances the account's sequence)."""
+    """Append one ledger entry (call before _save: it advances the account's sequence and tail)."""
     tx.dirty = True
     acct.seq += 1
-    tx._t.put(child_key(acct.id, be8(acct.seq)),
-               pack_ledger(tx.now, kind, delta, acct.balance, reserved_delta, acct.reserved,
-                           bundles or [], session_id, rating_group, key, reason),
-               db=tx.dbs["ledger"])
+    acct.ledger_tail = tx.append_ledger(
+        pack_ledger(acct.id, acct.seq, acct.ledger_tail, tx.now, kind, delta, acct.balance,
+                    reserved_delta, acct.reserved, bundles or [], session_id, rating_group, key,
+                    reason))
 
 
 class _Work:

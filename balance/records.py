@@ -71,6 +71,7 @@ class Account:
     seq: int = 0           # last ledger sequence number
     bundle_seq: int = 0    # last bundle number handed out
     nbundles: int = 0      # live bundles (lets the hot path skip the bundle scan)
+    ledger_tail: int = 0   # ledger position of its last journal entry (0: none)
 
     @property
     def available(self) -> int:
@@ -80,7 +81,7 @@ class Account:
     def pack(self) -> bytes:
         return _pack([self.currency, self.balance, self.credit_limit, self.reserved, self.plan,
                       self.status, self.aliases, self.created, self.updated, self.seq,
-                      self.bundle_seq, self.nbundles])
+                      self.bundle_seq, self.nbundles, self.ledger_tail])
 
     @classmethod
     def unpack(cls, account_id: str, raw: bytes) -> Account:
@@ -161,9 +162,15 @@ class Reservation:
 @dataclass(slots=True)
 class LedgerEntry:
     """One journal line. delta changes balance, reserved_delta changes reserved; bundles lists
-    [bundle_id, remaining_delta, reserved_delta]. Summing delta over an account gives its balance."""
+    [bundle_id, remaining_delta, reserved_delta]. Summing delta over an account gives its balance.
+
+    The ledger db is keyed by a global position (be8, appended in commit order), not by account:
+    a batch's entries then land on one or two fresh pages instead of one scattered leaf per account
+    (measured: half the commit cost of the store benchmark). An account's entries are chained by
+    `prev` from Account.ledger_tail; `seq` numbers them per account from 1."""
     account_id: str
     seq: int
+    prev: int               # position of the account's previous entry (0: this is its first)
     ts: int
     kind: str               # create topup adjust reserve commit release expiry debit refund
     delta: int
@@ -175,18 +182,19 @@ class LedgerEntry:
     rating_group: int | None
     ref: str | bytes | None  # the idempotency key of the request
     reason: str
+    position: int = 0       # its key in the ledger db
 
     @classmethod
     def unpack(cls, key: bytes, raw: bytes) -> LedgerEntry:
-        account, _, seq = key.partition(b"\0")
-        return cls(account.decode(), int.from_bytes(seq, "big"), *_unpack(raw))
+        return cls(*_unpack(raw), position=int.from_bytes(key, "big"))
 
 
-def pack_ledger(ts: int, kind: str, delta: int, balance: int, reserved_delta: int, reserved: int,
-                bundles: list, session_id: str | None, rating_group: int | None,
-                ref: str | bytes | None, reason: str) -> bytes:
-    return _pack([ts, kind, delta, balance, reserved_delta, reserved, bundles, session_id,
-                  rating_group, ref, reason])
+def pack_ledger(account_id: str, seq: int, prev: int, ts: int, kind: str, delta: int,
+                balance: int, reserved_delta: int, reserved: int, bundles: list,
+                session_id: str | None, rating_group: int | None, ref: str | bytes | None,
+                reason: str) -> bytes:
+    return _pack([account_id, seq, prev, ts, kind, delta, balance, reserved_delta, reserved,
+                  bundles, session_id, rating_group, ref, reason])
 
 
 @dataclass(slots=True)

@@ -74,6 +74,8 @@ class _Shared:
     guard: _Guard
     refs: int = 1
     max_map_size: int = MAX_MAP_SIZE
+    ledger_txn: Any = None    # the write txn ledger_next belongs to (see Tx.append_ledger)
+    ledger_next: int = 0
 
 
 _OPEN: dict[str, _Shared] = {}
@@ -107,6 +109,21 @@ class Tx(View):
     def delete(self, dbname: str, key: bytes) -> bool:
         self.dirty = True
         return self._t.delete(key, db=self.dbs[dbname])
+
+    def append_ledger(self, value: bytes) -> int:
+        """Put value at the ledger's next position; return it. The next position is remembered
+        per write txn (a cursor seek per entry costs more than the put); a stale guess, after a
+        nested txn or another process's commit, is caught by append=True refusing it."""
+        self.dirty = True
+        t, shared, db = self._t, self.store._shared, self.dbs["ledger"]
+        pos = shared.ledger_next if shared.ledger_txn is t else 0
+        if not pos or not t.put(pos.to_bytes(8, "big"), value, db=db, append=True):
+            cur = t.cursor(db=db)
+            pos = int.from_bytes(cur.key(), "big") + 1 if cur.last() else 1
+            if not t.put(pos.to_bytes(8, "big"), value, db=db, append=True):
+                raise RuntimeError("ledger append refused at its own tail")
+        shared.ledger_txn, shared.ledger_next = t, pos + 1
+        return pos
 
 
 class ReadView(View):

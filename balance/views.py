@@ -92,12 +92,24 @@ class View:
         return None if raw is None else Reservation.unpack(key, raw)
 
     def ledger(self, account_id: str, after_seq: int = 0) -> Iterator[LedgerEntry]:
-        """Journal entries of the account in order, from sequence after_seq + 1."""
-        prefix = child_key(account_id, b"")
+        """Journal entries of the account in order, from sequence after_seq + 1 (walks the
+        account's chain back from its tail, then yields oldest first)."""
+        pos = self.get_account(account_id).ledger_tail
+        db = self.dbs["ledger"]
+        found = []
+        while pos:
+            key = be8(pos)
+            e = LedgerEntry.unpack(key, self._t.get(key, db=db))
+            if e.seq <= after_seq:
+                break
+            found.append(e)
+            pos = e.prev
+        yield from reversed(found)
+
+    def journal(self, after: int = 0) -> Iterator[LedgerEntry]:
+        """Every account's entries in commit order, from position after + 1."""
         cur = self._t.cursor(db=self.dbs["ledger"])
-        if not cur.set_range(prefix + be8(after_seq + 1)):
+        if not cur.set_range(be8(after + 1)):
             return
         for key, raw in cur:
-            if not key.startswith(prefix):
-                return
             yield LedgerEntry.unpack(key, raw)

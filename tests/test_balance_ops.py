@@ -330,3 +330,43 @@ async def test_writer_isolates_a_failing_op(store):
         w.submit(lambda tx: None)
     bal, _, _ = ledger_sums(store)
     assert bal == 10_100
+    with store.read() as v:  # the rerun in nested txns kept the ledger contiguous and chained
+        journal = list(v.journal())
+        mine = list(v.ledger(A))
+        assert [e.position for e in journal] == list(range(1, len(journal) + 1))
+        assert [e.position for e in mine] == [e.position for e in journal if e.account_id == A]
+        assert [e.seq for e in mine] == list(range(1, len(mine) + 1))
+        assert [e.seq for e in v.ledger(A, after_seq=40)] == list(range(41, len(mine) + 1))
+        assert [e.ref for e in journal[-3:]] == ["ok2-47", "ok2-48", "ok2-49"]
+
+
+def test_ledger_chains_interleaved_accounts_across_processes(tmp_path):
+    """Entries of several accounts written by this process and by another one (the CLI beside a
+    server) share one append-only journal; each account's chain finds exactly its own."""
+    path = tmp_path / "chain"
+    s = open_store(path)
+    for acct in ("a", "b", "c"):
+        s.execute(lambda tx, acct=acct: ops.create_account(tx, None, account_id=acct,
+                                                          currency="EUR", balance=100))
+    for i in range(30):
+        s.execute(lambda tx, i=i: ops.topup(tx, f"t{i}", "abc"[i % 3], i + 1))
+    proc = multiprocessing.get_context("spawn").Process(target=_topup_in_child, args=(str(path),))
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 0
+    s.execute(lambda tx: ops.topup(tx, "last", "a", 1))
+    with s.read() as v:
+        journal = list(v.journal())
+        assert [e.position for e in journal] == list(range(1, len(journal) + 1))
+        for acct in ("a", "b", "c"):
+            chain = list(v.ledger(acct))
+            assert chain == [e for e in journal if e.account_id == acct]
+            assert sum(e.delta for e in chain) == v.get_account(acct).balance
+    s.close()
+
+
+def _topup_in_child(path: str) -> None:
+    s = open_store(path)
+    for i in range(5):
+        s.execute(lambda tx, i=i: ops.topup(tx, f"child{i}", "b", 1000))
+    s.close()
