@@ -496,7 +496,7 @@ def reserve(tx: Tx, key: Key, *, account_id: str, session_id: str, rating_group:
     if old is not None:
         w.unhold(old)
         acct.reserved -= old.money_held
-    result = _hold(tx, w, acct, old, session_id=session_id, rating_group=rating_group, unit=unit,
+    result = _hold(tx, w, acct, old, rkey, session_id=session_id, rating_group=rating_group, unit=unit,
                    units=units, price=price, afford=afford, all_or_nothing=all_or_nothing,
                    expires_at=expires_at, rate_ref=rate_ref)
     bundles = w.flush()
@@ -508,7 +508,7 @@ def reserve(tx: Tx, key: Key, *, account_id: str, session_id: str, rating_group:
     return result
 
 
-def _hold(tx: Tx, w: _Work, acct: Account, old: Reservation | None, *, session_id: str,
+def _hold(tx: Tx, w: _Work, acct: Account, old: Reservation | None, rkey: bytes, *, session_id: str,
           rating_group: int | None, unit: str, units: int, price: Price,
           afford: Callable[[int], int], all_or_nothing: bool, expires_at: int,
           rate_ref: object) -> ReserveResult:
@@ -553,7 +553,7 @@ def _hold(tx: Tx, w: _Work, acct: Account, old: Reservation | None, *, session_i
     granted = bundle_units + n
     if granted:
         res = Reservation(session_id, rating_group, acct.id, unit, granted, holds,
-                          held_on_balance, expires_at, rate_ref, tx.now)
+                          held_on_balance, expires_at, rate_ref, tx.now, rkey=rkey)
         _put_reservation(tx, res, old)
     elif old is not None:
         _drop_reservation(tx, old)
@@ -585,7 +585,7 @@ def commit_and_reserve(tx: Tx, key: Key, *, account_id: str, session_id: str,
     if old is not None:
         w.unhold(old)
         acct.reserved -= old.money_held
-    held = _hold(tx, w, acct, old, session_id=session_id, rating_group=rating_group, unit=unit,
+    held = _hold(tx, w, acct, old, rkey, session_id=session_id, rating_group=rating_group, unit=unit,
                  units=units, price=price, afford=afford, all_or_nothing=all_or_nothing,
                  expires_at=expires_at, rate_ref=rate_ref)
     bundles = w.flush()

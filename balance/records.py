@@ -141,9 +141,12 @@ class Reservation:
     rate_ref: object = None  # the rate it was granted at: opaque to the store
     created: int = 0
     filed_at: int = 0        # the instant it is filed under in resv_expiry (<= expires_at; 0 = expires_at)
+    rkey: bytes = field(default=b"", repr=False, compare=False)  # its key, once known (not stored)
 
     def key(self) -> bytes:
-        return reservation_key(self.session_id, self.rating_group)
+        if not self.rkey:
+            self.rkey = reservation_key(self.session_id, self.rating_group)
+        return self.rkey
 
     @property
     def index_at(self) -> int:
@@ -156,7 +159,9 @@ class Reservation:
     @classmethod
     def unpack(cls, key: bytes, raw: bytes) -> Reservation:
         session, rg = split_reservation_key(key)
-        return cls(session, rg, *_unpack(raw))
+        res = cls(session, rg, *_unpack(raw))
+        res.rkey = key
+        return res
 
 
 @dataclass(slots=True)
