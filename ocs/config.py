@@ -48,6 +48,9 @@ class ServeConfig:
         return self.session_timeout if self.session_timeout else 2 * self.validity_time
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
 def split_hostport(text: str, what: str = "address") -> tuple[str, int]:
     """'127.0.0.1:3868', '[::1]:3868' or ':3868' -> (host, port)."""
     host, sep, port = text.rpartition(":")
@@ -94,4 +97,7 @@ def load(path: str | Path | None, overrides: dict[str, Any]) -> ServeConfig:
         raise ConfigError("validity_time must be > 0")
     if cfg.workers < 1:
         raise ConfigError("workers must be >= 1")
+    if not isinstance(cfg.log_level, str) or cfg.log_level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {cfg.log_level!r}")
+    cfg.log_level = cfg.log_level.upper()
     return cfg

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ocs.commands import CommandError
-from ocs.config import ConfigError, load
+from ocs.config import LOG_LEVELS, ConfigError, load
 
 
 def register(sub) -> None:  # type: ignore[no-untyped-def]
@@ -19,7 +19,7 @@ def register(sub) -> None:  # type: ignore[no-untyped-def]
     p.add_argument("--origin-host", default=None)
     p.add_argument("--origin-realm", default=None)
     p.add_argument("--metrics", metavar="HOST:PORT", default=None, help="Prometheus exposition address")
-    p.add_argument("--log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-level", default=None, type=str.upper, choices=LOG_LEVELS)
     p.add_argument("--validity-time", type=int, default=None, metavar="S",
                    help="Validity-Time granted with quota (default 900)")
     p.add_argument("--session-timeout", type=int, default=None, metavar="S",
