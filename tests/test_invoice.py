@@ -310,3 +310,27 @@ def test_period_parse() -> None:
     p = Period.parse("2024-02")
     assert (p.days, p.end - p.start) == (29, 29 * 86400)
     assert Period.parse("2023-12").end == ts(2024, 1, 1, 0)
+
+
+def test_ledger_facts_one_journal_pass(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Adjustments in the period and the closing instant, per account, from interleaved entries."""
+    from ocs.invoice.run import _ledger_facts
+
+    store = open_store(tmp_path / "d")
+    for a in ("A", "B", "C"):
+        at(store, ts(2024, 2, 1), lambda tx, a=a: ops.create_account(tx, None, account_id=a,
+                                                                      currency="EUR", balance=0))
+    at(store, ts(2024, 2, 20), lambda tx: ops.adjust(tx, None, "A", -1, "before the period"))
+    at(store, ts(2024, 3, 2), lambda tx: ops.adjust(tx, None, "A", -2, "first"))
+    at(store, ts(2024, 3, 3), lambda tx: ops.adjust(tx, None, "B", 7, "goodwill"))
+    at(store, ts(2024, 3, 4), lambda tx: ops.topup(tx, None, "A", 100))  # a payment, not a line
+    at(store, ts(2024, 3, 5), lambda tx: ops.adjust(tx, None, "A", -3, "second"))
+    at(store, ts(2024, 3, 9), lambda tx: ops.set_status(tx, None, "B", "closed"))
+    with store.read() as view:
+        facts = _ledger_facts(view, Period.parse("2024-03"))
+    store.close()
+    assert [(x.reason, x.delta) for x in facts["A"][0]] == [("first", -2), ("second", -3)]
+    assert facts["A"][1] is None
+    assert [(x.reason, x.delta) for x in facts["B"][0]] == [("goodwill", 7)]
+    assert facts["B"][1] == ts(2024, 3, 9)
+    assert "C" not in facts
