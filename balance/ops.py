@@ -14,7 +14,7 @@ holds are released and the new request is granted afresh (Gy: each CCR-U re-requ
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from msgpack import unpackb
 
@@ -42,7 +42,6 @@ from balance.records import (
     pack_ledger,
     pack_outcome,
     reservation_key,
-    split_reservation_key,
     text_key,
     unpack_outcome,
 )
@@ -443,6 +442,18 @@ def _due(tx: Tx, dbname: str, now: int, limit: int) -> list[bytes]:
     return found
 
 
+def _due_records(tx: Tx, index: str, dbname: str, now: int, limit: int) -> Iterator[tuple[bytes, bytes, bytes]]:
+    """(index key, record key, record) of each record due in `index`; an index key whose record is
+    gone is dropped on the way."""
+    for ikey in _due(tx, index, now, limit):
+        key = ikey[8:]
+        raw = tx._t.get(key, db=tx.dbs[dbname])
+        if raw is None:
+            tx._t.delete(ikey, db=tx.dbs[index])
+            continue
+        yield ikey, key, raw
+
+
 def expire_bundles(tx: Tx, now: int | None = None, limit: int = 1000) -> list[tuple[str, str, int]]:
     """Forfeit what is left of bundles expired at `now`; a bundle still held by a reservation keeps
     the held part (its commit may use it) and is removed by a later call once free.
@@ -450,12 +461,7 @@ def expire_bundles(tx: Tx, now: int | None = None, limit: int = 1000) -> list[tu
     tx.dirty = True
     now = tx.now if now is None else now
     out = []
-    for ikey in _due(tx, "bundle_expiry", now, limit):
-        bkey = ikey[8:]
-        raw = tx._t.get(bkey, db=tx.dbs["bundles"])
-        if raw is None:
-            tx._t.delete(ikey, db=tx.dbs["bundle_expiry"])
-            continue
+    for ikey, bkey, raw in _due_records(tx, "bundle_expiry", "bundles", now, limit):
         b = Bundle.unpack(bkey, raw)
         acct = tx.get_account(b.account_id)
         forfeit = max(0, b.available)
@@ -753,12 +759,7 @@ def expire_reservations(tx: Tx, now: int | None = None,
     tx.dirty = True
     now = tx.now if now is None else now
     out = []
-    for ikey in _due(tx, "resv_expiry", now, limit):
-        rkey = ikey[8:]
-        raw = tx._t.get(rkey, db=tx.dbs["reservations"])
-        if raw is None:
-            tx._t.delete(ikey, db=tx.dbs["resv_expiry"])
-            continue
+    for ikey, rkey, raw in _due_records(tx, "resv_expiry", "reservations", now, limit):
         res = Reservation.unpack(rkey, raw)
         if res.expires_at > now:  # filed early (see _put_reservation): file it at its real instant
             tx._t.delete(ikey, db=tx.dbs["resv_expiry"])
@@ -767,6 +768,5 @@ def expire_reservations(tx: Tx, now: int | None = None,
             tx._t.put(rkey, res.pack(), db=tx.dbs["reservations"])
             continue
         _release(tx, tx.get_account(res.account_id), res, "expiry", None, "reservation expired")
-        session, rg = split_reservation_key(rkey)
-        out.append((session, rg, res.account_id))
+        out.append((res.session_id, res.rating_group, res.account_id))
     return out

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import lmdb
 
 from balance.errors import StoreFullError
+from balance.records import be8
 from balance.views import View
 
 T = TypeVar("T")
@@ -117,10 +118,10 @@ class Tx(View):
         self.dirty = True
         t, shared, db = self._t, self.store._shared, self.dbs["ledger"]
         pos = shared.ledger_next if shared.ledger_txn is t else 0
-        if not pos or not t.put(pos.to_bytes(8, "big"), value, db=db, append=True):
+        if not pos or not t.put(be8(pos), value, db=db, append=True):
             cur = t.cursor(db=db)
             pos = int.from_bytes(cur.key(), "big") + 1 if cur.last() else 1
-            if not t.put(pos.to_bytes(8, "big"), value, db=db, append=True):
+            if not t.put(be8(pos), value, db=db, append=True):
                 raise RuntimeError("ledger append refused at its own tail")
         shared.ledger_txn, shared.ledger_next = t, pos + 1
         return pos
