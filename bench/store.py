@@ -45,6 +45,14 @@ def _tag(i: int) -> str:
     return f"{(i * 2654435761) & 0xFFFFFFFF:08x}{i:08x}"
 
 
+def _pair(ids: list[str], i: int, keyed: bool = True):  # type: ignore[no-untyped-def]
+    """Pair i's reserve and commit ops (its account, session id and, when keyed, idempotency keys)."""
+    acct, tag = ids[i % len(ids)], _tag(i)
+    session = f"sess-{tag}"
+    return (_reserve(acct, session, f"r{tag}" if keyed else None),
+            _commit(acct, session, f"c{tag}" if keyed else None))
+
+
 def _setup(store: Store, accounts: int) -> list[str]:
     ids = [f"4917{i:08d}" for i in range(accounts)]
 
@@ -75,9 +83,9 @@ def one_txn_per_op(path: str, pairs: int, accounts: int) -> float:
     ids = _setup(store, accounts)
     t0 = time.perf_counter()
     for i in range(pairs):
-        acct, session = ids[i % len(ids)], f"sess-{_tag(i)}"
-        store.execute(_reserve(acct, session, f"r{_tag(i)}"))
-        store.execute(_commit(acct, session, f"c{_tag(i)}"))
+        reserve, commit = _pair(ids, i)
+        store.execute(reserve)
+        store.execute(commit)
     dt = time.perf_counter() - t0
     store.close()
     return pairs / dt
@@ -91,10 +99,10 @@ async def _group(store: Store, ids: list[str], pairs: int, tasks: int) -> tuple[
     async def worker(t: int) -> None:
         for j in range(per_task):
             i = t * per_task + j
-            acct, session = ids[i % len(ids)], f"sess-{_tag(i)}"
-            r = await writer.submit(_reserve(acct, session, f"r{_tag(i)}"))
+            reserve, commit = _pair(ids, i)
+            r = await writer.submit(reserve)
             assert r.units_granted == 60
-            await writer.submit(_commit(acct, session, f"c{_tag(i)}"))
+            await writer.submit(commit)
 
     t0 = time.perf_counter()
     await asyncio.gather(*(worker(t) for t in range(tasks)))
@@ -154,13 +162,9 @@ def engine_style(path: str, pairs: int, in_flight: int, accounts: int,
         batch = []
         while acked:
             i = acked.popleft()
-            batch.append((_commit(ids[i % len(ids)], f"sess-{_tag(i)}",
-                                  f"c{_tag(i)}" if keyed else None),
-                          ("c", i)))
+            batch.append((_pair(ids, i, keyed)[1], ("c", i)))
         while nxt < pairs and nxt - done[0] < in_flight:
-            batch.append((_reserve(ids[nxt % len(ids)], f"sess-{_tag(nxt)}",
-                                   f"r{_tag(nxt)}" if keyed else None),
-                          ("r", nxt)))
+            batch.append((_pair(ids, nxt, keyed)[0], ("r", nxt)))
             nxt += 1
         if not batch:
             idle.wait(0.01)

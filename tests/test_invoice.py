@@ -327,10 +327,10 @@ def test_ledger_facts_one_journal_pass(tmp_path) -> None:  # type: ignore[no-unt
     at(store, ts(2024, 3, 5), lambda tx: ops.adjust(tx, None, "A", -3, "second"))
     at(store, ts(2024, 3, 9), lambda tx: ops.set_status(tx, None, "B", "closed"))
     with store.read() as view:
-        facts = _ledger_facts(view, Period.parse("2024-03"))
+        adjustments, closed = _ledger_facts(view, Period.parse("2024-03"))
     store.close()
-    assert [(x.reason, x.delta) for x in facts["A"][0]] == [("first", -2), ("second", -3)]
-    assert facts["A"][1] is None
-    assert [(x.reason, x.delta) for x in facts["B"][0]] == [("goodwill", 7)]
-    assert facts["B"][1] == ts(2024, 3, 9)
-    assert "C" not in facts
+    assert [(x.reason, x.delta) for x in adjustments["A"]] == [("first", -2), ("second", -3)]
+    assert "A" not in closed
+    assert [(x.reason, x.delta) for x in adjustments["B"]] == [("goodwill", 7)]
+    assert closed["B"] == ts(2024, 3, 9)
+    assert "C" not in adjustments and "C" not in closed

@@ -38,16 +38,17 @@ def _write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _ledger_facts(view, period: Period) -> dict[str, tuple[list[Adjustment], int | None]]:  # type: ignore[no-untyped-def]
-    """Per account: adjustments in the period and the closing instant. One pass over the journal
+def _ledger_facts(view, period: Period) -> tuple[dict[str, list[Adjustment]], dict[str, int]]:  # type: ignore[no-untyped-def]
+    """Per account: adjustments in the period, and the closing instant. One pass over the journal
     in commit order (each account's entries come in its own order), not a chain walk per account."""
-    facts: dict[str, tuple[list[Adjustment], int | None]] = {}
+    adjustments: dict[str, list[Adjustment]] = {}
+    closed: dict[str, int] = {}
     for e in view.journal():
         if e.kind == "status" and e.reason == "closed":
-            facts[e.account_id] = (facts.get(e.account_id, ([], None))[0], e.ts)
+            closed[e.account_id] = e.ts
         elif e.kind in INVOICE_KINDS and period.start <= e.ts < period.end:
-            facts.setdefault(e.account_id, ([], None))[0].append(Adjustment(e.ts, e.reason, e.delta))
-    return facts
+            adjustments.setdefault(e.account_id, []).append(Adjustment(e.ts, e.reason, e.delta))
+    return adjustments, closed
 
 
 def _tariff_at(store, instant: int):  # type: ignore[no-untyped-def]
@@ -70,10 +71,10 @@ def gather(store, cdrs: str | os.PathLike, period: Period) -> tuple[list[Account
     out: list[AccountPeriod] = []
     seen: set[str] = set()
     with store.read() as view:
-        facts = _ledger_facts(view, period)
+        all_adjustments, closings = _ledger_facts(view, period)
         for acct in view.accounts():
             seen.add(acct.id)
-            adjustments, closed_at = facts.get(acct.id, ([], None))
+            adjustments, closed_at = all_adjustments.get(acct.id, []), closings.get(acct.id)
             if acct.status == "closed" and closed_at is None:
                 closed_at = acct.updated
             groups = usage.groups.get(acct.id, {})
