@@ -35,6 +35,7 @@ from bench.workload import (
     SessionPicker,
     account_id,
 )
+from ocs.heap import freeze_warm_heap
 
 SUCCESS = 2001
 KIND_NAMES = {INITIAL: "CCR-I", UPDATE: "CCR-U", TERMINATION: "CCR-T", EVENT: "CCR-E"}
@@ -347,6 +348,7 @@ async def run_load(host: str, port: int, spec: LoadSpec) -> RunResult:
         first = next(o for o in outcomes if isinstance(o, BaseException))
         raise ConnectionError(f"no connection to {host}:{port}: {first}")
 
+    freeze_warm_heap()  # no full collection of the set-up's objects in the middle of the run
     engine.start_ns = start = time.perf_counter_ns()
     engine.measure_from_ns = start + int(spec.warmup * 1e9)
     end_ns = start + int(spec.duration * 1e9)

@@ -37,6 +37,7 @@ from balance.store import open_store
 from balance.writer import GroupCommitWriter
 from ocs import credit, sweeper
 from ocs.config import ServeConfig
+from ocs.heap import freeze_warm_heap
 from ocs.tariffs import Raters
 from protocol import constants as C
 from protocol.answer import encode_error_answer, with_proxy_info
@@ -97,6 +98,7 @@ class Engine:
     def run(self) -> int:
         self._syncer.start()
         self._reader.start()
+        freeze_warm_heap()
         self._send(frame_message(TOKEN_READY, b""))
         cfg = self.cfg
         next_sweep = time.monotonic() + cfg.sweep_interval

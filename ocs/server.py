@@ -27,6 +27,7 @@ from balance.store import open_store
 from ocs import credit, metrics
 from ocs.config import ServeConfig, split_hostport
 from ocs.dispatch import Dispatcher, EngineLink
+from ocs.heap import freeze_warm_heap
 from ocs.peer import PeerConnection
 from protocol import constants as C
 
@@ -186,6 +187,7 @@ def install_uvloop() -> bool:
 async def _serve(cfg: ServeConfig, on_ready: Callable[[list[str]], None] | None = None) -> int:
     server = Server(cfg)
     await server.start()
+    freeze_warm_heap()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_stop)
