@@ -27,7 +27,7 @@ from ocs.sessions import RatingGroupState, Session
 from protocol import build as B
 from protocol import constants as C
 from protocol.cca import encode_cca
-from protocol.records import CCA, CCR, CostInformation, MSCCAnswer, MSCCRequest, Units
+from protocol.records import CCA, CCR, CostInformation, FinalUnit, MSCCAnswer, MSCCRequest, Units
 
 log = logging.getLogger("ocs.credit")
 
@@ -258,9 +258,16 @@ def _by_rating_group(items: list[MSCCRequest]) -> list[tuple[MSCCRequest, int | 
 
 
 def _single_service(ccr: CCR, cca: CCA) -> CCA:
-    """A request without MSCC (a single-service client) gets its grant at message level."""
+    """A request without MSCC (a single-service client) gets its grant at message level, with
+    the grant's Validity-Time and, on the last grant, its Final-Unit-Indication (RFC 8506:
+    the CCA's own [Final-Unit-Indication] and [Validity-Time])."""
     if not ccr.mscc and len(cca.mscc) == 1:
-        cca.granted = cca.mscc[0].granted
+        m = cca.mscc[0]
+        cca.granted, cca.validity_time = m.granted, m.validity_time
+        if m.final_unit_action is not None:
+            cca.final_unit = FinalUnit(m.final_unit_action, m.redirect_address_type,
+                                       m.redirect_server_address, m.restriction_filter_rules,
+                                       m.filter_ids)
         cca.mscc = []
     return cca
 

@@ -10,7 +10,7 @@ from protocol import scan as S
 from protocol.errors import DiameterError
 from protocol.formats import ntp_to_unix
 from protocol.header import FLAG_ERROR, FLAG_PROXIABLE, FLAG_REQUEST, check_header_fields
-from protocol.records import CCA, CostInformation, MSCCAnswer
+from protocol.records import CCA, CostInformation, FinalUnit, MSCCAnswer
 from protocol.units import decode_unit_value, decode_units, encode_unit_value, encode_units
 
 _HDR = struct.Struct(">IIIII")
@@ -35,20 +35,7 @@ def _encode_mscc(m: MSCCAnswer) -> bytes:
     if m.result_code is not None:
         p.append(_u32(268, m.result_code))
     if m.final_unit_action is not None:
-        f = [_i32(449, m.final_unit_action)]
-        for r in m.restriction_filter_rules:
-            f.append(_utf8(438, r))
-        for fid in m.filter_ids:
-            f.append(_utf8(11, fid))
-        if m.redirect_server_address is not None:
-            f.append(
-                _group(
-                    434,
-                    _i32(433, m.redirect_address_type or 0)
-                    + _utf8(435, m.redirect_server_address),
-                )
-            )
-        p.append(_group(430, b"".join(f)))
+        p.append(_encode_fui(m))
     if m.time_quota_threshold is not None:
         p.append(B.u32_3gpp(868, m.time_quota_threshold))
     if m.volume_quota_threshold is not None:
@@ -56,6 +43,18 @@ def _encode_mscc(m: MSCCAnswer) -> bytes:
     if m.quota_holding_time is not None:
         p.append(B.u32_3gpp(871, m.quota_holding_time))
     return _group(456, b"".join(p))
+
+
+def _encode_fui(m: MSCCAnswer | FinalUnit) -> bytes:
+    f = [_i32(449, m.final_unit_action)]  # type: ignore[arg-type]
+    for r in m.restriction_filter_rules:
+        f.append(_utf8(438, r))
+    for fid in m.filter_ids:
+        f.append(_utf8(11, fid))
+    if m.redirect_server_address is not None:
+        f.append(_group(434, _i32(433, m.redirect_address_type or 0)
+                        + _utf8(435, m.redirect_server_address)))
+    return _group(430, b"".join(f))
 
 
 def encode_cca(cca: CCA, hop_by_hop: int, end_to_end: int) -> bytes:
@@ -78,6 +77,8 @@ def encode_cca(cca: CCA, hop_by_hop: int, end_to_end: int) -> bytes:
         if ci.cost_unit is not None:
             c += _utf8(424, ci.cost_unit)
         p.append(_group(423, c))
+    if cca.final_unit is not None:
+        p.append(_encode_fui(cca.final_unit))
     if cca.check_balance_result is not None:
         p.append(_i32(422, cca.check_balance_result))
     if cca.credit_control_failure_handling is not None:
@@ -86,6 +87,8 @@ def encode_cca(cca: CCA, hop_by_hop: int, end_to_end: int) -> bytes:
         p.append(_u32(278, cca.origin_state_id))
     if cca.event_timestamp is not None:
         p.append(B.time(55, cca.event_timestamp))
+    if cca.validity_time is not None:
+        p.append(_u32(448, cca.validity_time))
     if cca.error_message is not None:
         p.append(_utf8(281, cca.error_message, 0))
     if cca.failed_avp is not None:
@@ -120,6 +123,7 @@ _TOP = {
     278: (9, _U),  # Origin-State-Id
     281: (10, _STR),  # Error-Message
     55: (11, _TIME),  # Event-Timestamp
+    448: (12, _U),  # Validity-Time
 }
 _REQUIRED = (
     (0, "Session-Id"),
@@ -166,9 +170,9 @@ def decode_cca(frame: bytes) -> CCA:
         raise DiameterError(C.DIAMETER_INVALID_HDR_BITS, "CCA with the R bit")
     if fcc & 0xFFFFFF != C.CC_CREDIT_CONTROL:
         raise DiameterError(C.DIAMETER_COMMAND_UNSUPPORTED, f"command {fcc & 0xFFFFFF} is not a CCA")
-    v: list = [None] * 12
+    v: list = [None] * 13
     mscc: list[MSCCAnswer] = []
-    gsu = cost = failed = None
+    gsu = cost = failed = fui = None
     for key, pos, d, nxt in S.split(frame, 20, n):
         ent = _TOP.get(key)
         if ent is not None:
@@ -189,6 +193,11 @@ def decode_cca(frame: bytes) -> CCA:
                 cost = _decode_cost(frame, d, nxt)
             elif key == 279:
                 failed = bytes(frame[d:nxt])
+            elif key == 430:
+                if fui is not None:
+                    raise S.occurs_too_many(frame, key, pos, nxt)
+                fui = FinalUnit(0)
+                _decode_fui(frame, d, nxt, fui)
             elif key in S.GROUPED:
                 S.validate_group(frame, pos, d, nxt)
         except DiameterError as e:
@@ -200,7 +209,7 @@ def decode_cca(frame: bytes) -> CCA:
             raise S.missing_avp(name)
     return CCA(
         v[0], v[1], v[2], v[3], v[4] or 0, v[5] or 0, 4 if v[6] is None else v[6], mscc, gsu,
-        cost, v[7], v[8], v[9], v[10], failed, v[11],
+        cost, v[7], v[8], v[9], v[10], failed, v[11], fui, v[12],
     )  # fmt: skip
 
 
@@ -233,7 +242,7 @@ def _decode_mscc(buf: bytes, d: int, end: int) -> MSCCAnswer:
     return m
 
 
-def _decode_fui(buf: bytes, d: int, end: int, m: MSCCAnswer) -> None:
+def _decode_fui(buf: bytes, d: int, end: int, m: MSCCAnswer | FinalUnit) -> None:
     action = None
     for key, pos, dd, nxt in S.split(buf, d, end):
         if key == 449:

@@ -75,6 +75,16 @@ class MSCCAnswer:
 
 
 @dataclass(slots=True)
+class FinalUnit:
+    """A message-level Final-Unit-Indication (single-service answers); same fields as an MSCC's."""
+    final_unit_action: int
+    redirect_address_type: int | None = None
+    redirect_server_address: str | None = None
+    restriction_filter_rules: list[str] = field(default_factory=list)
+    filter_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class CostInformation:
     value_digits: int
     exponent: int
@@ -100,6 +110,8 @@ class CCA:
     error_message: str | None = None
     failed_avp: bytes | None = None  # AVP bytes to wrap in Failed-AVP
     event_timestamp: int | None = None
+    final_unit: FinalUnit | None = None  # single-service: the FUI of the one grant
+    validity_time: int | None = None     # single-service: the Validity-Time of the one grant
 
 
 @dataclass(slots=True)

@@ -42,6 +42,7 @@ from protocol.records import (
     DWA,
     DWR,
     CostInformation,
+    FinalUnit,
     MSCCAnswer,
     MSCCRequest,
     Units,
@@ -205,6 +206,13 @@ def mscc_answers(draw: st.DrawFn) -> MSCCAnswer:
 
 
 @st.composite
+def final_units(draw: st.DrawFn) -> FinalUnit:
+    redirect = draw(_opt(text))
+    return FinalUnit(draw(enum), draw(enum) if redirect is not None else None, redirect,
+                     draw(st.lists(text, max_size=2)), draw(st.lists(text, max_size=2)))
+
+
+@st.composite
 def ccas(draw: st.DrawFn) -> CCA:
     cost = draw(st.none() | st.builds(CostInformation, i64, i32, u32, _opt(text)))
     return CCA(
@@ -212,7 +220,7 @@ def ccas(draw: st.DrawFn) -> CCA:
         draw(u32), draw(st.lists(mscc_answers(), max_size=3)), draw(_opt(units())), cost,
         draw(_opt(enum)), draw(_opt(enum)), draw(_opt(u32)), draw(_opt(text)),
         draw(st.none() | st.lists(known_leaf(), min_size=1, max_size=2).map(encode_avps)),
-        draw(_opt(unix_time)),
+        draw(_opt(unix_time)), draw(st.none() | final_units()), draw(_opt(u32)),
     )  # fmt: skip
 
 

@@ -36,6 +36,7 @@ ACCOUNTS = {
     "491700000016": {"balance": "0.025"},                           # one rating group, two MSCCs
     "491700000017": {"balance": "10", "plan": "single"},            # single-service client
     "491700000018": {"balance": "10"},                              # Proxy-Info, zero-unit event
+    "491700000019": {"balance": "0.025", "plan": "single"},         # single-service last grant
 }
 
 
@@ -369,6 +370,22 @@ async def test_single_service_client_gets_top_level_grant(server) -> None:  # ty
     a = await c.ccr(ccr(sid, 3, 1, acct, [], used=[Units(time=61)]))
     assert a.result_code == 2001
     assert balance(server, acct) == to_micro("10") - to_micro("0.02")
+    await c.close()
+
+
+async def test_single_service_last_grant_has_message_level_fui(server) -> None:  # type: ignore[no-untyped-def]
+    """Without MSCC there is nowhere else to put it: the CCA's own Final-Unit-Indication."""
+    c = await connect(server)
+    sid, acct = session_id(), "491700000019"
+    a = await c.ccr(ccr(sid, 1, 0, acct, [], requested=Units(time=60)))
+    assert a.granted.time == 60 and a.validity_time == 900 and a.final_unit is None
+    a = await c.ccr(ccr(sid, 2, 1, acct, [], requested=Units(time=600), used=[Units(time=60)]))
+    assert a.result_code == 2001 and a.mscc == []
+    assert a.granted.time == 60 and a.validity_time == 900  # 0.025 - 0.01 left: one more minute
+    assert a.final_unit is not None and a.final_unit.final_unit_action == C.FinalUnitAction.TERMINATE
+    a = await c.ccr(ccr(sid, 3, 2, acct, [], used=[Units(time=60)]))
+    assert a.result_code == 2001 and a.final_unit is None
+    assert balance(server, acct) == to_micro("0.005")
     await c.close()
 
 
