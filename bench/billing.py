@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import calendar
+import os
 import random
 import shutil
 import tempfile
@@ -97,6 +98,12 @@ def export_once(store, out: Path, fmt: str) -> float:  # type: ignore[no-untyped
     return time.perf_counter() - t0
 
 
+def _timed(fn, *args) -> float:  # type: ignore[no-untyped-def]
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.billing", description=__doc__.splitlines()[0])
     ap.add_argument("--accounts", type=int, default=100_000)
@@ -106,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = ap.parse_args(argv)
     from ocs.invoice import Period, run
+    from ocs.invoice.run import render_all
     from ocs.invoice.usage import collect
 
     tmp = Path(tempfile.mkdtemp(prefix="ocs-billing-"))
@@ -134,16 +142,17 @@ def main(argv: list[str] | None = None) -> None:
         res = run(store, cdr_dir, period, tmp / "inv", formats=("json", "html"), progress=False)
         secs = time.perf_counter() - t0
         n = len(res.docs)
-        print(f"invoice json+html: {n / secs:,.0f} invoices/s ({n} invoices in {secs:.1f} s; "
+        print(f"invoice json+html ({os.cpu_count()} render processes): {n / secs:,.0f} invoices/s ({n} invoices in {secs:.1f} s; "
               f"{read_secs / secs:.2f} of it is reading the CDRs)")
         if args.pdf_sample:
-            from ocs.invoice.pdf import to_pdf
             sample = res.docs[: args.pdf_sample]
-            t0 = time.perf_counter()
-            for d in sample:
-                to_pdf(d)
-            per = (time.perf_counter() - t0) / max(1, len(sample))
-            print(f"pdf: {1 / per:,.0f} invoices/s ({per * 1000:.1f} ms each, sample of {len(sample)})")
+            secs1 = _timed(render_all, sample, tmp / "pdf-1", ("pdf",), 1)
+            print(f"pdf, one process (baseline): {len(sample) / secs1:,.0f} invoices/s "
+                  f"({secs1 / len(sample) * 1000:.1f} ms each, sample of {len(sample)})")
+            jobs = os.cpu_count() or 1
+            secs_n = _timed(render_all, sample, tmp / "pdf-n", ("pdf",), jobs)
+            print(f"pdf, {jobs} processes: {len(sample) / secs_n:,.0f} invoices/s "
+                  f"({secs1 / secs_n:.2f}x the baseline)")
         store.close()
     finally:
         if args.keep:

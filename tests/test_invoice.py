@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import calendar
 import csv
+import importlib
 import json
 import shutil
 import subprocess
@@ -239,6 +240,16 @@ def test_rerun_is_idempotent(period_run, tmp_path) -> None:  # type: ignore[no-u
         store.close()
 
 
+def test_rendering_in_processes_writes_the_same_bytes(period_run, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    invoice_run = importlib.import_module("ocs.invoice.run")  # the package exports a run() too
+    monkeypatch.setattr(invoice_run, "RENDER_CHUNK", 1)  # 3 invoices are enough to use the pool
+    before = {p.name: p.read_bytes() for p in (period_run / "out").iterdir()}
+    out2 = tmp_path / "pooled"
+    assert main(["invoice", "--cdrs", str(period_run / "cdr"), "--period", "2024-03", "--out",
+                 str(out2), "--jobs", "2", "--data", str(period_run / "data")]) == 0
+    assert {p.name: p.read_bytes() for p in out2.iterdir()} == before
+
+
 def test_next_period_continues_the_sequence(period_run, tmp_path) -> None:  # type: ignore[no-untyped-def]
     # April: A's Apr 1 SMS, fees of B, C (and E created Apr 2: 29 of 30 days)
     assert main(["invoice", "--cdrs", str(period_run / "cdr"), "--period", "2024-04", "--out",
@@ -292,6 +303,7 @@ def test_round_minor_is_half_even(micro: int, currency: str) -> None:
     (["--period", "2024-13"], "period must be YYYY-MM"),
     (["--period", "2024-03", "--formats", "json,xls"], "unknown document format"),
     (["--period", "2024-03", "--cdrs", "/nonexistent/cdrs"], "no such file"),
+    (["--period", "2024-03", "--jobs", "0"], "--jobs must be at least 1"),
 ])
 def test_cli_errors(period_run, tmp_path, capsys, argv, msg) -> None:  # type: ignore[no-untyped-def]
     base = {"--cdrs": str(period_run / "cdr"), "--out": str(tmp_path / "o"),

@@ -16,6 +16,8 @@ def register(sub) -> None:  # type: ignore[no-untyped-def]
     p.add_argument("--out", required=True, metavar="DIR", help="where the documents go")
     p.add_argument("--formats", default="json,html,pdf", metavar="LIST",
                    help="documents per invoice, comma separated: json,html,pdf (default all)")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="processes rendering documents (default: one per CPU)")
     add_data_arg(p)
     p.set_defaults(func=cmd_invoice)
 
@@ -33,9 +35,11 @@ def cmd_invoice(args) -> int:  # type: ignore[no-untyped-def]
     bad = [f for f in formats if f not in DOC_FORMATS]
     if bad:
         raise CommandError(f"unknown document format {bad[0]!r} (json, html, pdf)")
+    if args.jobs is not None and args.jobs < 1:
+        raise CommandError(f"--jobs must be at least 1, not {args.jobs}")
     store = open_existing(args.data)
     try:
-        result = run(store, args.cdrs, period, args.out, formats=formats)
+        result = run(store, args.cdrs, period, args.out, formats=formats, jobs=args.jobs)
     except FormatError as exc:
         raise CommandError(str(exc)) from None
     except OSError as exc:

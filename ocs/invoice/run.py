@@ -7,9 +7,12 @@ derived from the inputs, dates are period dates, and numbers are stored.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from ocs.invoice.period import Period
 from ocs.invoice.usage import collect
 
 DOC_FORMATS = ("json", "html", "pdf")
+RENDER_CHUNK = 32               # documents per task sent to a render process
 INVOICE_KINDS = ("adjust",)     # ledger kinds that are invoice lines (top-ups are payments: not lines)
 
 
@@ -96,8 +100,10 @@ def gather(store, cdrs: str | os.PathLike, period: Period) -> tuple[list[Account
 
 
 def run(store, cdrs: str | os.PathLike, period: Period, out_dir: str | os.PathLike, *,  # type: ignore[no-untyped-def]
-        formats: Iterable[str] = DOC_FORMATS, progress: bool | None = None) -> RunResult:
-    from ocs.invoice.pdf import to_pdf
+        formats: Iterable[str] = DOC_FORMATS, progress: bool | None = None,
+        jobs: int | None = None) -> RunResult:
+    """Invoice the period. Documents are rendered by `jobs` processes (default: one per CPU):
+    a PDF costs ~13 ms of pure Python, so 100,000 accounts are ~20 minutes on one core."""
     formats = tuple(formats)
     accounts, rater, res = gather(store, cdrs, period)
     out = Path(out_dir)
@@ -105,18 +111,41 @@ def run(store, cdrs: str | os.PathLike, period: Period, out_dir: str | os.PathLi
     numbers = numbering.assign(store, period.label, (a.account_id for a in accounts))
     plans = rater.tariff.plans if rater is not None else {}
     version = rater.version if rater is not None else None
-    for ap in tqdm(accounts, desc=f"invoices {period.label}", unit="inv",
-                   disable=(None if progress is None else not progress)):
-        inv = build_invoice(ap, period, plans.get(ap.plan_name), numbers[ap.account_id], version)
-        doc = inv.to_dict()
-        base = out / doc["number"]
-        if "json" in formats:
-            _write(base.with_suffix(".json"), render.to_json(doc).encode())
-        if "html" in formats:
-            _write(base.with_suffix(".html"), render.to_html(doc).encode())
-        if "pdf" in formats:
-            _write(base.with_suffix(".pdf"), to_pdf(doc))
-        res.docs.append(doc)
+    res.docs = [build_invoice(ap, period, plans.get(ap.plan_name), numbers[ap.account_id], version).to_dict()
+                for ap in accounts]
+    bar = tqdm(total=len(res.docs), desc=f"invoices {period.label}", unit="inv",
+               disable=(None if progress is None else not progress))
+    with bar:
+        render_all(res.docs, out, formats, jobs, on_done=bar.update)
     res.docs.sort(key=lambda d: d["number"])
     _write(out / "invoices.csv", render.summary_csv(res.docs).encode())
     return res
+
+
+def render_all(docs: list[dict[str, Any]], out: Path, formats: tuple[str, ...],
+               jobs: int | None = None, on_done: Callable[[], Any] | None = None) -> None:
+    """Write each document's files, in `jobs` processes (default: one per CPU)."""
+    jobs = max(1, jobs if jobs is not None else (os.cpu_count() or 1))
+    out.mkdir(parents=True, exist_ok=True)
+    work = partial(_render, out=out, formats=formats)
+    tick = on_done or (lambda: None)
+    if jobs == 1 or len(docs) < 2 * RENDER_CHUNK:
+        for doc in docs:
+            work(doc)
+            tick()
+        return
+    # fork: the workers need no re-import; they only render and write, never use the store
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        for _ in pool.map(work, docs, chunksize=RENDER_CHUNK):
+            tick()
+
+
+def _render(doc: dict[str, Any], out: Path, formats: tuple[str, ...]) -> None:
+    from ocs.invoice.pdf import to_pdf  # fpdf2 is imported only when invoicing
+    base = out / doc["number"]
+    if "json" in formats:
+        _write(base.with_suffix(".json"), render.to_json(doc).encode())
+    if "html" in formats:
+        _write(base.with_suffix(".html"), render.to_html(doc).encode())
+    if "pdf" in formats:
+        _write(base.with_suffix(".pdf"), to_pdf(doc))
