@@ -106,6 +106,11 @@ class View:
             pos = e.prev
         yield from reversed(found)
 
+    def journal_end(self) -> int:
+        """Position of the last journal entry (0: none yet)."""
+        cur = self._t.cursor(db=self.dbs["ledger"])
+        return int.from_bytes(cur.key(), "big") if cur.last() else 0
+
     def journal(self, after: int = 0) -> Iterator[LedgerEntry]:
         """Every account's entries in commit order, from position after + 1."""
         cur = self._t.cursor(db=self.dbs["ledger"])

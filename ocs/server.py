@@ -24,6 +24,7 @@ from functools import partial
 from pathlib import Path
 
 from balance.store import open_store
+from balance.totals import ReservedTotal
 from ocs import credit, metrics
 from ocs.config import ServeConfig, split_hostport
 from ocs.dispatch import Dispatcher, EngineLink
@@ -34,7 +35,6 @@ from protocol import constants as C
 log = logging.getLogger("ocs.server")
 
 ENGINE_START_SECONDS = 120.0  # numba compile on a cold cache included
-GAUGE_SCAN_SECONDS = 15.0
 
 
 class Server:
@@ -50,7 +50,7 @@ class Server:
         self.addresses: list[str] = []
         self.exporter = None
         self.exit_code = 0
-        self._next_scan = 0.0
+        self._reserved = ReservedTotal()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
 
@@ -123,11 +123,7 @@ class Server:
         with self.store.read() as view:  # adopts a map grown by the engine
             raw = view.txn.get(credit.OPEN_SESSIONS_KEY, db=self.dbs["meta"])
             metrics.OPEN_SESSIONS.set(int(raw) if raw else 0)
-        now = time.monotonic()
-        if now >= self._next_scan:  # a scan of every account: not every second
-            self._next_scan = now + GAUGE_SCAN_SECONDS
-            with self.store.read() as view:
-                metrics.RESERVED_MONEY.set(sum(a.reserved for a in view.accounts()))
+            metrics.RESERVED_MONEY.set(self._reserved.update(view))
 
     # -- stop -------------------------------------------------------------------------------------
     def request_stop(self) -> None:

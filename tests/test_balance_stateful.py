@@ -14,6 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from balance import ops
 from balance.errors import InsufficientFunds
 from balance.store import open_store
+from balance.totals import ReservedTotal
 
 P = 3  # micro-units per unit
 ACCOUNTS = ["4901", "4902", "4903"]
@@ -110,6 +111,8 @@ class BalanceMachine(RuleBasedStateMachine):
         self.model = Model()
         self.n = 0
         self.done: list[tuple] = []  # (key, fn, outcome) for replays
+        self.total = ReservedTotal()  # its first scan at the first check
+        self.late_total: ReservedTotal | None = None
 
     def key(self) -> str:
         self.n += 1
@@ -206,6 +209,20 @@ class BalanceMachine(RuleBasedStateMachine):
             return
         _, fn, outcome = data.draw(st.sampled_from(self.done))
         assert self.run(fn) == outcome  # model unchanged: the invariants check nothing moved
+
+    @rule()
+    def start_reserved_total(self) -> None:
+        """A second running total whose first scan comes after some traffic."""
+        if self.late_total is None:
+            self.late_total = ReservedTotal()
+
+    @invariant()
+    def reserved_totals_follow_the_journal(self) -> None:
+        want = sum(m["reserved"] for m in self.model.acct.values())
+        with self.store.read() as v:
+            for total in (self.total, self.late_total):
+                if total is not None:
+                    assert total.update(v) == want
 
     @invariant()
     def store_matches_model_and_ledger(self) -> None:
