@@ -514,6 +514,21 @@ def reserve(tx: Tx, key: Key, *, account_id: str, session_id: str, rating_group:
     return result
 
 
+def covers(tx: Tx, *, account_id: str, rating_group: int | None, unit: str, units: int,
+           price: Price) -> bool:
+    """Whether reserve(..., all_or_nothing=True) of `units` would succeed now, for a session that
+    holds nothing yet (CHECK_BALANCE). Bundles count as _hold counts them. Writes nothing."""
+    _unit(unit)
+    _units(units)
+    acct = _active(tx.get_account(account_id))
+    w = _Work(tx, acct)
+    n = max(0, units - sum(max(0, b.available) for b in w.applicable(unit, rating_group)))
+    if not n:
+        return True
+    mbs = w.applicable("money", rating_group) if unit != "money" else []
+    return price(n) <= sum(max(0, b.available) for b in mbs) + max(0, acct.available)
+
+
 def _hold(tx: Tx, w: _Work, acct: Account, old: Reservation | None, rkey: bytes, *, session_id: str,
           rating_group: int | None, unit: str, units: int, price: Price,
           afford: Callable[[int], int], all_or_nothing: bool, expires_at: int,

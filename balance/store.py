@@ -111,6 +111,18 @@ class Tx(View):
         self.dirty = True
         return self._t.delete(key, db=self.dbs[dbname])
 
+    @contextmanager
+    def nested(self) -> Iterator[Tx]:
+        """A child transaction: its writes stay only if the block ends without an exception."""
+        self.dirty = True
+        child = self.store.env.begin(write=True, parent=self._t)
+        try:
+            yield Tx(child, self.store, self.now)
+        except BaseException:
+            child.abort()
+            raise
+        child.commit()
+
     def append_ledger(self, value: bytes) -> int:
         """Put value at the ledger's next position; return it. The next position is remembered
         per write txn (a cursor seek per entry costs more than the put); a stale guess, after a

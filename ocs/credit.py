@@ -28,6 +28,7 @@ from protocol import build as B
 from protocol import constants as C
 from protocol.cca import encode_cca
 from protocol.records import CCA, CCR, CostInformation, FinalUnit, MSCCAnswer, MSCCRequest, Units
+from protocol.units import encode_units
 
 log = logging.getLogger("ocs.credit")
 
@@ -35,6 +36,15 @@ UNIT_FIELD = {"seconds": "time", "octets": "total_octets", "events": "service_sp
 _U32 = struct.Struct(">I")
 OPEN_SESSIONS_KEY = b"open_sessions"
 NO_RATING_GROUP = 0
+# Session-Ids are parts of LMDB keys (at most 511 bytes) with up to 13 bytes around them; real ones
+# are a DiameterIdentity (<= 255) and a few numbers. Longer ones, or ones with NUL (our key
+# separator), are refused before anything is stored.
+MAX_SESSION_ID_BYTES = 400
+# Bounds on reported units (8.9 million years of seconds, 281 TB of octets per report): past them a
+# request is refused (5004) instead of priced, so the rating kernel's int64 sums cannot overflow
+# (before + units + month usage < 2**58).
+MAX_REPORT_UNITS = 1 << 48
+MAX_SESSION_UNITS = 1 << 56
 INITIAL, UPDATE, TERMINATION, EVENT = (int(t) for t in C.CCRequestType)
 DIRECT_DEBITING, REFUND_ACCOUNT, CHECK_BALANCE, PRICE_ENQUIRY = (int(a) for a in C.RequestedAction)  # what a CCR without a Rating-Group is rated as (a wildcard rate can take it)
 
@@ -65,13 +75,13 @@ def adjust_open_sessions(tx, dbs, delta: int) -> None:  # type: ignore[no-untype
 
 
 def units_of(u: Units | None, unit: str) -> int:
-    """The amount of one unit kind in a service-unit AVP (octets: total, else input + output)."""
+    """The amount of one unit kind in a service-unit AVP. Octets: the larger of CC-Total-Octets and
+    input + output, so a report cannot shrink its usage by sending a small total beside them."""
     if u is None:
         return 0
     if unit == "octets":
-        if u.total_octets is not None:
-            return u.total_octets
-        return (u.input_octets or 0) + (u.output_octets or 0)
+        both = (u.input_octets or 0) + (u.output_octets or 0)
+        return max(u.total_octets or 0, both)
     value = getattr(u, UNIT_FIELD[unit])
     return value or 0
 
@@ -96,10 +106,28 @@ def period_usage(tx, ctx: Context, account_id: str, rg: int, rate) -> int:  # ty
 
 
 def add_period_usage(tx, ctx: Context, account_id: str, rg: int, used: int) -> None:  # type: ignore[no-untyped-def]
-    """Record `used` more units; the stored figure never goes backwards (other sessions add too)."""
+    """Record `used` more units; the stored figure never goes backwards (other sessions add too)
+    and stops at MAX_SESSION_UNITS (the top tier long before), keeping the kernel in int64."""
     key = period_key(account_id, tx.now, rg)
     raw = tx.txn.get(key, db=ctx.dbs["usage"])
-    tx.txn.put(key, str((int(raw) if raw else 0) + used).encode(), db=ctx.dbs["usage"])
+    total = min((int(raw) if raw else 0) + used, MAX_SESSION_UNITS)
+    tx.txn.put(key, str(total).encode(), db=ctx.dbs["usage"])
+
+
+def _refundable_key(account_id: str, rg: int) -> bytes:
+    return f"{account_id}\0refund\0".encode() + _U32.pack(rg & 0xFFFFFFFF)  # no month: digits
+
+
+def _refundable(tx, ctx: Context, account_id: str, rg: int) -> int:  # type: ignore[no-untyped-def]
+    """Money the account's direct-debited events of this rating group paid, less what was refunded:
+    the most a REFUND_ACCOUNT may credit back."""
+    raw = tx.txn.get(_refundable_key(account_id, rg), db=ctx.dbs["usage"])
+    return int(raw) if raw else 0
+
+
+def _add_refundable(tx, ctx: Context, account_id: str, rg: int, amount: int) -> None:  # type: ignore[no-untyped-def]
+    total = _refundable(tx, ctx, account_id, rg) + amount
+    tx.txn.put(_refundable_key(account_id, rg), str(total).encode(), db=ctx.dbs["usage"])
 
 
 def _resolve_account(tx, ccr: CCR):  # type: ignore[no-untyped-def]
@@ -148,9 +176,14 @@ def process(tx, ctx: Context, ccr: CCR) -> bytes:  # type: ignore[no-untyped-def
 
     A retransmission gets the answer first sent (the caller patches the ids) and changes nothing."""
     dbs = ctx.dbs
+    sid = ccr.session_id
+    if len(sid.encode()) > MAX_SESSION_ID_BYTES or "\0" in sid:
+        cca = make_cca(ccr, ctx.cfg, C.DIAMETER_INVALID_AVP_VALUE, failed_avp=B.utf8(263, sid),
+                       error_message=f"Session-Id longer than {MAX_SESSION_ID_BYTES} bytes or with NUL")
+        return encode_cca(cca, ccr.hop_by_hop, ccr.end_to_end)
     sess = sessions.load(tx.txn, dbs, ccr.session_id)
     if sess is not None:
-        first = sessions.find_answer(sess, ccr.request_number, ccr.origin_host, ccr.end_to_end)
+        first = sessions.find_answer(sess, ccr.request_number)
         if first is not None:
             return first
     if ccr.request_type == EVENT:
@@ -223,15 +256,22 @@ def _session(tx, ctx: Context, ccr: CCR, sess: Session | None) -> tuple[Session 
         return sess, make_cca(ccr, cfg, C.DIAMETER_END_USER_SERVICE_DENIED, answers)
     result = _message_result(answers)
     return sess, _single_service(ccr, make_cca(ccr, cfg, result, answers,
-                                               failed_avp=_rating_failed_avp(result, answers)))
+                                               failed_avp=_failed_avp(result, answers, ccr)))
 
 
-def _rating_failed_avp(result: int, answers: list[MSCCAnswer]) -> bytes | None:
-    """RFC 8506: a 5031 answer names the AVP that could not be rated (the Rating-Group)."""
-    if result != C.DIAMETER_RATING_FAILED:
-        return None
-    rg = next((a.rating_group for a in answers if a.result_code == C.DIAMETER_RATING_FAILED), None)
-    return B.u32(432, rg if rg is not None else NO_RATING_GROUP)
+def _failed_avp(result: int, answers: list[MSCCAnswer], ccr: CCR) -> bytes | None:
+    """The AVP a message-level error names: for 5031 the Rating-Group that could not be rated
+    (RFC 8506), for 5004 the first service-unit AVP over MAX_REPORT_UNITS."""
+    if result == C.DIAMETER_RATING_FAILED:
+        rg = next((a.rating_group for a in answers if a.result_code == C.DIAMETER_RATING_FAILED), None)
+        return B.u32(432, rg if rg is not None else NO_RATING_GROUP)
+    if result == C.DIAMETER_INVALID_AVP_VALUE:
+        for m in _mscc_list(ccr):
+            for code, u in [(437, m.requested), *((446, x) for x in m.used)]:
+                if u is not None and any((v or 0) > MAX_REPORT_UNITS for v in (
+                        u.time, u.total_octets, u.input_octets, u.output_octets, u.service_specific_units)):
+                    return B.group(code, encode_units(u))
+    return None
 
 
 def _by_rating_group(items: list[MSCCRequest]) -> list[tuple[MSCCRequest, int | None]]:
@@ -240,11 +280,12 @@ def _by_rating_group(items: list[MSCCRequest]) -> list[tuple[MSCCRequest, int | 
     (MSCC to process, None) or (MSCC, index of the answer it was folded into). Never mutates the
     request (ops may run twice)."""
     out: list[tuple[MSCCRequest, int | None]] = []
-    first: dict[int | None, int] = {}
+    first: dict[int, int] = {}
     for m in items:
-        i = first.get(m.rating_group)
+        rg = m.rating_group if m.rating_group is not None else NO_RATING_GROUP  # as _mscc keys it
+        i = first.get(rg)
         if i is None:
-            first[m.rating_group] = len(out)
+            first[rg] = len(out)
             out.append((m, None))
             continue
         head = out[i][0]
@@ -283,16 +324,25 @@ def _mscc(tx, ctx: Context, ccr: CCR, sess: Session, rater, m: MSCCRequest,  # t
         ans.result_code = C.DIAMETER_RATING_FAILED
         return ans
     st = sess.groups.get(rg)
+    fresh = st is None or st.closed
+    unit = rate.unit if fresh else st.unit
+    used = sum(units_of(u, unit) for u in m.used)
+    if (used > MAX_REPORT_UNITS or units_of(m.requested, unit) > MAX_REPORT_UNITS
+            or (not fresh and st.total_units + used > MAX_SESSION_UNITS)):
+        ans.result_code = C.DIAMETER_INVALID_AVP_VALUE  # no network element reports this much
+        return ans
+    month = period_usage(tx, ctx, sess.account_id, rg, rate)  # 0 unless the rate has tiers
     if st is None:
-        st = sess.groups[rg] = RatingGroupState(rate.unit, first_ts=now, granted_at=now,
-                                                period_used=period_usage(tx, ctx, sess.account_id, rg, rate),
-                                                service_identifier=sid)
+        st = sess.groups[rg] = RatingGroupState(unit, first_ts=now, granted_at=now,
+                                                period_used=month, service_identifier=sid)
     elif st.closed:
         # A new service burst after FINAL: a fresh cumulative count (and a CDR of its own later).
-        st.__init__(rate.unit, first_ts=now, granted_at=now, period_used=st.period_used + st.total_units,
-                    service_identifier=sid)
-    unit = st.unit
-    used = sum(units_of(u, unit) for u in m.used)
+        st.__init__(unit, first_ts=now, granted_at=now,
+                    period_used=max(month, st.period_used + st.total_units), service_identifier=sid)
+    elif rate.tiers:
+        # The account's other sessions may have used this rating group meanwhile: price our next
+        # units from where the month is now, not from where it was when this session began.
+        st.period_used = max(st.period_used, month - st.total_units)
     reasons = {u.reporting_reason for u in m.used} | {m.reporting_reason}
     group_final = final or C.ReportingReason.FINAL in reasons
     wants_quota = m.requested is not None and not group_final and active
@@ -344,6 +394,11 @@ def _mscc(tx, ctx: Context, ccr: CCR, sess: Session, rater, m: MSCCRequest,  # t
     st.reserved, st.granted = True, granted
     ans.granted = grant_units(unit, granted)
     ans.validity_time = cfg.validity_time
+    until = rater.band_until(rate, now)
+    if until is not None and until - now < cfg.validity_time:
+        # The grant is priced at the band of this instant (volume and events have no timeline of
+        # their own): make the gateway report when the band ends, so later usage gets its price.
+        ans.validity_time = max(1, until - now)
     if cfg.quota_holding_time:
         ans.quota_holding_time = cfg.quota_holding_time
     if cfg.quota_threshold_percent:
@@ -451,7 +506,7 @@ def _event(tx, ctx: Context, ccr: CCR) -> CCA:  # type: ignore[no-untyped-def]
         units = units_of(m.requested, rate.unit) or sum(units_of(u, rate.unit) for u in m.used)
         if units == 0 and rate.unit == "events":
             units = 1  # an SMS is one event even when the SMSC leaves the count out
-        if units <= 0:  # nothing (or only another unit kind) asked for: nothing to price
+        if not 0 < units <= MAX_REPORT_UNITS:  # nothing (or another unit kind, or absurdly much)
             ans.result_code = C.DIAMETER_INVALID_AVP_VALUE
             continue
         period_used = period_usage(tx, ctx, account.id, rg, rate)
@@ -460,12 +515,21 @@ def _event(tx, ctx: Context, ccr: CCR) -> CCA:  # type: ignore[no-untyped-def]
         if action == PRICE_ENQUIRY:
             continue
         if action == CHECK_BALANCE:
-            enough = enough and account.available >= cost
+            enough = enough and ops.covers(
+                tx, account_id=account.id, rating_group=rg, unit=rate.unit, units=units,
+                price=lambda n, r=rate, p=period_used: rater.cost(r, 0, n, now, p))
             continue
         if action == REFUND_ACCOUNT:
+            if cost > _refundable(tx, ctx, account.id, rg):
+                # More than this account's events of this rating group were charged in money
+                # (bundle-paid events give no money back): refused, nothing credited.
+                ans.result_code = C.DIAMETER_UNABLE_TO_COMPLY
+                total_cost -= cost
+                continue
             if cost > 0:
                 ops.refund(tx, None, account_id=account.id, amount=cost,
                            session_id=ccr.session_id, rating_group=rg)
+                _add_refundable(tx, ctx, account.id, rg, -cost)
             _event_cdr(tx, ctx, ccr, account, sub, rg, sid, rate.unit, units, -cost, 0, rater, "REFUND")
             ans.granted = grant_units(rate.unit, units)
             continue
@@ -485,6 +549,8 @@ def _event(tx, ctx: Context, ccr: CCR) -> CCA:  # type: ignore[no-untyped-def]
                          price=lambda n, r=rate, p=period_used: rater.cost(r, 0, n, now, p))
         if rate.tiers:
             add_period_usage(tx, ctx, account.id, rg, units)
+        if res.money_debited:
+            _add_refundable(tx, ctx, account.id, rg, res.money_debited)
         _event_cdr(tx, ctx, ccr, account, sub, rg, sid, rate.unit, units, res.money_debited,
                    res.bundle_units_used, rater, "EVENT")
         total_cost += res.money_debited - cost
@@ -501,7 +567,7 @@ def _event(tx, ctx: Context, ccr: CCR) -> CCA:  # type: ignore[no-untyped-def]
             a.granted = None
     result = _message_result(answers)
     return _single_service(ccr, make_cca(ccr, cfg, result, answers,
-                                         failed_avp=_rating_failed_avp(result, answers), **extra))
+                                         failed_avp=_failed_avp(result, answers, ccr), **extra))
 
 
 def _event_cdr(tx, ctx: Context, ccr: CCR, account, sub: str, rg: int, sid: int | None,  # type: ignore[no-untyped-def]

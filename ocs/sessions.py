@@ -135,10 +135,14 @@ def save(txn, dbs, sess: Session, force: bool = False) -> None:  # type: ignore[
     txn.put(sid.encode(), sess.pack(), db=dbs["sessions"])
 
 
-def find_answer(sess: Session, request_number: int, origin_host: str, end_to_end: int) -> bytes | None:
-    """The answer first sent to this request, if it is a retransmission of one we answered."""
-    for number, host, e2e, raw in sess.answers:
-        if number == request_number or (e2e == end_to_end and host == origin_host):
+def find_answer(sess: Session, request_number: int) -> bytes | None:
+    """The answer first sent to this request, if it is a retransmission of one we answered.
+
+    Within a session a retransmission repeats its CC-Request-Number (and its End-to-End id, which
+    RFC 6733 uses for duplicates across sessions). A matching End-to-End id with a new number is a
+    client reusing ids too early: replaying would drop the new request's usage, so it is applied."""
+    for number, _host, _e2e, raw in sess.answers:
+        if number == request_number:
             return raw
     return None
 

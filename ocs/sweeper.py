@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 from balance import ops
 from ocs import credit, sessions
+
+log = logging.getLogger("ocs.sweeper")
 
 
 def sweep(tx, ctx: credit.Context, limit: int = 512) -> int:  # type: ignore[no-untyped-def]
@@ -19,8 +23,13 @@ def sweep(tx, ctx: credit.Context, limit: int = 512) -> int:  # type: ignore[no-
             if sess is None or sess.state != sessions.OPEN:
                 continue
         if sess.seen + cfg.timeout() <= now:
-            credit.close_stale(tx, ctx, sess)
-            credit.adjust_open_sessions(tx, dbs, -1)
+            try:  # one session that cannot be closed must not stop the sweep for all the others
+                with tx.nested() as sub:
+                    credit.close_stale(sub, ctx, sess)
+                    credit.adjust_open_sessions(sub, dbs, -1)
+            except Exception:
+                log.exception("closing stale session %r failed: it stays open, retried next pass", sid)
+                continue
             closed += 1
         sessions.save(tx.txn, dbs, sess, force=True)  # re-filed at its real instant or as closed
     for key, sid in sessions.due_sessions(tx.txn, dbs, sessions.CLOSED, now - cfg.dedup_retention, limit):

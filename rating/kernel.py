@@ -101,6 +101,17 @@ def _band_at(T, week, tz, t):
 
 
 @njit(cache=True, error_model="numpy")
+def band_until_one(T, r, t):
+    """The instant rate r's band may next change at or after unix second t (FAR: no bands)."""
+    rec = T[H_RATES] + r * RF
+    week = T[rec + R_WEEK]
+    if week < 0:
+        return FAR
+    _, until = _band_at(T, week, T[rec + R_TZ], t)
+    return until
+
+
+@njit(cache=True, error_model="numpy")
 def cost_one(T, r, before, units, start, period_used):
     """Micro-units for units [before, before+units) of rate r (see rating/reference.py)."""
     if units <= 0:
@@ -263,6 +274,7 @@ def warm() -> None:
     blob, _ = compile_tariff(t)
     one = np.ones(1, dtype=np.int64)
     cost_one(blob, 0, 0, 1, 0, 0)
+    band_until_one(blob, 0, 0)
     max_units_one(blob, 0, 1, 0, 0, 0, 10)
     rate_batch(blob, one * 0, one, one, one, one, one * 0, np.empty(1, np.int64), np.empty(1, np.int64))
     rate_batch_idx(blob, one * 0, one, one, one, one * 0, np.empty(1, np.int64))

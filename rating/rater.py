@@ -44,6 +44,14 @@ class Rater:
         rate = p.rates.get(rating_group)
         return rate if rate is not None else p.rates.get(-1)
 
+    def band_until(self, rate: Rate, instant: int) -> int | None:
+        """When the price of `rate` may next change by time of day or week (a band edge or a
+        time-zone transition) after `instant`; None for a rate without bands."""
+        if not rate.bands:
+            return None
+        until = int(kernel.band_until_one(self.blob, rate.index, instant))
+        return None if until >= kernel.FAR else until
+
     def cost(self, rate: Rate, before: int, units: int, start: int, period_used: int = 0) -> int:
         """Micro-units owed for units [before, before+units) of one (session, rating group):
         cost(before + units) - cost(before). `start`: unix seconds the units began (bands);

@@ -4,6 +4,7 @@ ledger agree (balance == sum of ledger deltas, reserved and bundles likewise).""
 
 from __future__ import annotations
 
+import copy
 import shutil
 import tempfile
 
@@ -194,6 +195,14 @@ class BalanceMachine(RuleBasedStateMachine):
         res = self.model.resv.pop((sess, rg), None)
         if res:
             self.model.unhold(res)
+
+    @rule(a=st.sampled_from(ACCOUNTS), rg=st.integers(1, 2), units=st.integers(1, 400))
+    def covers(self, a: str, rg: int, units: int) -> None:
+        """CHECK_BALANCE's answer equals what an all-or-nothing reserve would do (model copy)."""
+        got = self.run(lambda tx: ops.covers(tx, account_id=a, rating_group=rg, unit="seconds",
+                                             units=units, price=price))
+        probe = copy.deepcopy(self.model)
+        assert got == (probe.reserve(a, f"{a}-probe", rg, units, True, FAR) is not None)
 
     @rule(now=st.sampled_from([150, 250, 350]))
     def expire(self, now: int) -> None:

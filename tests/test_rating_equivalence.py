@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -72,6 +74,32 @@ def test_kernel_equals_oracle(text, before, units, start, period_used):
     got = kernel.cost_one(rater.blob, rate.index, before, units, start, period_used)
     assert got == want
     assert rater.cost(rate, before, units, start, period_used) == want
+
+
+@SETTINGS
+@given(tariffs(), starts, st.data())
+def test_band_until_is_the_next_band_edge(text, t, data):
+    """The oracle's band is the same from t to until - 1; at until the band or the offset changes
+    (the kernel also stops at a zone's offset change, where a band may or may not change)."""
+    tariff = parse_tariff(text)
+    rater = rater_for(tariff, 1)
+    rate = rater.find("p", 7)
+    tz = tariff.plans["p"].timezone
+    until = rater.band_until(rate, t)
+    band = reference.band_at(rate, tz, t)
+    if until is None:  # no bands, or one band all week in a zone without transitions
+        assert reference.band_at(rate, tz, data.draw(st.integers(t, t + 8 * 86400))) == band
+        return
+    assert t < until
+    inside = data.draw(st.integers(t, min(until - 1, t + 8 * 86400)))
+    assert reference.band_at(rate, tz, inside) == band
+    assert reference.band_at(rate, tz, until - 1) == band
+    zone = reference._zone(tz)
+
+    def offset(x: int):  # type: ignore[no-untyped-def]
+        return datetime.fromtimestamp(x, UTC).astimezone(zone).utcoffset()
+
+    assert reference.band_at(rate, tz, until) != band or offset(until) != offset(until - 1)
 
 
 @SETTINGS

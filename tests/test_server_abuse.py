@@ -1,0 +1,242 @@
+"""Requests crafted to get service for free or to be charged twice, against the real server.
+
+Each test is a way in that an adversarial review found (and that is now closed): refunds of money
+never charged, two quotas behind one hold, parallel sessions each priced in the free tier, unit
+values that overflow the kernel, a grant priced in a band that ends, an End-to-End id reused with
+a new request number, a CC-Total-Octets smaller than input + output, and Session-Ids that do not
+fit the store's keys.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from datetime import UTC, datetime
+
+import pytest
+from server_harness import TARIFF, account, provision, start_server
+
+from ocs.client import DiameterClient
+from ocs.money import to_micro
+from protocol import constants as C
+from protocol.cca import decode_cca
+from protocol.ccr import encode_ccr
+from protocol.message import decode_message
+from protocol.records import CCR, MSCCRequest, Units
+
+MIB = 1048576
+_ids = itertools.count(1)
+
+
+def _band_soon() -> str:
+    """A band from 10 to 20 minutes from now (UTC, every day): a grant now must end at its edge."""
+    now = datetime.now(UTC)
+    a = (now.hour * 60 + now.minute + 10) % 1440
+    b = (a + 10) % 1440
+    return (f'[[rate.band]]\nname = "soon"\nfrom = "{a // 60:02d}:{a % 60:02d}"\n'
+            f'to = "{b // 60:02d}:{b % 60:02d}"\nprice = "0.20"\n')
+
+
+EXTRA = """
+[[plan]]
+name = "tiered"
+
+[[rate]]
+plan = "tiered"
+rating_group = 200
+unit = "octets"
+price = "0"
+increment = 1048576
+[[rate.tier]]
+from = 10485760
+price = "0.10"
+
+[[plan]]
+name = "banded"
+
+[[rate]]
+plan = "banded"
+rating_group = 200
+unit = "octets"
+price = "0.01"
+increment = 1048576
+"""
+
+ACCOUNTS = {
+    "491720000001": {"balance": "1"},                                   # refunds
+    "491720000002": {"balance": "1", "bundles": [{"unit": "events", "amount": 5,
+                                                  "rating_groups": [300]}]},  # bundle-paid events
+    "491720000003": {"balance": "0.025", "plan": "single"},             # no RG + RG 0
+    "491720000004": {"balance": "10", "plan": "tiered"},                # parallel sessions, tiers
+    "491720000005": {"balance": "10", "plan": "tiered"},                # absurd usage
+    "491720000006": {"balance": "10", "plan": "banded"},                # band edge
+    "491720000007": {"balance": "10"},                                  # End-to-End reuse
+    "491720000008": {"balance": "10"},                                  # total vs input + output
+    "491720000009": {"balance": "10"},                                  # long Session-Id
+    "491720000010": {"balance": "0", "bundles": [{"unit": "events", "amount": 5,
+                                                  "rating_groups": [300]}]},  # CHECK_BALANCE
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):  # type: ignore[no-untyped-def]
+    data = tmp_path_factory.mktemp("abuse") / "data"
+    provision(data, ACCOUNTS, TARIFF + EXTRA + _band_soon())
+    srv = start_server(data)
+    yield srv
+    assert srv.stop() == 0, srv.log()
+
+
+def sid() -> str:
+    return f"pgw.abuse;{time.time_ns()};{next(_ids)}"
+
+
+def ccr(s: str, rtype: int, number: int, msisdn: str, mscc: list[MSCCRequest], **kw) -> CCR:  # type: ignore[no-untyped-def]
+    return CCR(session_id=s, destination_realm="test", auth_application_id=4,
+               service_context_id="32251@3gpp.org", request_type=rtype, request_number=number,
+               subscription_ids=[(C.SubscriptionIdType.END_USER_E164, msisdn)], mscc=mscc, **kw)
+
+
+def event(msisdn: str, action: int | None, n: int) -> CCR:
+    return ccr(sid(), 4, 0, msisdn, [MSCCRequest(rating_group=300, requested=Units(service_specific_units=n))],
+               requested_action=action)
+
+
+def balance(server, account_id: str) -> int:  # type: ignore[no-untyped-def]
+    return account(server.data, account_id).balance
+
+
+async def connect(server) -> DiameterClient:  # type: ignore[no-untyped-def]
+    return await DiameterClient.connect(server.host, server.port)
+
+
+async def test_refund_only_gives_back_money_events_took(server) -> None:  # type: ignore[no-untyped-def]
+    c = await connect(server)
+    a = "491720000001"
+    r = await c.ccr(event(a, C.RequestedAction.REFUND_ACCOUNT, 1_000_000))  # nothing charged yet
+    assert r.mscc[0].result_code == C.DIAMETER_UNABLE_TO_COMPLY and r.mscc[0].granted is None
+    assert balance(server, a) == to_micro("1")
+    assert (await c.ccr(event(a, None, 3))).result_code == 2001           # 0.15 debited
+    assert (await c.ccr(event(a, C.RequestedAction.REFUND_ACCOUNT, 1))).result_code == 2001
+    assert balance(server, a) == to_micro("0.90")
+    r = await c.ccr(event(a, C.RequestedAction.REFUND_ACCOUNT, 3))         # only 2 left to refund
+    assert r.result_code == C.DIAMETER_UNABLE_TO_COMPLY
+    assert (await c.ccr(event(a, C.RequestedAction.REFUND_ACCOUNT, 2))).result_code == 2001
+    assert balance(server, a) == to_micro("1")
+    b = "491720000002"                                                     # a bundle paid these
+    assert (await c.ccr(event(b, None, 3))).result_code == 2001
+    assert balance(server, b) == to_micro("1")
+    r = await c.ccr(event(b, C.RequestedAction.REFUND_ACCOUNT, 1))
+    assert r.result_code == C.DIAMETER_UNABLE_TO_COMPLY and balance(server, b) == to_micro("1")
+    await c.close()
+
+
+async def test_no_rating_group_and_rating_group_zero_share_one_quota(server) -> None:  # type: ignore[no-untyped-def]
+    c = await connect(server)
+    a, s = "491720000003", sid()
+    r = await c.ccr(ccr(s, 1, 0, a, [MSCCRequest(rating_group=None, service_identifiers=[1], requested=Units(time=600)),
+                                     MSCCRequest(rating_group=0, service_identifiers=[2], requested=Units(time=600))]))
+    granted = sum(m.granted.time for m in r.mscc if m.granted is not None)
+    assert granted == 120                        # 0.025 at 0.01/min: two minutes in all, one hold
+    assert account(server.data, a).reserved == to_micro("0.02")
+    await c.close()
+
+
+async def test_parallel_sessions_share_the_months_tiers(server) -> None:  # type: ignore[no-untyped-def]
+    c = await connect(server)
+    a = "491720000004"
+    sids = [sid() for _ in range(3)]             # three devices at once, 10 MiB each
+    for s in sids:
+        await c.ccr(ccr(s, 1, 0, a, [MSCCRequest(rating_group=200, requested=Units(total_octets=10 * MIB))]))
+    for s in sids:
+        await c.ccr(ccr(s, 3, 1, a, [MSCCRequest(rating_group=200, used=[Units(total_octets=10 * MIB)])]))
+    assert balance(server, a) == to_micro("10") - to_micro("2")   # first 10 MiB free, 20 at 0.10
+    await c.close()
+
+
+async def test_absurd_unit_values_are_refused_not_priced(server) -> None:  # type: ignore[no-untyped-def]
+    c = await connect(server)
+    a, s = "491720000005", sid()
+    await c.ccr(ccr(s, 1, 0, a, [MSCCRequest(rating_group=200, requested=Units(total_octets=MIB))]))
+    raw = await c.request_raw(encode_ccr(ccr(s, 2, 1, a, [MSCCRequest(
+        rating_group=200, requested=Units(total_octets=MIB), used=[Units(total_octets=(1 << 63) - 1)])]),
+        *c.next_ids()))
+    r = decode_cca(raw)
+    assert r.result_code == C.DIAMETER_INVALID_AVP_VALUE
+    assert r.mscc[0].result_code == C.DIAMETER_INVALID_AVP_VALUE
+    failed = decode_message(raw).find("Failed-AVP")
+    assert failed is not None and failed.find("Used-Service-Unit") is not None
+    await c.ccr(ccr(s, 3, 2, a, [MSCCRequest(rating_group=200, used=[Units(total_octets=MIB)])]))
+    assert balance(server, a) == to_micro("10")                      # 1 MiB: still the free tier
+    s2 = sid()                                                       # the month counter still works
+    r = await c.ccr(ccr(s2, 1, 0, a, [MSCCRequest(rating_group=200, requested=Units(total_octets=MIB))]))
+    assert r.result_code == 2001 and r.mscc[0].granted.total_octets == MIB
+    await c.close()
+
+
+async def test_grant_in_a_band_ends_at_the_band_edge(server) -> None:  # type: ignore[no-untyped-def]
+    c = await connect(server)
+    a = "491720000006"
+    now = time.time()
+    r = await c.ccr(ccr(sid(), 1, 0, a, [MSCCRequest(rating_group=200, requested=Units(total_octets=MIB))]))
+    edge = (int(now) // 60 + 10) * 60                               # the band starts then
+    assert r.mscc[0].validity_time < 900
+    assert abs(now + r.mscc[0].validity_time - edge) <= 3
+    await c.close()
+
+
+async def test_end_to_end_id_reused_with_a_new_number_is_charged(server) -> None:  # type: ignore[no-untyped-def]
+    c = await connect(server)
+    a, s = "491720000007", sid()
+    await c.ccr(ccr(s, 1, 0, a, [MSCCRequest(rating_group=100, requested=Units(time=600))]))
+    hbh, e2e = c.next_ids()
+    u1 = ccr(s, 2, 1, a, [MSCCRequest(rating_group=100, requested=Units(time=600), used=[Units(time=60)])])
+    await c.request_raw(encode_ccr(u1, hbh, e2e))
+    u2 = ccr(s, 2, 2, a, [MSCCRequest(rating_group=100, requested=Units(time=600), used=[Units(time=540)])])
+    r = decode_cca(await c.request_raw(encode_ccr(u2, hbh + 1, e2e)))
+    assert r.request_number == 2
+    again = decode_cca(await c.request_raw(encode_ccr(u2, hbh + 2, e2e)))   # a true retransmission
+    assert again.request_number == 2
+    await c.ccr(ccr(s, 3, 3, a, [MSCCRequest(rating_group=100, used=[Units(time=0)])]))
+    assert balance(server, a) == to_micro("10") - to_micro("0.10")  # 600 s at 0.01/min, once
+    await c.close()
+
+
+async def test_total_octets_cannot_hide_input_and_output(server) -> None:  # type: ignore[no-untyped-def]
+    c = await connect(server)
+    a, s = "491720000008", sid()
+    await c.ccr(ccr(s, 1, 0, a, [MSCCRequest(rating_group=200, requested=Units(total_octets=MIB))]))
+    await c.ccr(ccr(s, 3, 1, a, [MSCCRequest(rating_group=200, used=[Units(
+        total_octets=0, input_octets=50 * MIB, output_octets=50 * MIB)])]))
+    assert balance(server, a) == to_micro("10") - to_micro("1")     # 100 MiB at 0.01
+    await c.close()
+
+
+@pytest.mark.parametrize("session_id", ["pgw.abuse;" + "x" * 480, "pgw.abuse;nul\0inside;1"])
+async def test_session_ids_that_do_not_fit_the_store_are_refused(server, session_id) -> None:  # type: ignore[no-untyped-def]
+    c = await connect(server)
+    a = "491720000009"
+    before = account(server.data, a)
+    raw = await c.request_raw(encode_ccr(ccr(session_id, 1, 0, a, [MSCCRequest(
+        rating_group=100, requested=Units(time=60))]), *c.next_ids()))
+    r = decode_cca(raw)
+    assert r.result_code == C.DIAMETER_INVALID_AVP_VALUE and r.mscc == []
+    failed = decode_message(raw).find("Failed-AVP")
+    assert failed is not None and failed.find("Session-Id").value == session_id
+    after = account(server.data, a)
+    assert (after.reserved, after.seq) == (before.reserved, before.seq)  # nothing held or logged
+    s = sid()                                                        # the server goes on
+    ok = await c.ccr(ccr(s, 1, 0, a, [MSCCRequest(rating_group=100, requested=Units(time=60))]))
+    assert ok.result_code == 2001
+    await c.ccr(ccr(s, 3, 1, a, [MSCCRequest(rating_group=100, used=[Units(time=60)])]))
+    await c.close()
+
+
+async def test_check_balance_counts_bundles(server) -> None:  # type: ignore[no-untyped-def]
+    c = await connect(server)
+    a = "491720000010"
+    r = await c.ccr(event(a, C.RequestedAction.CHECK_BALANCE, 2))
+    assert r.check_balance_result == C.CheckBalanceResult.ENOUGH_CREDIT
+    r = await c.ccr(event(a, C.RequestedAction.CHECK_BALANCE, 6))
+    assert r.check_balance_result == C.CheckBalanceResult.NO_CREDIT
+    await c.close()
