@@ -35,7 +35,9 @@ class ServeConfig:
     watchdog_interval: float = 30.0             # RFC 6733 Tw
     max_message_size: int = 65536
     max_in_flight: int = 20000                  # whole process; beyond it: 3004 TOO_BUSY
-    max_in_flight_per_peer: int = 5000
+    max_in_flight_per_peer: int = 5000         # per Origin-Host, over all its connections
+    max_in_flight_bytes: int = 64 * 1024 * 1024  # request bytes held for the engine, whole process
+    max_connections: int = 512                 # beyond it a new connection is closed at once
     dedup_retention: int = 300                  # seconds answers of closed sessions stay replayable
     sweep_interval: float = 5.0
     cdr_export: bool = True
@@ -97,6 +99,9 @@ def load(path: str | Path | None, overrides: dict[str, Any]) -> ServeConfig:
         raise ConfigError("validity_time must be > 0")
     if cfg.workers < 1:
         raise ConfigError("workers must be >= 1")
+    for name in ("max_connections", "max_in_flight", "max_in_flight_per_peer", "max_in_flight_bytes"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     if not isinstance(cfg.log_level, str) or cfg.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {cfg.log_level!r}")
     cfg.log_level = cfg.log_level.upper()

@@ -124,6 +124,8 @@ class Dispatcher:
         self.cfg = cfg
         self.engine: EngineLink | None = None
         self.in_flight = 0
+        self.in_flight_bytes = 0
+        self._by_host: dict[str, int] = {}  # in flight per Origin-Host, over all its connections
         self._token = 0
         self._pending: dict[int, tuple] = {}
         self._sessions: dict[bytes, deque] = {}
@@ -133,14 +135,18 @@ class Dispatcher:
     def submit(self, peer: Peer, frame: bytes, header: Header) -> None:
         """Called on the loop thread for each CCR frame of an open peer."""
         cfg = self.cfg
+        host = peer.origin_host
         if (self.stopping or self.in_flight >= cfg.max_in_flight
-                or peer.in_flight >= cfg.max_in_flight_per_peer
+                or self._by_host.get(host, 0) >= cfg.max_in_flight_per_peer
+                or self.in_flight_bytes + len(frame) > cfg.max_in_flight_bytes
                 or self.engine is None or self.engine.closing):
             metrics.TOO_BUSY.inc()
             peer.send(encode_error_answer(frame, header, C.DIAMETER_TOO_BUSY, cfg.origin_host,
                                           cfg.origin_realm))
             return
         self.in_flight += 1
+        self.in_flight_bytes += len(frame)
+        self._by_host[host] = self._by_host.get(host, 0) + 1
         peer.in_flight += 1
         self._token = token = (self._token + 1) & 0x7FFFFFFF
         key = peek_session_id(frame) or token.to_bytes(4, "big")  # no Session-Id: the engine answers 5005
@@ -162,12 +168,9 @@ class Dispatcher:
         item = self._pending.pop(token, None)
         if item is None:
             return
-        peer, _frame, key, _token, t0 = item
+        peer, frame, key, _token, t0 = item
         peer.send(answer)
-        self.in_flight -= 1
-        peer.in_flight -= 1
-        if peer.in_flight == 0:
-            peer.drained()
+        self._done(peer, frame)
         result, rtype = answer_codes(answer)
         metrics.count_request("CCR", REQUEST_TYPES.get(rtype, "OTHER"), result, time.perf_counter() - t0)
         queue = self._sessions.get(key)
@@ -192,13 +195,24 @@ class Dispatcher:
         for peer, frame, _key, _token, _t0 in items:
             peer.send(encode_error_answer(frame, peek_header(frame), code, cfg.origin_host,
                                           cfg.origin_realm, None, "charging engine unavailable"))
-            peer.in_flight -= 1
-            if peer.in_flight == 0:
-                peer.drained()
-        self.in_flight = 0
+            self._done(peer, frame)
         waiters, self._idle_waiters = self._idle_waiters, []
         for w in waiters:
             w()
+
+    def _done(self, peer: Peer, frame: bytes) -> None:
+        """One request of `peer` is answered: release what it held in the bounds."""
+        self.in_flight -= 1
+        self.in_flight_bytes -= len(frame)
+        host = peer.origin_host
+        left = self._by_host.get(host, 1) - 1
+        if left:
+            self._by_host[host] = left
+        else:
+            self._by_host.pop(host, None)
+        peer.in_flight -= 1
+        if peer.in_flight == 0:
+            peer.drained()
 
     def on_idle(self, callback) -> None:  # type: ignore[no-untyped-def]
         """Call back once nothing is in flight (for draining at shutdown)."""

@@ -35,6 +35,9 @@ log = logging.getLogger("ocs.peer")
 
 WAIT_CER, OPEN, DISCONNECTING, CLOSING = "WAIT_CER", "OPEN", "DISCONNECTING", "CLOSING"
 DRAIN_SECONDS = 5.0  # after a DPR, how long in-flight answers may take before we close anyway
+CLOSE_GRACE_SECONDS = 5.0  # a closed connection whose peer does not read what is left is aborted
+WRITE_HIGH_WATER = 1 << 20  # answers queued for a peer that does not read: stop reading its requests
+MAX_CER_BYTES = 16384  # a real CER is well under 4 KB; a huge one is CPU spent on the loop thread
 DISCONNECT_REBOOTING = 0
 
 
@@ -61,12 +64,21 @@ class PeerConnection(asyncio.Protocol):
         self._watchdog: asyncio.TimerHandle | None = None
         self._hbh = random.getrandbits(32)
         self._on_dpa: Callable[[], None] | None = None
+        self._dpa: bytes | None = None  # our DPA, held until this peer's in-flight answers are sent
+        self._connected_at = time.monotonic()
+        self._lost = False
         self.local_ip = "127.0.0.1"
         self._counted = False  # counted in ocs_peers_connected
 
     # -- transport callbacks ----------------------------------------------------------------------
     def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
         self.transport = transport
+        if len(self.server.peers) >= self.cfg.max_connections:
+            log.warning("connection refused: %d connections open (max_connections)", len(self.server.peers))
+            self.state = CLOSING
+            transport.abort()
+            return
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self._writes.transport = transport
         sock = transport.get_extra_info("sockname")
         if sock:
@@ -75,6 +87,7 @@ class PeerConnection(asyncio.Protocol):
         self._arm_watchdog()
 
     def connection_lost(self, exc) -> None:  # type: ignore[no-untyped-def]
+        self._lost = True
         if self._counted:
             metrics.PEERS.dec()
             self._counted = False
@@ -85,16 +98,30 @@ class PeerConnection(asyncio.Protocol):
         if self._on_dpa is not None:
             self._on_dpa()
 
+    def pause_writing(self) -> None:
+        """The peer is not reading its answers: read no more of its requests until it does."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
     def data_received(self, data: bytes) -> None:
-        self._last_rx = time.monotonic()
-        self._dwr_outstanding = False
         try:
             frames = self.framer.feed(data)
         except DiameterError as exc:
             log.warning("peer %s: unframeable stream (%s), closing", self.origin_host or "?", exc)
-            metrics.PROTOCOL_ERRORS.labels(str(exc.result_code)).inc()
+            head = self.framer.failed_header
+            if head is not None and head[4] & FLAG_REQUEST:  # its header came: answer, then close
+                self._error(head, peek_header(head), exc.result_code, None, str(exc))
+            else:
+                metrics.PROTOCOL_ERRORS.labels(str(exc.result_code)).inc()
             self.close()
             return
+        if frames:  # liveness is a whole message, not a byte now and then of one never finished
+            self._last_rx = time.monotonic()
+            self._dwr_outstanding = False
         for frame in frames:
             if self.state == CLOSING:
                 return
@@ -108,13 +135,20 @@ class PeerConnection(asyncio.Protocol):
     def drained(self) -> None:
         """Nothing of this peer is in flight any more."""
         if self.state == DISCONNECTING:
-            self.close()
+            self._finish_disconnect()
 
     def close(self) -> None:
         self._writes.flush()
         self.state = CLOSING
-        if self.transport is not None:
-            self.transport.close()
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.close()  # sends what is queued first; a peer that never reads it is aborted later
+            asyncio.get_running_loop().call_later(CLOSE_GRACE_SECONDS, self._abort_if_open)
+
+    def _abort_if_open(self) -> None:
+        if not self._lost and self.transport is not None:
+            log.warning("peer %s: not reading what is left to send, aborting", self.origin_host or "?")
+            self.transport.abort()
 
     def _next_hbh(self) -> int:
         self._hbh = (self._hbh + 1) & 0xFFFFFFFF
@@ -145,6 +179,11 @@ class PeerConnection(asyncio.Protocol):
             return
         if cmd == C.CC_CAPABILITIES_EXCHANGE:
             self._handle_cer(frame, header)
+        elif cmd == C.CC_DEVICE_WATCHDOG and self.state in (OPEN, DISCONNECTING):
+            self.send(encode_dwa(DWA(origin_host=self.cfg.origin_host, origin_realm=self.cfg.origin_realm,
+                                     result_code=C.DIAMETER_SUCCESS,
+                                     origin_state_id=self.server.origin_state_id),
+                                 header.hop_by_hop, header.end_to_end))
         elif self.state == DISCONNECTING:
             self._error(frame, header, C.DIAMETER_UNABLE_TO_DELIVER, None, "disconnecting (DPR received)")
         elif self.state != OPEN:
@@ -156,28 +195,33 @@ class PeerConnection(asyncio.Protocol):
                 self._error(frame, header, C.DIAMETER_APPLICATION_UNSUPPORTED)
             else:
                 self.server.dispatcher.submit(self, frame, header)
-        elif cmd == C.CC_DEVICE_WATCHDOG:
-            self.send(encode_dwa(DWA(origin_host=self.cfg.origin_host, origin_realm=self.cfg.origin_realm,
-                                     result_code=C.DIAMETER_SUCCESS,
-                                     origin_state_id=self.server.origin_state_id),
-                                 header.hop_by_hop, header.end_to_end))
         elif cmd == C.CC_DISCONNECT_PEER:
             try:
                 decode_dpr(frame)
             except DiameterError:
                 pass
-            self.send(encode_dpa(DPA(origin_host=self.cfg.origin_host, origin_realm=self.cfg.origin_realm,
-                                     result_code=C.DIAMETER_SUCCESS),
-                                 header.hop_by_hop, header.end_to_end))
-            # RFC 6733 §5.4: the peer closes after our DPA; we take no new request meanwhile but
-            # still send the answers already committed, then close ourselves if it does not.
+            # RFC 6733 §5.4: the peer closes once it has our DPA, so the DPA waits for the answers
+            # of requests already in flight (their debits are made: the peer must see them); no
+            # new request is taken meanwhile. Past DRAIN_SECONDS the DPA goes anyway.
+            self._dpa = encode_dpa(DPA(origin_host=self.cfg.origin_host, origin_realm=self.cfg.origin_realm,
+                                       result_code=C.DIAMETER_SUCCESS),
+                                   header.hop_by_hop, header.end_to_end)
             self.state = DISCONNECTING
             if self.in_flight == 0:
-                self.close()
+                self._finish_disconnect()
             else:
-                asyncio.get_running_loop().call_later(DRAIN_SECONDS, self.close)
+                asyncio.get_running_loop().call_later(DRAIN_SECONDS, self._finish_disconnect)
         else:
             self._error(frame, header, C.DIAMETER_COMMAND_UNSUPPORTED)
+
+    def _finish_disconnect(self) -> None:
+        """After a DPR either way: send our DPA if we owe one, then close."""
+        if self.state == CLOSING:
+            return
+        if self._dpa is not None:
+            self.send(self._dpa)
+            self._dpa = None
+        self.close()
 
     def _handle_answer(self, cmd: int) -> None:
         if cmd == C.CC_DISCONNECT_PEER and self._on_dpa is not None:
@@ -185,10 +229,19 @@ class PeerConnection(asyncio.Protocol):
                 self.close()
             else:  # answers still to come: close when the last one is sent (see drained)
                 self.state = DISCONNECTING
-                asyncio.get_running_loop().call_later(DRAIN_SECONDS, self.close)
+                asyncio.get_running_loop().call_later(DRAIN_SECONDS, self._finish_disconnect)
         # DWA: _last_rx was refreshed already; other answers are not expected and are dropped.
 
     def _handle_cer(self, frame: bytes, header: Header) -> None:
+        if self.state != WAIT_CER:  # one capabilities exchange per connection (RFC 6733 §5.3)
+            log.warning("peer %s: CER on a connection already open, closing", self.origin_host)
+            metrics.PROTOCOL_ERRORS.labels(str(C.DIAMETER_UNABLE_TO_COMPLY)).inc()
+            self.close()
+            return
+        if len(frame) > MAX_CER_BYTES:
+            self._cea(header, C.DIAMETER_UNABLE_TO_COMPLY, f"CER larger than {MAX_CER_BYTES} bytes")
+            self.close()
+            return
         try:
             cer = decode_cer(frame)
         except DiameterError as exc:
@@ -206,8 +259,7 @@ class PeerConnection(asyncio.Protocol):
             self.close()
             return
         self._cea(header, C.DIAMETER_SUCCESS)
-        if self.state != OPEN:
-            self.state = OPEN
+        self.state = OPEN
         if not self._counted:
             self._counted = True
             metrics.PEERS.inc()
@@ -231,9 +283,10 @@ class PeerConnection(asyncio.Protocol):
     def _watchdog_tick(self) -> None:
         if self.state == CLOSING:
             return
-        idle = time.monotonic() - self._last_rx
-        if self.state == WAIT_CER and idle >= self.cfg.watchdog_interval:
-            self.close()  # connected but never said CER
+        now = time.monotonic()
+        idle = now - self._last_rx
+        if self.state == WAIT_CER and now - self._connected_at >= self.cfg.watchdog_interval:
+            self.close()  # connected but no CER within one watchdog interval
             return
         if idle >= self.cfg.watchdog_interval:
             if self._dwr_outstanding:

@@ -13,10 +13,11 @@ class Framer:
 
     A version byte other than 1, a length below 20 or not a multiple of 4, or above
     ``max_message_size`` means we cannot find the next frame boundary: DiameterError(fatal=True),
-    and the framer stays failed (the server closes the connection).
+    and the framer stays failed (the server closes the connection). When the offending message's
+    20-byte header had arrived, ``failed_header`` holds it, so the error can still be answered.
     """
 
-    __slots__ = ("_buf", "_failed", "max_message_size")
+    __slots__ = ("_buf", "_failed", "failed_header", "max_message_size")
 
     def __init__(self, max_message_size: int = 65536) -> None:
         if max_message_size < HEADER_LEN:
@@ -24,6 +25,7 @@ class Framer:
         self.max_message_size = max_message_size
         self._buf = bytearray()
         self._failed: DiameterError | None = None
+        self.failed_header: bytes | None = None
 
     @property
     def buffered(self) -> int:
@@ -44,14 +46,15 @@ class Framer:
         maxlen = self.max_message_size
         while pos < n:
             if src[pos] != 1:
-                self._fail(C.DIAMETER_UNSUPPORTED_VERSION, f"unsupported Diameter version {src[pos]}")
+                self._fail(src, pos, C.DIAMETER_UNSUPPORTED_VERSION,
+                           f"unsupported Diameter version {src[pos]}")
             if n - pos < 4:
                 break
             length = (src[pos + 1] << 16) | (src[pos + 2] << 8) | src[pos + 3]
             if length < HEADER_LEN or length & 3:
-                self._fail(C.DIAMETER_INVALID_MESSAGE_LENGTH, f"invalid message length {length}")
+                self._fail(src, pos, C.DIAMETER_INVALID_MESSAGE_LENGTH, f"invalid message length {length}")
             if length > maxlen:
-                self._fail(C.DIAMETER_INVALID_MESSAGE_LENGTH,
+                self._fail(src, pos, C.DIAMETER_INVALID_MESSAGE_LENGTH,
                            f"message length {length} exceeds the maximum {maxlen}")
             end = pos + length
             if end > n:
@@ -64,7 +67,9 @@ class Framer:
             buf += src[pos:]
         return frames
 
-    def _fail(self, code: int, message: str) -> None:
+    def _fail(self, src: bytes | bytearray, pos: int, code: int, message: str) -> None:
+        if len(src) - pos >= HEADER_LEN:
+            self.failed_header = bytes(src[pos:pos + HEADER_LEN])
         self._buf = bytearray()
         self._failed = DiameterError(code, message, None, fatal=True)
         raise self._failed
