@@ -153,8 +153,9 @@ class Server:
             await asyncio.wait(waits, timeout=2.0)
         for peer in list(self.peers):
             peer.close()
-        for task in self._tasks:
-            task.cancel()
+        # _stop is set: housekeeping ends after its current pass. Not cancelled: cancelling the
+        # task would leave its thread inside the exporter while we close it (a CDR in two files).
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.dispatcher.engine is not None:
             self.dispatcher.engine.close()  # EOF: the engine finishes, syncs and exits
         if self.engine_proc is not None:

@@ -163,6 +163,33 @@ def test_rotation_by_size(store, tmp_path, fmt: str) -> None:
         assert checkpoint(view) == 3000
 
 
+def test_close_while_a_pass_runs_in_another_thread(store, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Shutdown closes the exporter while the housekeeping thread may be mid-pass: each CDR must
+    still land in exactly one file, and nothing may be written after close."""
+    import threading
+    add_cdrs(store, [make_cdr(i) for i in range(40_000)])
+    out = tmp_path / "cdr"
+    ex = CdrExporter(store, out, "jsonl", rotate_bytes=100_000, rotate_seconds=3600)
+    errors: list[BaseException] = []
+
+    def housekeeping() -> None:
+        try:
+            ex.run_once(1000.0)
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=housekeeping)
+    t.start()
+    time.sleep(0.05)            # the pass is sealing its first files
+    ex.close()
+    t.join(30)
+    assert errors == [] and not t.is_alive()
+    assert ex.run_once(2000.0) == []            # closed: nothing more
+    assert ids_in(out) == Counter(range(1, 40_001))
+    with store.read() as view:
+        assert checkpoint(view) == 40_000 and pending_intent(view) is None
+
+
 def test_rotation_by_age(store, tmp_path) -> None:
     out = tmp_path / "cdr"
     ex = CdrExporter(store, out, "jsonl", rotate_bytes=1 << 30, rotate_seconds=10)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -265,6 +266,10 @@ class CdrExporter:
         self._opened = 0.0
         self._bytes = 0            # bytes / rows written so far: sizes the next chunk
         self._rows = 0
+        # run_once and close may come from two threads (housekeeping, shutdown): one at a time,
+        # and nothing after close, or one CDR would land in two files
+        self._mutex = threading.Lock()
+        self._closed = False
 
     @property
     def lag(self) -> int:
@@ -299,6 +304,10 @@ class CdrExporter:
 
     def run_once(self, now: float | None = None) -> list[Path]:
         """Append new CDRs to the open file; seal files that are full or old. Returns sealed paths."""
+        with self._mutex:
+            return [] if self._closed else self._run(now)
+
+    def _run(self, now: float | None) -> list[Path]:
         now = time.time() if now is None else now
         sealed: list[Path] = []
         budget = self.max_rows_per_call
@@ -330,14 +339,18 @@ class CdrExporter:
     def close(self) -> list[Path]:
         """Export what is left and seal the open file, then release the lock."""
         sealed: list[Path] = []
-        try:
-            sealed = self.run_once(float("inf"))
-            if self._f is not None:
-                sealed.append(self._seal())
-        finally:
-            if self._f is not None:
-                self._f.close()
-            self._lock.release()
+        with self._mutex:
+            if self._closed:
+                return sealed
+            self._closed = True
+            try:
+                sealed = self._run(float("inf"))
+                if self._f is not None:
+                    sealed.append(self._seal())
+            finally:
+                if self._f is not None:
+                    self._f.close()
+                self._lock.release()
         return sealed
 
 
