@@ -126,6 +126,55 @@ def test_import_bulk_and_bad_rows(capsys, data, tmp_path):
     assert len(json.loads(out)) == 2500  # nothing of the bad files imported
 
 
+def test_import_killed_midway_resumes(tmp_path):
+    """kill -9 during a large import, then the same file again (by another path spelling): every
+    row exactly once. The rerun used to refuse the rows the first run had created."""
+    import signal
+    import time
+    data = tmp_path / "d"
+    csv_file = tmp_path / "big.csv"
+    csv_file.write_text("".join(f"47{i:08d},1\n" for i in range(40_000)))
+
+    def import_cmd(path: str) -> list[str]:
+        return [sys.executable, "-m", "ocs", "account", "import", path, "--data", str(data)]
+
+    proc = subprocess.Popen(import_cmd(str(csv_file)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (data / "data.mdb").exists():
+                store = open_store(data)
+                try:
+                    with store.read() as view:
+                        started = view.find_account("4700000000") is not None
+                finally:
+                    store.close()
+                if started:
+                    break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(10)
+    store = open_store(data)
+    try:
+        with store.read() as view:
+            before = sum(1 for _ in view.accounts())
+    finally:
+        store.close()
+    assert before > 0
+    r = subprocess.run(import_cmd(f"{tmp_path}/./big.csv"), capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    store = open_store(data)
+    try:
+        with store.read() as view:
+            accounts = list(view.accounts())
+    finally:
+        store.close()
+    assert len(accounts) == 40_000 and all(a.balance == 1_000_000 for a in accounts)
+
+
 def test_subprocess_cli_writes_are_seen_by_a_running_writer(tmp_path):
     """The CLI in another process tops up while this process runs the group-commit writer."""
     data = str(tmp_path / "live")

@@ -258,7 +258,7 @@ def _parse_import(path: str) -> tuple[list[dict[str, Any]], str]:
             if name in seen:
                 raise CommandError(f"{where}: {name!r} already on line {seen[name]}")
             seen[name] = lineno
-        row["line"] = where
+        row["line"], row["lineno"] = where, lineno
         rows.append(row)
     return rows, digest
 
@@ -269,20 +269,23 @@ def cmd_import(args: Any) -> int:
     from tqdm import tqdm
 
     rows, digest = _parse_import(args.file)
+
+    def key(row: dict[str, Any]) -> str:  # the file's content and the row, not the path as typed
+        return f"import:{digest}:{row['lineno']}"
+
+    def fields(row: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in row.items() if k not in ("line", "lineno")}
+
     with _store(args) as store:
-        with store.read() as view:
-            for row in rows:
-                for name in [row["account_id"], *row["aliases"]]:
-                    if view.resolve(name) is not None:
-                        raise CommandError(f"{row['line']}: account or alias {name!r} already exists")
-        # dry run: every row through the real op in one txn that is then thrown away
+        # dry run: every row through the real op, with its real key, in one txn then thrown away;
+        # rows an interrupted run of this same file created replay, any other existing id refuses
         probe = store.begin_write()
         try:
             from balance.store import Tx
             tx = Tx(probe, store, 0)
             for row in rows:
                 try:
-                    ops.create_account(tx, None, **{k: v for k, v in row.items() if k != "line"})
+                    ops.create_account(tx, key(row), **fields(row))
                 except BalanceError as exc:
                     raise CommandError(f"{row['line']}: {exc}") from None
         finally:
@@ -294,8 +297,7 @@ def cmd_import(args: Any) -> int:
 
                 def create(tx: Any, chunk: list = chunk) -> None:
                     for row in chunk:
-                        ops.create_account(tx, f"import:{digest}:{row['line']}",
-                                           **{k: v for k, v in row.items() if k != "line"})
+                        ops.create_account(tx, key(row), **fields(row))
                 try:
                     store.execute(create)
                 except BalanceError as exc:
