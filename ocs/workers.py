@@ -35,9 +35,11 @@ def _reserve_ports(listen: list[str]) -> tuple[list[str], list[socket.socket]]:
     return out, held
 
 
-def _worker(cfg: ServeConfig, ready) -> None:  # type: ignore[no-untyped-def]
+def _worker(cfg: ServeConfig, ready, parent_pid: int) -> None:  # type: ignore[no-untyped-def]
+    from ocs.lifeline import die_with_parent
     from ocs.server import run
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards SIGTERM; ^C goes to it
+    die_with_parent(parent_pid)  # SIGTERM (a graceful stop) if the supervisor is killed
     sys.exit(run(cfg, on_ready=lambda addrs: ready.send(addrs)))
 
 
@@ -61,7 +63,7 @@ def run_workers(cfg: ServeConfig, start_timeout: float = 60.0) -> int:
     signal.signal(signal.SIGINT, stop)
     for i in range(cfg.workers):
         parent_end, child_end = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_worker, args=(child_cfg, child_end), name=f"ocs-worker-{i}")
+        p = ctx.Process(target=_worker, args=(child_cfg, child_end, os.getpid()), name=f"ocs-worker-{i}")
         p.start()
         procs.append(p)
         pipes.append(parent_end)

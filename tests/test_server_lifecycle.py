@@ -236,3 +236,48 @@ async def test_new_tariff_version_used_without_restart(tmp_path) -> None:  # typ
                 break
         else:
             raise AssertionError("the new tariff version was not used")
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    import os
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+async def test_workers_stop_when_the_supervisor_is_killed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """kill -9 of `ocs serve --workers 2`: its workers (and their engines) stop too, instead of
+    serving on, out of reach of any later SIGTERM."""
+    import os
+    import signal
+    import time
+    provision(tmp_path / "d", {"491750000001": {"balance": "1"}})
+    srv = start_server(tmp_path / "d", "--workers", "2", "--no-cdr-export")
+    workers = [p for p in _children(srv.proc.pid) if _alive(p)]
+    engines = [e for w in workers for e in _children(w)]
+    assert len(workers) >= 2 and len(engines) >= 2
+    os.kill(srv.proc.pid, signal.SIGKILL)
+    srv.proc.wait(10)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_alive(p) for p in workers + engines):
+        await asyncio.sleep(0.2)
+    left = [p for p in workers + engines if _alive(p)]
+    for p in left:  # never leave them behind, even when the test fails
+        os.kill(p, signal.SIGKILL)
+    assert left == []

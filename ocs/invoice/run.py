@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from ocs.invoice import numbering, render
 from ocs.invoice.lines import AccountPeriod, Adjustment, build_invoice, recurring_fraction
 from ocs.invoice.period import Period
 from ocs.invoice.usage import collect
+from ocs.lifeline import die_with_parent
 
 DOC_FORMATS = ("json", "html", "pdf")
 RENDER_CHUNK = 32               # documents per task sent to a render process
@@ -135,7 +137,8 @@ def render_all(docs: list[dict[str, Any]], out: Path, formats: tuple[str, ...],
             tick()
         return
     # fork: the workers need no re-import; they only render and write, never use the store
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"),
+                             initializer=die_with_parent, initargs=(os.getpid(), signal.SIGKILL)) as pool:
         for _ in pool.map(work, docs, chunksize=RENDER_CHUNK):
             tick()
 
