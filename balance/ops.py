@@ -614,7 +614,8 @@ def commit_and_reserve(tx: Tx, key: Key, *, account_id: str, session_id: str,
              reserved_delta=acct.reserved - reserved_before, bundles=bundles,
              session_id=session_id, rating_group=rating_group, reason=reason)
     _save(tx, acct)
-    result = (CommitResult(bundle_used, m, debited, shortfall, acct.balance), held)
+    result = (CommitResult(bundle_used, m, debited, shortfall, acct.balance,
+                          balance_before - acct.balance), held)
     _remember(tx, key, "update", result)
     return result
 
@@ -704,7 +705,8 @@ def commit(tx: Tx, key: Key, *, account_id: str, session_id: str, rating_group: 
                  reserved_delta=acct.reserved - reserved_before, bundles=bundles,
                  session_id=session_id, rating_group=rating_group, reason=reason)
         _save(tx, acct)
-    result = CommitResult(bundle_used, m, debited, shortfall, acct.balance)
+    result = CommitResult(bundle_used, m, debited, shortfall, acct.balance,
+                          balance_before - acct.balance)
     _remember(tx, key, "commit", result)
     return result
 
@@ -731,7 +733,8 @@ def direct_debit(tx: Tx, key: Key, *, account_id: str, units: int, price: Price 
     _journal(tx, acct, "debit", key, delta=acct.balance - balance_before, bundles=bundles,
              session_id=session_id, rating_group=rating_group, reason=reason)
     _save(tx, acct)
-    result = CommitResult(bundle_used, m, debited, shortfall, acct.balance)
+    result = CommitResult(bundle_used, m, debited, shortfall, acct.balance,
+                          balance_before - acct.balance)
     _remember(tx, key, "direct_debit", result)
     return result
 

@@ -218,6 +218,7 @@ class CommitResult:
     money_debited: int   # micro-units taken (money bundles + balance)
     shortfall: int       # micro-units priced but not collected (nothing left)
     balance: int         # balance after
+    from_balance: int = 0  # of money_debited, what the balance paid (the rest: money bundles)
 
 
 @dataclass(slots=True)

@@ -443,7 +443,7 @@ def _account_usage(tx, ctx: Context, sess: Session, rg: int, st: RatingGroupStat
     st.total_units += used
     st.bundle_units += res.bundle_units_used
     st.money_units += res.money_units
-    st.amount += res.money_debited
+    st.amount += res.from_balance  # a money bundle's share is not charged money, like a unit bundle's
     if res.shortfall:
         log.warning("session %s rg %d: used beyond what the balance covers, %d micro-units not collected",
                     sess.session_id, rg, res.shortfall)
@@ -549,9 +549,9 @@ def _event(tx, ctx: Context, ccr: CCR) -> CCA:  # type: ignore[no-untyped-def]
                          price=lambda n, r=rate, p=period_used: rater.cost(r, 0, n, now, p))
         if rate.tiers:
             add_period_usage(tx, ctx, account.id, rg, units)
-        if res.money_debited:
-            _add_refundable(tx, ctx, account.id, rg, res.money_debited)
-        _event_cdr(tx, ctx, ccr, account, sub, rg, sid, rate.unit, units, res.money_debited,
+        if res.from_balance:  # a refund gives back cash only where cash was taken
+            _add_refundable(tx, ctx, account.id, rg, res.from_balance)
+        _event_cdr(tx, ctx, ccr, account, sub, rg, sid, rate.unit, units, res.from_balance,
                    res.bundle_units_used, rater, "EVENT")
         total_cost += res.money_debited - cost
         ans.granted = grant_units(rate.unit, units)

@@ -170,7 +170,9 @@ class BalanceMachine(RuleBasedStateMachine):
         fn = lambda tx: ops.commit(tx, k, account_id=a, session_id=sess, rating_group=rg,  # noqa: E731
                                    used_units=used, price=price, unit="seconds")
         got = self.run(fn)
+        before = self.model.acct[a]["balance"]
         assert (got.money_debited, got.shortfall) == self.model.commit(a, sess, rg, used)
+        assert got.from_balance == before - self.model.acct[a]["balance"]  # cash, not money bundles
         self.done.append((k, fn, got))
 
     @rule(a=st.sampled_from(ACCOUNTS), s=st.integers(0, 2), rg=st.integers(1, 2),

@@ -75,6 +75,8 @@ ACCOUNTS = {
     "491720000009": {"balance": "10"},                                  # long Session-Id
     "491720000010": {"balance": "0", "bundles": [{"unit": "events", "amount": 5,
                                                   "rating_groups": [300]}]},  # CHECK_BALANCE
+    "491720000011": {"balance": "1", "bundles": [{"unit": "money", "amount": 1_000_000,
+                                                  "rating_groups": [300]}]},  # money bundle
 }
 
 
@@ -239,4 +241,27 @@ async def test_check_balance_counts_bundles(server) -> None:  # type: ignore[no-
     assert r.check_balance_result == C.CheckBalanceResult.ENOUGH_CREDIT
     r = await c.ccr(event(a, C.RequestedAction.CHECK_BALANCE, 6))
     assert r.check_balance_result == C.CheckBalanceResult.NO_CREDIT
+    await c.close()
+
+
+async def test_money_bundle_is_not_turned_into_cash(server) -> None:  # type: ignore[no-untyped-def]
+    """What a money bundle (promotional credit for one rating group) paid is not a cash charge:
+    not in the CDR amount (reconcile and invoices follow the balance) and not refundable as cash."""
+    from balance.store import open_store
+    from ocs import cdr as cdrs
+    c = await connect(server)
+    a = "491720000011"
+    ev = event(a, None, 3)
+    assert (await c.ccr(ev)).result_code == 2001                       # 0.15 from the bundle
+    assert balance(server, a) == to_micro("1")
+    r = await c.ccr(event(a, C.RequestedAction.REFUND_ACCOUNT, 3))
+    assert r.result_code == C.DIAMETER_UNABLE_TO_COMPLY and balance(server, a) == to_micro("1")
+    store = open_store(server.data)
+    try:
+        with store.read() as view:
+            (cdr,) = cdrs.by_session(view.txn, view.dbs, ev.session_id)
+            bundle = view.bundles(a)[0]
+    finally:
+        store.close()
+    assert cdr.amount == 0 and bundle.remaining == to_micro("0.85")
     await c.close()
