@@ -62,6 +62,28 @@ def split_hostport(text: str, what: str = "address") -> tuple[str, int]:
     return host, int(port)
 
 
+QUOTA_UNITS = ("seconds", "octets", "events")
+_MAX_QUOTA_VALUE = {"seconds": (1 << 32) - 1, "octets": 1 << 48, "events": 1 << 48}
+
+
+def _check_quota_settings(cfg: ServeConfig) -> None:
+    """Settings that would otherwise be accepted and then fail every request (5012) or grant 0."""
+    for name in ("quota_holding_time", "session_timeout"):
+        value = getattr(cfg, name)
+        if value is not None and (not isinstance(value, int) or value < 0):
+            raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
+    pct = cfg.quota_threshold_percent
+    if not isinstance(pct, int) or not 0 <= pct <= 100:
+        raise ConfigError(f"quota_threshold_percent must be an integer 0..100, got {pct!r}")
+    for name in ("default_quota", "max_quota"):
+        for unit, value in getattr(cfg, name).items():
+            if unit not in QUOTA_UNITS:
+                raise ConfigError(f"{name}: unknown unit {unit!r} (one of {', '.join(QUOTA_UNITS)})")
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= _MAX_QUOTA_VALUE[unit]:
+                raise ConfigError(f"{name}.{unit} must be an integer 1..{_MAX_QUOTA_VALUE[unit]}, "
+                                  f"got {value!r}")
+
+
 def load(path: str | Path | None, overrides: dict[str, Any]) -> ServeConfig:
     """Defaults < TOML file < overrides (flags given on the command line, None = not given)."""
     cfg = ServeConfig()
@@ -102,6 +124,7 @@ def load(path: str | Path | None, overrides: dict[str, Any]) -> ServeConfig:
     for name in ("max_connections", "max_in_flight", "max_in_flight_per_peer", "max_in_flight_bytes"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    _check_quota_settings(cfg)
     if not isinstance(cfg.log_level, str) or cfg.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {cfg.log_level!r}")
     cfg.log_level = cfg.log_level.upper()

@@ -75,6 +75,7 @@ class Request:
 @dataclass
 class Session:
     sid: str
+    account: str
     rating_group: int
     requests: list[Request] = field(default_factory=list)
 
@@ -97,7 +98,7 @@ class Load:
                            used=[units(rg, used)] if used else [])
         ccr = CCR(session_id=sess.sid, destination_realm="test",
                   service_context_id="32251@3gpp.org", request_type=rtype, request_number=number,
-                  subscription_ids=[(0, self.account)], mscc=[mscc])
+                  subscription_ids=[(0, sess.account)], mscc=[mscc])
         req = Request(ccr, client.next_ids(), used)
         sess.requests.append(req)
         try:
@@ -111,10 +112,9 @@ class Load:
         for n in range(SESSIONS_PER_GATEWAY):
             if self.stopped or client.closed.is_set():
                 return
-            self.account = rng.choice(ACCOUNTS)
             kind = rng.random()
             rg = SMS if kind < 0.2 else VOICE if kind < 0.6 else DATA
-            sess = Session(f"pgw;{name};{n}", rg)
+            sess = Session(f"pgw;{name};{n}", rng.choice(ACCOUNTS), rg)
             self.sessions.append(sess)
             if rg == SMS:
                 await self.send(client, sess, EVENT, 0, 1, 1)
@@ -215,7 +215,8 @@ async def retransmit(srv: RunningServer, sessions: list[Session], rng: random.Ra
         for req in sample:
             cca = await client.ccr(req.ccr, retransmit=True, ids=req.ids, timeout=8)
             if cca.result_code != req.result:
-                changed.append(f"{req.ccr.session_id}#{req.ccr.request_number}: {cca.result_code}")
+                changed.append(f"{req.ccr.session_id}#{req.ccr.request_number}: "
+                               f"{req.result} -> {cca.result_code}")
     finally:
         await client.close()
     return changed

@@ -24,6 +24,14 @@ def test_flags_override_file_and_log_level_is_case_insensitive(tmp_path) -> None
     ('colour = "blue"', "unknown setting 'colour'"),
     ('listen = "nowhere"', "listen must be HOST:PORT"),
     ("listen = [", "ocs.toml"),
+    ("quota_holding_time = -1", "quota_holding_time must be an integer >= 0"),
+    ("quota_threshold_percent = 150", "quota_threshold_percent must be an integer 0..100"),
+    ("session_timeout = -1", "session_timeout must be an integer >= 0"),
+    ('max_quota = {octets = "1GB"}', "max_quota.octets must be an integer"),
+    ("default_quota = {seconds = 0}", "default_quota.seconds must be an integer 1.."),
+    ("default_quota = {minutes = 5}", "default_quota: unknown unit 'minutes'"),
+    ("max_quota = {seconds = 5000000000}", "max_quota.seconds must be an integer 1..4294967295"),
+    ("max_connections = 0", "max_connections must be >= 1"),
 ])
 def test_bad_settings_are_refused(tmp_path, text: str, says: str) -> None:  # type: ignore[no-untyped-def]
     f = tmp_path / "ocs.toml"
