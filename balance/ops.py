@@ -109,9 +109,14 @@ def purge_idempotency(tx: Tx, before: int, limit: int = 10_000) -> int:
 
 # -- shared helpers ---------------------------------------------------------------------------
 
+MAX_AMOUNT = 1 << 60  # units or micro-units in one op: sums of a few stay inside msgpack's int64
+
+
 def _units(n: object, what: str = "units", *, positive: bool = False) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0 or (positive and n == 0):
         raise InvalidArgument(f"{what} must be a {'positive' if positive else 'non-negative'} integer, not {n!r}")
+    if n > MAX_AMOUNT:
+        raise InvalidArgument(f"{what} must be at most {MAX_AMOUNT}, not {n}")
     return n
 
 
@@ -413,8 +418,8 @@ def add_bundle(tx: Tx, key: Key, account_id: str, *, unit: str, amount: int,
             raise InvalidArgument(f"bad rating group {rg}")
     if expires is not None and valid_from is not None and expires <= valid_from:
         raise InvalidArgument("bundle expires before it is valid")
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise InvalidArgument(f"priority must be an integer, not {priority!r}")
+    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > 1 << 31:
+        raise InvalidArgument(f"priority must be an integer of at most 2**31, not {priority!r}")
     acct = _open(tx.get_account(account_id))
     acct.bundle_seq += 1
     acct.nbundles += 1

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 
 MICRO = 1_000_000
+MAX_MICRO = 1 << 60  # ~1.15e12 currency units: far beyond any account, far below int64
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 
 # ISO 4217 minor units for the currencies we meet; others default to 2.
 MINOR_UNITS = {"JPY": 0, "KRW": 0, "ISK": 0, "CLP": 0, "BHD": 3, "KWD": 3, "OMR": 3, "TND": 3, "JOD": 3}
@@ -23,14 +26,20 @@ class MoneyError(ValueError):
 
 
 def to_micro(text: str | int | Decimal, *, allow_negative: bool = True) -> int:
-    """Parse a decimal string ("12.5", "-0.000001") into integer micro-units, exactly or not at all."""
+    """Parse a decimal string ("12.5", "-0.000001") into integer micro-units, exactly or not at all.
+
+    Only plain ASCII decimals: Decimal() alone also takes "1_000", "1e30" and other scripts' digits.
+    At most MAX_MICRO in size, so every amount and sum of a few fits the store's int64 fields."""
     if isinstance(text, bool):
         raise MoneyError(f"not an amount: {text!r}")
     if isinstance(text, int):
         value = Decimal(text)
     else:
+        raw = str(text).strip()
+        if not _DECIMAL.fullmatch(raw):
+            raise MoneyError(f"not a decimal amount: {text!r}")
         try:
-            value = Decimal(str(text).strip())
+            value = Decimal(raw)
         except InvalidOperation:
             raise MoneyError(f"not a decimal amount: {text!r}") from None
     if not value.is_finite():
@@ -40,6 +49,8 @@ def to_micro(text: str | int | Decimal, *, allow_negative: bool = True) -> int:
         raise MoneyError(f"more than 6 decimals: {text!r}")
     if not allow_negative and micro < 0:
         raise MoneyError(f"negative amount: {text!r}")
+    if abs(micro) > MAX_MICRO:
+        raise MoneyError(f"amount too large: {text!r} (at most {MAX_MICRO // MICRO:,})")
     return int(micro)
 
 

@@ -91,6 +91,12 @@ def test_idempotency_key_makes_topup_retry_safe(capsys, data):
     (["adjust", "4917011", "0", "--reason", "x"], "zero"),
     (["bundle", "4917011", "--unit", "seconds", "--amount", "1.5"], "whole number"),
     (["bundle", "4917011", "--unit", "seconds", "--amount", "5", "--expires", "soon"], "ISO 8601"),
+    (["bundle", "4917011", "--unit", "seconds", "--amount", "5", "--expires",
+      "9999-12-31T23:59:59-05:00"], "between 1970 and 9999"),
+    (["bundle", "4917011", "--unit", "octets", "--amount", "99999999999999999999999"], "at most"),
+    (["bundle", "4917011", "--unit", "octets", "--amount", "5", "--priority", "9" * 23], "priority"),
+    (["topup", "4917011", "1e30"], "not a decimal"),
+    (["topup", "4917011", "1_000"], "not a decimal"),
     (["show", "nobody"], "unknown account"),
     (["ledger", "nobody"], "unknown account"),
 ])

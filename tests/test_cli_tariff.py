@@ -48,6 +48,7 @@ def test_errors_are_one_line_exit_2_and_change_nothing(tmp_path, capsys):
     assert not (tmp_path / "d").exists()
     for argv in (["tariff", "load", str(tmp_path / "missing.toml")],
                  ["tariff", "load", EXAMPLE, "--effective-from", "yesterday"],
+                 ["tariff", "load", EXAMPLE, "--effective-from", "9999-12-31T23:59:59-05:00"],
                  ["tariff", "show"], ["tariff", "list"]):
         rc, _out, err = run(capsys, *argv, "--data", data)
         assert rc == 2 and len(err.strip().splitlines()) == 1, (argv, err)

@@ -11,14 +11,13 @@ import hashlib
 import json
 import sys
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from balance import ops
 from balance.errors import BalanceError
 from balance.records import UNITS, Account, Bundle
 from balance.store import Store, open_store
-from ocs.commands import CommandError, add_data_arg
+from ocs.commands import CommandError, add_data_arg, format_instant, parse_instant
 from ocs.money import MoneyError, format_micro, to_micro
 
 IMPORT_BATCH = 1000  # accounts per write txn when importing
@@ -41,19 +40,11 @@ def _amount(text: str, what: str = "amount") -> int:
 
 
 def _instant(text: str | None, what: str) -> int | None:
-    if text is None:
-        return None
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise CommandError(f"bad {what} {text!r}: expected ISO 8601 like 2026-12-31T23:59:59Z") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp())
+    return None if text is None else parse_instant(text, what)
 
 
 def _iso(ts: int | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if ts is None else format_instant(ts)
 
 
 def _key(args: Any) -> str:

@@ -3,26 +3,10 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ocs.commands import CommandError, add_data_arg
-
-
-def parse_instant(text: str) -> int:
-    """ISO 8601 -> unix seconds; a time without a zone is UTC."""
-    try:
-        dt = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise CommandError(f"not an ISO 8601 time: {text!r}") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp())
-
-
-def iso(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+from ocs.commands import CommandError, add_data_arg, format_instant, parse_instant
 
 
 def register(sub) -> None:  # type: ignore[no-untyped-def]
@@ -74,7 +58,7 @@ def _read_file(path: str) -> str:
 def cmd_load(args) -> int:  # type: ignore[no-untyped-def]
     from rating.tariff import TariffError, parse_tariff
     text = _read_file(args.file)
-    eff = parse_instant(args.effective_from) if args.effective_from else None
+    eff = parse_instant(args.effective_from, "--effective-from") if args.effective_from else None
     try:
         parse_tariff(text, args.file)          # validate before touching the data dir
     except TariffError as exc:
@@ -86,7 +70,7 @@ def cmd_load(args) -> int:  # type: ignore[no-untyped-def]
     finally:
         store.close()
     print(f"loaded tariff version {version} from {args.file}, effective from "
-          f"{iso(rec['effective_from'])}")
+          f"{format_instant(rec['effective_from'])}")
     return 0
 
 
@@ -110,12 +94,12 @@ def cmd_show(args) -> int:  # type: ignore[no-untyped-def]
         store.close()
     if args.json:
         out = describe(rater)
-        out.update({"effective_from": iso(rec["effective_from"]), "loaded_at": iso(rec["loaded_at"]),
+        out.update({"effective_from": format_instant(rec["effective_from"]), "loaded_at": format_instant(rec["loaded_at"]),
                     "source": rec["source"], "sha256": rec["sha256"], "text": rec["text"]})
         print(json.dumps(out, indent=2))
     else:
-        print(f"# version {version}, effective from {iso(rec['effective_from'])}, loaded "
-              f"{iso(rec['loaded_at'])} from {rec['source']} (sha256 {rec['sha256'][:12]})")
+        print(f"# version {version}, effective from {format_instant(rec['effective_from'])}, loaded "
+              f"{format_instant(rec['loaded_at'])} from {rec['source']} (sha256 {rec['sha256'][:12]})")
         print(rec["text"], end="" if rec["text"].endswith("\n") else "\n")
     return 0
 
@@ -129,8 +113,8 @@ def cmd_list(args) -> int:  # type: ignore[no-untyped-def]
         store.close()
     now_v = current.version if current is not None else None
     out: list[dict[str, Any]] = [{
-        "version": r["version"], "effective_from": iso(r["effective_from"]),
-        "loaded_at": iso(r["loaded_at"]), "source": r["source"], "currency": r["currency"],
+        "version": r["version"], "effective_from": format_instant(r["effective_from"]),
+        "loaded_at": format_instant(r["loaded_at"]), "source": r["source"], "currency": r["currency"],
         "plans": r["plans"], "rates": r["rates"], "sha256": r["sha256"],
         "in_force": r["version"] == now_v} for r in rows]
     if args.json:
