@@ -6,7 +6,9 @@ tier position (period_used) is the account's usage of that rating group earlier 
 calendar month (the server's billing period), from the CDRs themselves, ordered by start_time. A
 report's band is taken from its start and split as time runs on (seconds), as in rating/reference.py;
 the server may have seen the burst as several reports, so banded rates can differ by the increments
-that straddle a report edge.
+that straddle a report edge. A refund CDR (REFUND_ACCOUNT: the only CDRs with a negative amount)
+is priced like a sale and counted negative, and adds nothing to the tier position: rerating with the
+tariff the server used gives a delta of 0 for refunds as for sales.
 """
 
 from __future__ import annotations
@@ -49,8 +51,9 @@ def month_index(ts: np.ndarray) -> np.ndarray:
     return ts.astype("datetime64[s]").astype("datetime64[M]").astype(np.int64)
 
 
-def period_used(cols: CdrColumns) -> np.ndarray:
-    """Units of the same account and rating group used earlier in the same UTC month."""
+def period_used(cols: CdrColumns, counted: np.ndarray | None = None) -> np.ndarray:
+    """Units of the same account and rating group used earlier in the same UTC month (of
+    `counted`, default used_units: the caller passes 0 for CDRs that used nothing, like refunds)."""
     n = len(cols)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
@@ -59,7 +62,7 @@ def period_used(cols: CdrColumns) -> np.ndarray:
     acc, rg, mo = cols.account.codes[order], cols.rating_group[order], month[order]
     new_group = np.ones(n, dtype=bool)
     new_group[1:] = (acc[1:] != acc[:-1]) | (rg[1:] != rg[:-1]) | (mo[1:] != mo[:-1])
-    units = cols.used_units[order]
+    units = (cols.used_units if counted is None else counted)[order]
     inclusive = np.cumsum(units)
     exclusive = inclusive - units
     group_start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
@@ -77,7 +80,8 @@ def rerate(cols: CdrColumns, rater: Rater, progress: object | None = None) -> li
     money_units = cols.used_units - cols.bundle_units
     if (money_units < 0).any() or (cols.used_units < 0).any():
         raise ValueError("a CDR has negative used_units or bundle_units > used_units")
-    period = period_used(cols)
+    refund = cols.amount < 0
+    period = period_used(cols, np.where(refund, 0, cols.used_units))
     after = np.zeros(n, dtype=np.int64)
     rate_idx = np.empty(n, dtype=np.int64)
     for lo in range(0, n, CHUNK):
@@ -93,6 +97,7 @@ def rerate(cols: CdrColumns, rater: Rater, progress: object | None = None) -> li
                         dtype=np.int64)[cols.unit.codes]
     rated = (rate_idx >= 0) & (rate_unit[rate_idx] == cdr_unit)
     after[~rated] = 0
+    after[refund] = -after[refund]
 
     key = cols.plan.codes.astype(np.int64) << 32 | (cols.rating_group & 0xFFFFFFFF)
     keys, inverse = np.unique(key, return_inverse=True)

@@ -90,6 +90,25 @@ def test_rerate_matches_reference_per_cdr(tmp_path):
     assert any(v[3] for v in want.values())      # "legacy" plan and rg 700 are unrated
 
 
+def test_refunds_rerate_to_the_same_negative_amount(tmp_path):
+    """One SMS sold and refunded, rerated with the tariff that charged it: delta 0 (the refund was
+    counted as a second sale, +0.10 on 0.00)."""
+    tariff = load_tariff(EXAMPLE)
+    rate = tariff.find("default", 300)
+    price = reference.cost(tariff, rate, 0, 1, JAN + 60, 0)
+    rows = []
+    for i, (amount, cause) in enumerate([(price, "EVENT"), (-price, "REFUND")]):
+        c = CDR(cdr_id=i + 1, session_id=f"e{i}", account_id="+33612340001", subscription_id="x",
+                plan="default", rating_group=300, service_identifier=None, unit="events",
+                used_units=1, amount=amount, currency="EUR", tariff_version=1,
+                start_time=JAN + 60 + i, end_time=JAN + 60 + i, termination_cause=cause,
+                origin_host="smsc", bundle_units=0)
+        rows.append([getattr(c, k) for k in COLUMNS])
+    write(tmp_path / "c.csv", "csv", rows)
+    (g,) = rerate(cdr_reader.read(tmp_path / "c.csv"), rater_for(tariff, 1))
+    assert price > 0 and (g.revenue_before, g.revenue_after, g.delta) == (0, 0, 0)
+
+
 def test_period_used_is_per_account_rg_month():
     rows = []
     for start, acc, units in [(JAN + 10, "a", 5), (JAN + 5, "a", 7), (JAN + 40 * 86400, "a", 1),
