@@ -259,6 +259,14 @@ def _session(tx, ctx: Context, ccr: CCR, sess: Session | None) -> tuple[Session 
                                                failed_avp=_failed_avp(result, answers, ccr)))
 
 
+def _rate(rater, plan: str, currency: str, rg: int):  # type: ignore[no-untyped-def]
+    """The rate for (plan, rating group), or None (5031): also when the tariff's prices are in
+    another currency than the account's (EUR micro-prices are not JPY ones)."""
+    if rater is None or rater.currency != currency:
+        return None
+    return rater.find(plan, rg)
+
+
 def _failed_avp(result: int, answers: list[MSCCAnswer], ccr: CCR) -> bytes | None:
     """The AVP a message-level error names: for 5031 the Rating-Group that could not be rated
     (RFC 8506), for 5004 the first service-unit AVP over MAX_REPORT_UNITS."""
@@ -319,7 +327,7 @@ def _mscc(tx, ctx: Context, ccr: CCR, sess: Session, rater, m: MSCCRequest,  # t
     rg = m.rating_group if m.rating_group is not None else NO_RATING_GROUP
     sid = m.service_identifiers[0] if m.service_identifiers else None
     ans = MSCCAnswer(result_code=C.DIAMETER_SUCCESS, rating_group=m.rating_group, service_identifier=sid)
-    rate = rater.find(sess.plan, rg) if rater is not None else None
+    rate = _rate(rater, sess.plan, sess.currency, rg)
     if rate is None:
         ans.result_code = C.DIAMETER_RATING_FAILED
         return ans
@@ -499,7 +507,7 @@ def _event(tx, ctx: Context, ccr: CCR) -> CCA:  # type: ignore[no-untyped-def]
         sid = m.service_identifiers[0] if m.service_identifiers else None
         ans = MSCCAnswer(result_code=C.DIAMETER_SUCCESS, rating_group=m.rating_group, service_identifier=sid)
         answers.append(ans)
-        rate = rater.find(account.plan, rg) if rater is not None else None
+        rate = _rate(rater, account.plan, account.currency, rg)
         if rate is None:
             ans.result_code = C.DIAMETER_RATING_FAILED
             continue

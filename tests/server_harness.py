@@ -71,7 +71,8 @@ def provision(data: Path, accounts: dict[str, dict], tariff: str = TARIFF) -> No
         TariffStore(store).load(tariff, "test-tariff.toml", effective_from=0)
         for account_id, spec in accounts.items():
             def create(tx, account_id=account_id, spec=spec):  # type: ignore[no-untyped-def]
-                ops.create_account(tx, f"create:{account_id}", account_id=account_id, currency="EUR",
+                ops.create_account(tx, f"create:{account_id}", account_id=account_id,
+                                   currency=spec.get("currency", "EUR"),
                                    balance=to_micro(spec.get("balance", "0")),
                                    credit_limit=to_micro(spec.get("credit_limit", "0")),
                                    plan=spec.get("plan", "default"),

@@ -156,12 +156,14 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def serve(data: Path, config: Path, started: list[tuple[RunningServer, int]]) -> RunningServer:
+def serve(data: Path, config: Path,
+          started: list[tuple[RunningServer, int]]) -> tuple[RunningServer, int]:
+    """Start `ocs serve`; returns it and its engine's pid, both recorded in `started`."""
     srv = start_server(data, "--config", str(config), *FLAGS)
     engines = [p for p in child_pids(srv.proc.pid) if "-m ocs.engine" in cmdline(p)]
     started.append((srv, engines[0] if engines else -1))
     assert len(engines) == 1, f"engine processes under the front: {engines}"
-    return srv
+    return started[-1]
 
 
 def kill_leftovers(started: list[tuple[RunningServer, int]]) -> None:
@@ -263,14 +265,14 @@ async def wait_settled(data: Path, timeout: float = 30.0) -> None:
 @pytest.mark.parametrize(("target", "seed"), [("engine", 1), ("front", 2),
                                               ("front-during-shutdown", 3)])
 async def test_kill9_under_load(tmp_path: Path, target: str, seed: int) -> None:
+    """Kill `target` under load, restart, retransmit, sweep, stop; the books must balance."""
     rng = random.Random(seed)
     data, config = tmp_path / "d", tmp_path / "ocs.toml"
     config.write_text(CONFIG)
     provision(data, {a: {"balance": "100000"} for a in ACCOUNTS})
     started: list[tuple[RunningServer, int]] = []
     try:
-        srv = serve(data, config, started)
-        engine = started[-1][1]
+        srv, engine = serve(data, config, started)
         load = Load(rng)
         await load_and_kill(srv, engine, target, rng, load)
         rc = srv.proc.wait(30)
@@ -280,7 +282,7 @@ async def test_kill9_under_load(tmp_path: Path, target: str, seed: int) -> None:
             await asyncio.sleep(0.05)
         assert not alive(engine), "the engine outlived its front"
 
-        srv = serve(data, config, started)
+        srv, _ = serve(data, config, started)
         changed = await retransmit(srv, load.sessions, rng)
         await wait_settled(data)
         rc = srv.stop()

@@ -207,3 +207,18 @@ def test_subprocess_cli_writes_are_seen_by_a_running_writer(tmp_path):
             store.close()
 
     assert asyncio.run(scenario()) == 6_000_000
+
+
+def test_account_currency_must_be_the_tariffs(capsys, data, tmp_path):
+    from importlib import resources
+    example = str(resources.files("ocs") / "data" / "example-tariff.toml")
+    assert main(["tariff", "load", example, "--data", data]) == 0           # EUR
+    capsys.readouterr()
+    rc, _, err = ocs(capsys, data, "create", "4917099", "--balance", "1", "--currency", "JPY")
+    assert rc == 2 and err.count("\n") == 1 and "not the tariff's (EUR)" in err
+    rows = tmp_path / "jpy.csv"
+    rows.write_text("4917098,1,EUR\n4917097,1,JPY\n")
+    rc, _, err = ocs(capsys, data, "import", str(rows))
+    assert rc == 2 and f"{rows}:2" in err
+    rc, out, _ = ocs(capsys, data, "list", "--json")
+    assert json.loads(out) == []                                            # nothing created

@@ -77,6 +77,7 @@ ACCOUNTS = {
                                                   "rating_groups": [300]}]},  # CHECK_BALANCE
     "491720000011": {"balance": "1", "bundles": [{"unit": "money", "amount": 1_000_000,
                                                   "rating_groups": [300]}]},  # money bundle
+    "491720000012": {"balance": "1000", "currency": "JPY"},              # not the tariff's EUR
 }
 
 
@@ -264,4 +265,15 @@ async def test_money_bundle_is_not_turned_into_cash(server) -> None:  # type: ig
     finally:
         store.close()
     assert cdr.amount == 0 and bundle.remaining == to_micro("0.85")
+    await c.close()
+
+
+async def test_account_in_another_currency_than_the_tariff_is_not_rated(server) -> None:  # type: ignore[no-untyped-def]
+    c = await connect(server)
+    a = "491720000012"
+    r = await c.ccr(ccr(sid(), 1, 0, a, [MSCCRequest(rating_group=100, requested=Units(time=60))]))
+    assert r.result_code == C.DIAMETER_RATING_FAILED and r.mscc[0].granted is None
+    r = await c.ccr(event(a, None, 1))
+    assert r.result_code == C.DIAMETER_RATING_FAILED
+    assert balance(server, a) == to_micro("1000") and account(server.data, a).reserved == 0
     await c.close()

@@ -85,12 +85,22 @@ def _account_json(a: Account, bundles: list[Bundle]) -> dict[str, Any]:
 
 # -- commands ---------------------------------------------------------------------------------
 
+def _check_currency(store: Store, currency: str, where: str) -> None:
+    """An account's money and its tariff's prices must be in one currency: the server would read
+    EUR micro-prices as JPY ones (it refuses to rate such an account: 5031)."""
+    from rating.store import TariffStore
+    rater = TariffStore(store).current()
+    if rater is not None and rater.currency != currency:
+        raise CommandError(f"{where}: currency {currency} is not the tariff's ({rater.currency})")
+
+
 def cmd_create(args: Any) -> int:
     balance = _amount(args.balance, "balance")
     limit = _amount(args.credit_limit, "credit limit") if args.credit_limit else 0
     if limit < 0:
         raise CommandError(f"bad credit limit {args.credit_limit!r}: must not be negative")
     with _store(args) as store:
+        _check_currency(store, args.currency.upper(), args.id)
         acct = _write(store, lambda tx: ops.create_account(
             tx, _key(args), account_id=args.id, currency=args.currency.upper(), balance=balance,
             credit_limit=limit, plan=args.plan, aliases=args.imsi or ()))
@@ -268,6 +278,8 @@ def cmd_import(args: Any) -> int:
         return {k: v for k, v in row.items() if k not in ("line", "lineno")}
 
     with _store(args) as store:
+        for row in rows:
+            _check_currency(store, row["currency"], row["line"])
         # dry run: every row through the real op, with its real key, in one txn then thrown away;
         # rows an interrupted run of this same file created replay, any other existing id refuses
         probe = store.begin_write()
