@@ -65,22 +65,28 @@ def _idem_key(key: str | bytes) -> bytes:
     return k
 
 
-def _replay(tx: Tx, key: Key, op: str) -> object:
+def _replay(tx: Tx, key: Key, op: str, what: list | None = None) -> object:
+    """The first outcome of `key`, or _MISS. `what` (the op's defining arguments) must match the
+    first use's: a key reused for another amount is a conflict, not a retry to wave through."""
     if key is None:
         return _MISS
     raw = tx._t.get(_idem_key(key), db=tx.dbs["idem"])
     if raw is None:
         return _MISS
-    _, first_op, outcome = unpackb(raw)
+    first = unpackb(raw)
+    first_op, outcome = first[1], first[2]
     if first_op != op:
         raise IdempotencyConflict(f"idempotency key {key!r} was used by {first_op}, not {op}")
+    if what is not None and len(first) > 3 and first[3] != what:
+        raise IdempotencyConflict(f"idempotency key {key!r} was used for {op} {first[3]}, not {what}")
     return unpack_outcome(outcome)
 
 
-def _remember(tx: Tx, key: Key, op: str, outcome: object) -> None:
+def _remember(tx: Tx, key: Key, op: str, outcome: object, what: list | None = None) -> None:
     tx.dirty = True
     if key is not None:
-        tx._t.put(_idem_key(key), pack([tx.now, op, pack_outcome(outcome)]), db=tx.dbs["idem"])
+        record = [tx.now, op, pack_outcome(outcome)] + ([what] if what is not None else [])
+        tx._t.put(_idem_key(key), pack(record), db=tx.dbs["idem"])
 
 
 def purge_idempotency(tx: Tx, before: int, limit: int = 10_000) -> int:
@@ -273,7 +279,8 @@ def _claim_aliases(tx: Tx, account_id: str, aliases: list[str]) -> None:
 def create_account(tx: Tx, key: Key, *, account_id: str, currency: str, balance: int = 0,
                    credit_limit: int = 0, plan: str = "default", aliases: tuple[str, ...] | list[str] = (),
                    status: str = "active") -> Account:
-    hit = _replay(tx, key, "create_account")
+    what = [account_id, currency, balance, credit_limit, plan, list(aliases)]
+    hit = _replay(tx, key, "create_account", what)
     if hit is not _MISS:
         return hit  # type: ignore[return-value]
     k = text_key(account_id)
@@ -294,7 +301,7 @@ def create_account(tx: Tx, key: Key, *, account_id: str, currency: str, balance:
                    tx.now, tx.now)
     _journal(tx, acct, "create", key, delta=balance, reason="create")
     _save(tx, acct)
-    _remember(tx, key, "create_account", acct)
+    _remember(tx, key, "create_account", acct, what)
     return acct
 
 
@@ -358,7 +365,8 @@ def update_account(tx: Tx, key: Key, account_id: str, **changes: object) -> Acco
 
 def _credit(tx: Tx, key: Key, op: str, account_id: str, amount: int, reason: str,
             currency: str | None, *, positive: bool) -> int:
-    hit = _replay(tx, key, op)
+    what = [account_id, amount, currency]
+    hit = _replay(tx, key, op, what)
     if hit is not _MISS:
         return hit  # type: ignore[return-value]
     if isinstance(amount, bool) or not isinstance(amount, int) or amount == 0 or (positive and amount < 0):
@@ -369,7 +377,7 @@ def _credit(tx: Tx, key: Key, op: str, account_id: str, amount: int, reason: str
     acct.balance += amount
     _journal(tx, acct, op, key, delta=amount, reason=reason)
     _save(tx, acct)
-    _remember(tx, key, op, acct.balance)
+    _remember(tx, key, op, acct.balance, what)
     return acct.balance
 
 
@@ -407,7 +415,8 @@ def add_bundle(tx: Tx, key: Key, account_id: str, *, unit: str, amount: int,
                rating_groups: tuple[int, ...] | list[int] = (), valid_from: int | None = None,
                expires: int | None = None, priority: int = 0) -> str:
     """Grant an allowance; returns its bundle id (unique within the account)."""
-    hit = _replay(tx, key, "add_bundle")
+    what = [account_id, unit, amount, list(rating_groups), valid_from, expires, priority]
+    hit = _replay(tx, key, "add_bundle", what)
     if hit is not _MISS:
         return hit  # type: ignore[return-value]
     _unit(unit)
@@ -431,7 +440,7 @@ def add_bundle(tx: Tx, key: Key, account_id: str, *, unit: str, amount: int,
         tx._t.put(be8(expires) + b.key(), b"", db=tx.dbs["bundle_expiry"])
     _journal(tx, acct, "bundle", key, bundles=[[b.id, amount, 0]], reason=unit)
     _save(tx, acct)
-    _remember(tx, key, "add_bundle", b.id)
+    _remember(tx, key, "add_bundle", b.id, what)
     return b.id
 
 

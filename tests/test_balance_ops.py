@@ -370,3 +370,17 @@ def _topup_in_child(path: str) -> None:
     for i in range(5):
         s.execute(lambda tx, i=i: ops.topup(tx, f"child{i}", "b", 1000))
     s.close()
+
+
+def test_idempotency_key_reused_for_another_amount_is_a_conflict(store):
+    assert store.execute(lambda tx: ops.topup(tx, "pay-1", A, 5)) == 10_005
+    assert store.execute(lambda tx: ops.topup(tx, "pay-1", A, 5)) == 10_005      # a retry
+    with pytest.raises(IdempotencyConflict, match="pay-1"):
+        store.execute(lambda tx: ops.topup(tx, "pay-1", A, 7))                   # not a retry
+    b1 = store.execute(lambda tx: ops.add_bundle(tx, "b-1", A, unit="seconds", amount=60))
+    assert store.execute(lambda tx: ops.add_bundle(tx, "b-1", A, unit="seconds", amount=60)) == b1
+    with pytest.raises(IdempotencyConflict):
+        store.execute(lambda tx: ops.add_bundle(tx, "b-1", A, unit="seconds", amount=600))
+    with store.read() as view:
+        assert len(view.bundles(A)) == 1
+    assert account(store).balance == 10_005
