@@ -346,7 +346,8 @@ def _mscc(tx, ctx: Context, ccr: CCR, sess: Session, rater, m: MSCCRequest,  # t
     elif st.closed:
         # A new service burst after FINAL: a fresh cumulative count (and a CDR of its own later).
         st.__init__(unit, first_ts=now, granted_at=now,
-                    period_used=max(month, st.period_used + st.total_units), service_identifier=sid)
+                    period_used=max(month, st.period_used + st.total_units), service_identifier=sid,
+                    fee_paid=st.fee_paid or st.money_units > 0)
     elif rate.tiers:
         # The account's other sessions may have used this rating group meanwhile: price our next
         # units from where the month is now, not from where it was when this session began.
@@ -369,13 +370,14 @@ def _mscc(tx, ctx: Context, ccr: CCR, sess: Session, rater, m: MSCCRequest,  # t
 
     def used_price(n: int) -> int:
         settled[0] = n
-        return rater.cost(rate, before, n, start, period)
+        return _burst_cost(rater, rate, st, before, n, start, period)
 
     def price(n: int) -> int:
-        return rater.cost(rate, before + settled[0], n, now, period)
+        return _burst_cost(rater, rate, st, before + settled[0], n, now, period)
 
     def afford(budget: int) -> int:
-        return rater.max_units(rate, budget, before + settled[0], now, period, limit=want)
+        b = before + settled[0]
+        return rater.max_units(rate, budget + _fee_waived(rate, st, b), b, now, period, limit=want)
 
     hold = {"account_id": sess.account_id, "session_id": ccr.session_id, "rating_group": rg,
             "unit": unit, "units": want, "price": price, "afford": afford, "all_or_nothing": False,
@@ -439,8 +441,20 @@ def _commit(tx, ctx: Context, sess: Session, rg: int, st: RatingGroupState, rate
     before, start, period = st.money_units, st.granted_at, st.period_used
     res = ops.commit(tx, None, account_id=sess.account_id,
                      session_id=sess.session_id, rating_group=rg, used_units=used, unit=st.unit,
-                     price=lambda n: rater.cost(rate, before, n, start, period))
+                     price=lambda n: _burst_cost(rater, rate, st, before, n, start, period))
     _account_usage(tx, ctx, sess, rg, st, rate, used, res)
+
+
+def _fee_waived(rate, st: RatingGroupState, before: int) -> int:  # type: ignore[no-untyped-def]
+    """The connect fee is once per session and rating group: a burst after FINAL starts its
+    cumulative rating from 0 again (its own CDR) but does not pay the fee a second time."""
+    return rate.connect_fee if st.fee_paid and before == 0 else 0
+
+
+def _burst_cost(rater, rate, st: RatingGroupState, before: int, n: int, at: int,  # type: ignore[no-untyped-def]
+                period: int) -> int:
+    cost = rater.cost(rate, before, n, at, period)
+    return cost - _fee_waived(rate, st, before) if n > 0 else cost
 
 
 def _account_usage(tx, ctx: Context, sess: Session, rg: int, st: RatingGroupState, rate,  # type: ignore[no-untyped-def]

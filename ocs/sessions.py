@@ -50,11 +50,12 @@ class RatingGroupState:
     reserved: bool = False    # a reservation is open in the balance store
     closed: bool = False      # its CDR is written (FINAL reported or session ended)
     granted: int = 0          # units of the open grant
+    fee_paid: bool = False    # an earlier burst (before a FINAL) of this session paid the connect fee
 
     def pack(self) -> list:
         return [self.unit, self.total_units, self.money_units, self.bundle_units, self.amount,
                 self.first_ts, self.granted_at, self.period_used, self.service_identifier,
-                self.reserved, self.closed, self.granted]
+                self.reserved, self.closed, self.granted, self.fee_paid]
 
 
 @dataclass(slots=True)

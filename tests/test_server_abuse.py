@@ -52,6 +52,17 @@ from = 10485760
 price = "0.10"
 
 [[plan]]
+name = "fee"
+
+[[rate]]
+plan = "fee"
+rating_group = 100
+unit = "seconds"
+price = "0.01"
+increment = 60
+connect_fee = "0.50"
+
+[[plan]]
 name = "banded"
 
 [[rate]]
@@ -78,6 +89,7 @@ ACCOUNTS = {
     "491720000011": {"balance": "1", "bundles": [{"unit": "money", "amount": 1_000_000,
                                                   "rating_groups": [300]}]},  # money bundle
     "491720000012": {"balance": "1000", "currency": "JPY"},              # not the tariff's EUR
+    "491720000013": {"balance": "10", "plan": "fee"},                     # connect fee once
 }
 
 
@@ -276,4 +288,19 @@ async def test_account_in_another_currency_than_the_tariff_is_not_rated(server) 
     r = await c.ccr(event(a, None, 1))
     assert r.result_code == C.DIAMETER_RATING_FAILED
     assert balance(server, a) == to_micro("1000") and account(server.data, a).reserved == 0
+    await c.close()
+
+
+async def test_connect_fee_once_per_session_and_rating_group(server) -> None:  # type: ignore[no-untyped-def]
+    """A burst after FINAL gets its own CDR and cumulative count, not a second connect fee."""
+    c = await connect(server)
+    a, s = "491720000013", sid()
+    final = C.ReportingReason.FINAL
+    await c.ccr(ccr(s, 1, 0, a, [MSCCRequest(rating_group=100, requested=Units(time=60))]))
+    await c.ccr(ccr(s, 2, 1, a, [MSCCRequest(rating_group=100, used=[Units(time=30, reporting_reason=final)])]))
+    r = await c.ccr(ccr(s, 2, 2, a, [MSCCRequest(rating_group=100, requested=Units(time=60))]))
+    assert r.mscc[0].granted.time == 60
+    await c.ccr(ccr(s, 3, 3, a, [MSCCRequest(rating_group=100, used=[Units(time=30)])]))
+    assert balance(server, a) == to_micro("10") - to_micro("0.52")   # 0.50 + 0.01, then 0.01
+    assert account(server.data, a).reserved == 0
     await c.close()
