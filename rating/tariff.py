@@ -264,6 +264,18 @@ class _Ctx:
                                 f"unknown key {key!r} in {what} (allowed: {', '.join(sorted(allowed))})")
 
 
+def _day(name: str) -> int | None:
+    """mon..sun, or the whole English name ("monday"): not any word that starts like one."""
+    name = name.strip()
+    for i, short in enumerate(DAYS):
+        if name in (short, _DAY_NAMES[i]):
+            return i
+    return None
+
+
+_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
 def _parse_days(ctx: _Ctx, value: Any, line: int) -> tuple[int, ...]:
     if isinstance(value, str):
         value = value.strip().lower()
@@ -282,19 +294,19 @@ def _parse_days(ctx: _Ctx, value: Any, line: int) -> tuple[int, ...]:
     for item in items:
         if not isinstance(item, str):
             raise ctx.fail(line, f"day must be a string like \"mon\", got {item!r}")
-        item = item.strip().lower()[:7]
+        item = item.strip().lower()
         if "-" in item:
             a, _, b = item.partition("-")
-            a, b = a.strip()[:3], b.strip()[:3]
-            if a not in DAYS or b not in DAYS:
+            i, j = _day(a), _day(b)
+            if i is None or j is None:
                 raise ctx.fail(line, f"unknown day range {item!r} (use mon..sun)")
-            i, j = DAYS.index(a), DAYS.index(b)
             span = range(i, j + 1) if i <= j else [*range(i, 7), *range(0, j + 1)]
             days.extend(span)
         else:
-            if item[:3] not in DAYS:
+            i = _day(item)
+            if i is None:
                 raise ctx.fail(line, f"unknown day {item!r} (use mon..sun)")
-            days.append(DAYS.index(item[:3]))
+            days.append(i)
     if not days:
         raise ctx.fail(line, "days is empty")
     return tuple(sorted(set(days)))

@@ -90,6 +90,22 @@ price = "0.002"
         parse_tariff(text, "t.toml")
 
 
+@pytest.mark.parametrize("days, want", [
+    ('"mon-fri"', (0, 1, 2, 3, 4)), ('"saturday,sunday"', (5, 6)), ('["fri", "mon"]', (0, 4)),
+    ('"sun-tue"', (0, 1, 6)), ('"weekend"', (5, 6)),
+])
+def test_band_days(days, want):
+    band = f'[[rate.band]]\ndays = {days}\nfrom = "08:00"\nto = "09:00"\nprice = "0.1"\n'
+    assert parse_tariff(MINIMUM + band).find("default", 1).bands[0].days == want
+
+
+@pytest.mark.parametrize("days", ['"mondayfoo"', '"mo"', '"tues-fri"', '["monday", "funday"]'])
+def test_band_days_are_day_names_not_prefixes(days):
+    band = f'[[rate.band]]\ndays = {days}\nfrom = "08:00"\nto = "09:00"\nprice = "0.1"\n'
+    with pytest.raises(TariffError, match="unknown day"):
+        parse_tariff(MINIMUM + band, "t.toml")
+
+
 def test_band_prices_must_match_tiers():
     text = MINIMUM + '[[rate.tier]]\nfrom = 100\nprice = "0.001"\n' \
         '[[rate.band]]\nfrom = "08:00"\nto = "09:00"\nprice = "0.1"\n'

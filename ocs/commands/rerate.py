@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from decimal import Decimal
 
 from ocs.commands import CommandError, add_data_arg
 from ocs.money import format_micro
@@ -55,8 +56,8 @@ def cmd_rerate(args) -> int:  # type: ignore[no-untyped-def]
     total_before = sum(g.revenue_before for g in groups)
     total_after = sum(g.revenue_after for g in groups)
     unrated = sum(g.unrated for g in groups)
-    pct = (None if total_before == 0 else
-           f"{(total_after - total_before) * 100 / total_before:.2f}")
+    pct = (None if total_before == 0 else  # Decimal, as per group: no float near money
+           str((Decimal(total_after - total_before) * 100 / Decimal(total_before)).quantize(Decimal("0.01"))))
     if args.json:
         print(json.dumps({
             "cdrs": len(cols), "currency": tariff.currency, "tariff": args.tariffs,
