@@ -543,6 +543,17 @@ def covers(tx: Tx, *, account_id: str, rating_group: int | None, unit: str, unit
     return price(n) <= sum(max(0, b.available) for b in mbs) + max(0, acct.available)
 
 
+def _nothing_left(w: _Work, acct: Account, unit: str, rating_group: int | None,
+                  afford: Callable[[int], int]) -> bool:
+    """After a hold: could another grant be made? No bundle units of `unit` left and no money
+    that affords a unit means this grant was the last (the gateway is told: Final-Unit-Indication)."""
+    if any(b.available > 0 for b in w.applicable(unit, rating_group)):
+        return False
+    mbs = w.applicable("money", rating_group) if unit != "money" else []
+    money = sum(max(0, b.available) for b in mbs) + max(0, acct.available)
+    return money <= 0 or afford(money) <= 0
+
+
 def _hold(tx: Tx, w: _Work, acct: Account, old: Reservation | None, rkey: bytes, *, session_id: str,
           rating_group: int | None, unit: str, units: int, price: Price,
           afford: Callable[[int], int], all_or_nothing: bool, expires_at: int,
@@ -586,6 +597,8 @@ def _hold(tx: Tx, w: _Work, acct: Account, old: Reservation | None, rkey: bytes,
         acct.reserved += left
         held_on_balance = left
     granted = bundle_units + n
+    if granted and not limited and not all_or_nothing:
+        limited = _nothing_left(w, acct, unit, rating_group, afford)
     if granted:
         res = Reservation(session_id, rating_group, acct.id, unit, granted, holds,
                           held_on_balance, expires_at, rate_ref, tx.now, rkey=rkey)

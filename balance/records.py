@@ -207,7 +207,8 @@ class ReserveResult:
     units_granted: int
     bundle_units: int    # of those, units held on bundles of the requested unit
     money_held: int      # micro-units held (money bundles + balance)
-    limited: bool        # fewer units than asked for (up-to-available)
+    limited: bool        # the last grant the balance allows: fewer units than asked for, or
+    #                      nothing (no bundle unit, no money for a unit) left for another
     expires_at: int
 
 

@@ -300,10 +300,18 @@ def _by_rating_group(items: list[MSCCRequest]) -> list[tuple[MSCCRequest, int | 
         out[i] = (MSCCRequest(rating_group=head.rating_group, service_identifiers=head.service_identifiers,
                               requested=head.requested if head.requested is not None else m.requested,
                               used=head.used + m.used,
-                              reporting_reason=head.reporting_reason if head.reporting_reason is not None
-                              else m.reporting_reason), None)
+                              reporting_reason=_merged_reason(head.reporting_reason, m.reporting_reason)),
+                  None)
         out.append((m, i))
     return out
+
+
+def _merged_reason(a: int | None, b: int | None) -> int | None:
+    """One Reporting-Reason for MSCCs folded together: FINAL if either says so (whether it closes
+    the rating group is decided by _mscc, which keeps it open while one of them asks for quota)."""
+    if C.ReportingReason.FINAL in (a, b):
+        return C.ReportingReason.FINAL
+    return a if a is not None else b
 
 
 def _single_service(ccr: CCR, cca: CCA) -> CCA:
@@ -353,7 +361,9 @@ def _mscc(tx, ctx: Context, ccr: CCR, sess: Session, rater, m: MSCCRequest,  # t
         # units from where the month is now, not from where it was when this session began.
         st.period_used = max(st.period_used, month - st.total_units)
     reasons = {u.reporting_reason for u in m.used} | {m.reporting_reason}
-    group_final = final or C.ReportingReason.FINAL in reasons
+    # FINAL ends the rating group's quota unless the same request asks for more of it: with
+    # several services in one rating group, one service's FINAL must not cut off the others.
+    group_final = final or (C.ReportingReason.FINAL in reasons and m.requested is None)
     wants_quota = m.requested is not None and not group_final and active
     if not wants_quota:
         if used or st.reserved:

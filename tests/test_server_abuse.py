@@ -90,6 +90,8 @@ ACCOUNTS = {
                                                   "rating_groups": [300]}]},  # money bundle
     "491720000012": {"balance": "1000", "currency": "JPY"},              # not the tariff's EUR
     "491720000013": {"balance": "10", "plan": "fee"},                     # connect fee once
+    "491720000014": {"balance": "0.02"},                                  # exactly one grant
+    "491720000015": {"balance": "10"},                                    # two services, one RG
 }
 
 
@@ -302,5 +304,42 @@ async def test_connect_fee_once_per_session_and_rating_group(server) -> None:  #
     assert r.mscc[0].granted.time == 60
     await c.ccr(ccr(s, 3, 3, a, [MSCCRequest(rating_group=100, used=[Units(time=30)])]))
     assert balance(server, a) == to_micro("10") - to_micro("0.52")   # 0.50 + 0.01, then 0.01
+    assert account(server.data, a).reserved == 0
+    await c.close()
+
+
+async def test_grant_that_takes_the_last_money_carries_fui(server) -> None:  # type: ignore[no-untyped-def]
+    """0.02 left buys exactly the 120 s asked for: that grant is the last, so it says so (the next
+    request would get 4012 without the gateway ever being told)."""
+    c = await connect(server)
+    r = await c.ccr(ccr(sid(), 1, 0, "491720000014", [MSCCRequest(rating_group=100, requested=Units(time=120))]))
+    m = r.mscc[0]
+    assert m.granted.time == 120 and m.final_unit_action == C.FinalUnitAction.TERMINATE
+    await c.close()
+
+
+async def test_final_of_one_service_does_not_end_the_rating_groups_quota(server) -> None:  # type: ignore[no-untyped-def]
+    """Two services share rating group 100: service 2 ends (FINAL) while service 1 reports and asks
+    for more. Service 1 gets its quota; the usage of both is debited once."""
+    from balance.store import open_store
+    from ocs import cdr as cdrs
+    c = await connect(server)
+    a, s = "491720000015", sid()
+    await c.ccr(ccr(s, 1, 0, a, [MSCCRequest(rating_group=100, service_identifiers=[1], requested=Units(time=120))]))
+    r = await c.ccr(ccr(s, 2, 1, a, [
+        MSCCRequest(rating_group=100, service_identifiers=[1], requested=Units(time=120),
+                    used=[Units(time=60, reporting_reason=C.ReportingReason.QUOTA_EXHAUSTED)]),
+        MSCCRequest(rating_group=100, service_identifiers=[2],
+                    used=[Units(time=60, reporting_reason=C.ReportingReason.FINAL)])]))
+    assert r.mscc[0].granted is not None and r.mscc[0].granted.time == 120
+    assert balance(server, a) == to_micro("10") - to_micro("0.02")      # 120 s reported in all
+    store = open_store(server.data)
+    try:
+        with store.read() as view:
+            assert cdrs.by_session(view.txn, view.dbs, s) == []          # the group is still open
+    finally:
+        store.close()
+    await c.ccr(ccr(s, 3, 2, a, [MSCCRequest(rating_group=100, service_identifiers=[1], used=[Units(time=60)])]))
+    assert balance(server, a) == to_micro("10") - to_micro("0.03")
     assert account(server.data, a).reserved == 0
     await c.close()
