@@ -365,7 +365,7 @@ def update_account(tx: Tx, key: Key, account_id: str, **changes: object) -> Acco
 
 def _credit(tx: Tx, key: Key, op: str, account_id: str, amount: int, reason: str,
             currency: str | None, *, positive: bool) -> int:
-    what = [account_id, amount, currency]
+    what = [account_id, amount]  # currency is only a guard: a retry may add or drop it
     hit = _replay(tx, key, op, what)
     if hit is not _MISS:
         return hit  # type: ignore[return-value]
@@ -543,15 +543,16 @@ def covers(tx: Tx, *, account_id: str, rating_group: int | None, unit: str, unit
     return price(n) <= sum(max(0, b.available) for b in mbs) + max(0, acct.available)
 
 
-def _nothing_left(w: _Work, acct: Account, unit: str, rating_group: int | None,
-                  afford: Callable[[int], int]) -> bool:
-    """After a hold: could another grant be made? No bundle units of `unit` left and no money
-    that affords a unit means this grant was the last (the gateway is told: Final-Unit-Indication)."""
+def _nothing_left(w: _Work, acct: Account, unit: str, rating_group: int | None, price: Price,
+                  n: int) -> bool:
+    """After a hold of `n` priced units: could another grant be made? No bundle unit of `unit`
+    left and less money than the next unit costs (price(n + 1) - price(n): 0 inside an increment
+    already paid or on a free rate) means this grant was the last: Final-Unit-Indication."""
     if any(b.available > 0 for b in w.applicable(unit, rating_group)):
         return False
     mbs = w.applicable("money", rating_group) if unit != "money" else []
     money = sum(max(0, b.available) for b in mbs) + max(0, acct.available)
-    return money <= 0 or afford(money) <= 0
+    return price(n + 1) - price(n) > money
 
 
 def _hold(tx: Tx, w: _Work, acct: Account, old: Reservation | None, rkey: bytes, *, session_id: str,
@@ -598,7 +599,7 @@ def _hold(tx: Tx, w: _Work, acct: Account, old: Reservation | None, rkey: bytes,
         held_on_balance = left
     granted = bundle_units + n
     if granted and not limited and not all_or_nothing:
-        limited = _nothing_left(w, acct, unit, rating_group, afford)
+        limited = _nothing_left(w, acct, unit, rating_group, price, n)
     if granted:
         res = Reservation(session_id, rating_group, acct.id, unit, granted, holds,
                           held_on_balance, expires_at, rate_ref, tx.now, rkey=rkey)

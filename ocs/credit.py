@@ -416,8 +416,9 @@ def _mscc(tx, ctx: Context, ccr: CCR, sess: Session, rater, m: MSCCRequest,  # t
     ans.validity_time = cfg.validity_time
     until = rater.band_until(rate, now)
     if until is not None and until - now < cfg.validity_time:
-        # The grant is priced at the band of this instant (volume and events have no timeline of
-        # their own): make the gateway report when the band ends, so later usage gets its price.
+        # Volume and events are priced at the band of the grant's instant (they have no timeline
+        # of their own): make the gateway report when the band ends, so later usage gets its
+        # price. Time is split at band edges by the kernel anyway; it reports there too.
         ans.validity_time = max(1, until - now)
     if cfg.quota_holding_time:
         ans.quota_holding_time = cfg.quota_holding_time

@@ -32,7 +32,7 @@ def to_micro(text: str | int | Decimal, *, allow_negative: bool = True) -> int:
     At most MAX_MICRO in size, so every amount and sum of a few fits the store's int64 fields."""
     if isinstance(text, bool):
         raise MoneyError(f"not an amount: {text!r}")
-    if isinstance(text, int):
+    if isinstance(text, int | Decimal):
         value = Decimal(text)
     else:
         raw = str(text).strip()

@@ -73,7 +73,7 @@ class PeerConnection(asyncio.Protocol):
     # -- transport callbacks ----------------------------------------------------------------------
     def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
         self.transport = transport
-        if len(self.server.peers) >= self.cfg.max_connections:
+        if len(self.server.peers) >= self.cfg.max_connections and not self._evict_a_silent_peer():
             log.warning("connection refused: %d connections open (max_connections)", len(self.server.peers))
             self.state = CLOSING
             transport.abort()
@@ -97,6 +97,19 @@ class PeerConnection(asyncio.Protocol):
             self._watchdog.cancel()
         if self._on_dpa is not None:
             self._on_dpa()
+
+    def _evict_a_silent_peer(self) -> bool:
+        """At max_connections, make room by dropping the oldest connection still without a CER,
+        so sockets that never say who they are cannot lock real peers out."""
+        waiting = [p for p in self.server.peers if p.state == WAIT_CER and p.transport is not None]
+        if not waiting:
+            return False
+        oldest = min(waiting, key=lambda p: p._connected_at)
+        log.warning("max_connections reached: dropping a connection that sent no CER")
+        oldest.state = CLOSING
+        oldest.transport.abort()  # type: ignore[union-attr]
+        self.server.peers.discard(oldest)
+        return True
 
     def pause_writing(self) -> None:
         """The peer is not reading its answers: read no more of its requests until it does."""
@@ -233,11 +246,6 @@ class PeerConnection(asyncio.Protocol):
         # DWA: _last_rx was refreshed already; other answers are not expected and are dropped.
 
     def _handle_cer(self, frame: bytes, header: Header) -> None:
-        if self.state != WAIT_CER:  # one capabilities exchange per connection (RFC 6733 §5.3)
-            log.warning("peer %s: CER on a connection already open, closing", self.origin_host)
-            metrics.PROTOCOL_ERRORS.labels(str(C.DIAMETER_UNABLE_TO_COMPLY)).inc()
-            self.close()
-            return
         if len(frame) > MAX_CER_BYTES:
             self._cea(header, C.DIAMETER_UNABLE_TO_COMPLY, f"CER larger than {MAX_CER_BYTES} bytes")
             self.close()
@@ -249,6 +257,15 @@ class PeerConnection(asyncio.Protocol):
             self.close()
             return
         cfg = self.cfg
+        if self.state != WAIT_CER:
+            # RFC 6733 §5.6: a CER on an open connection gets a CEA and the connection stays open;
+            # it may not turn the connection into another peer's (its in-flight bounds, allowlist)
+            if cer.origin_host != self.origin_host:
+                self._cea(header, C.DIAMETER_UNKNOWN_PEER, "Origin-Host differs from the first CER")
+                self.close()
+            else:
+                self._cea(header, C.DIAMETER_SUCCESS)
+            return
         self.origin_host = cer.origin_host
         if cfg.allowed_peers and cer.origin_host not in cfg.allowed_peers:
             self._cea(header, C.DIAMETER_UNKNOWN_PEER, "peer not in the allowlist")

@@ -8,7 +8,10 @@ report's band is taken from its start and split as time runs on (seconds), as in
 the server may have seen the burst as several reports, so banded rates can differ by the increments
 that straddle a report edge. A refund CDR (REFUND_ACCOUNT: the only CDRs with a negative amount)
 is priced like a sale and counted negative, and adds nothing to the tier position: rerating with the
-tariff the server used gives a delta of 0 for refunds as for sales.
+tariff the server used gives a delta of 0 for refunds as for sales. Known differences from the
+server: a CDR's amount is what the balance paid, so a burst a money bundle paid for shows its price
+as a delta; and a burst after FINAL in the same session was spared the connect fee, which rerating
+each CDR from 0 charges again.
 """
 
 from __future__ import annotations

@@ -265,10 +265,11 @@ class _Ctx:
 
 
 def _day(name: str) -> int | None:
-    """mon..sun, or the whole English name ("monday"): not any word that starts like one."""
+    """mon..sun, the English name, or a start of it of 3 letters or more ("tues", "thurs"; stored
+    tariff versions use them): not any word that merely starts like one ("mondayfoo")."""
     name = name.strip()
-    for i, short in enumerate(DAYS):
-        if name in (short, _DAY_NAMES[i]):
+    for i, full in enumerate(_DAY_NAMES):
+        if len(name) >= 3 and full.startswith(name):
             return i
     return None
 

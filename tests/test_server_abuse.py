@@ -63,6 +63,16 @@ increment = 60
 connect_fee = "0.50"
 
 [[plan]]
+name = "free"
+
+[[rate]]
+plan = "free"
+rating_group = 200
+unit = "octets"
+price = "0"
+increment = 1048576
+
+[[plan]]
 name = "banded"
 
 [[rate]]
@@ -92,6 +102,8 @@ ACCOUNTS = {
     "491720000013": {"balance": "10", "plan": "fee"},                     # connect fee once
     "491720000014": {"balance": "0.02"},                                  # exactly one grant
     "491720000015": {"balance": "10"},                                    # two services, one RG
+    "491720000016": {"balance": "0", "plan": "free"},                     # free rate, no money
+    "491720000017": {"balance": "0.70", "plan": "fee"},                   # fee paid, money left
 }
 
 
@@ -315,6 +327,17 @@ async def test_grant_that_takes_the_last_money_carries_fui(server) -> None:  # t
     r = await c.ccr(ccr(sid(), 1, 0, "491720000014", [MSCCRequest(rating_group=100, requested=Units(time=120))]))
     m = r.mscc[0]
     assert m.granted.time == 120 and m.final_unit_action == C.FinalUnitAction.TERMINATE
+    await c.close()
+
+
+async def test_no_fui_while_another_grant_is_possible(server) -> None:  # type: ignore[no-untyped-def]
+    """Not on a free rate with no money (every unit costs 0), nor when the connect fee made the
+    first grant dear but money for the next minutes is left (0.70 - 0.51 = 0.19)."""
+    c = await connect(server)
+    r = await c.ccr(ccr(sid(), 1, 0, "491720000016", [MSCCRequest(rating_group=200, requested=Units(total_octets=10 * MIB))]))
+    assert r.mscc[0].granted.total_octets == 10 * MIB and r.mscc[0].final_unit_action is None
+    r = await c.ccr(ccr(sid(), 1, 0, "491720000017", [MSCCRequest(rating_group=100, requested=Units(time=60))]))
+    assert r.mscc[0].granted.time == 60 and r.mscc[0].final_unit_action is None
     await c.close()
 
 

@@ -100,9 +100,17 @@ async def test_watchdog_is_answered_while_disconnecting(server) -> None:  # type
     w.close()
 
 
-async def test_second_cer_closes_the_connection(server) -> None:  # type: ignore[no-untyped-def]
+async def test_second_cer_answered_but_cannot_change_the_peer(server) -> None:  # type: ignore[no-untyped-def]
     r, w = await opened(server)
-    w.write(cer("someone.else"))
+    w.write(cer())                      # RFC 6733 §5.6: CEA again, the connection stays open
+    (cea,) = await read_frames(r, 1)
+    assert decode_cea(cea).result_code == C.DIAMETER_SUCCESS
+    w.write(event(99))
+    (answer,) = await read_frames(r, 1)
+    assert decode_header(answer).command_code == C.CC_CREDIT_CONTROL
+    w.write(cer("someone.else"))        # another Origin-Host on this connection: refused, closed
+    (cea,) = await read_frames(r, 1)
+    assert decode_cea(cea).result_code == C.DIAMETER_UNKNOWN_PEER
     assert await closed_within(r, 0.5)  # at once, not by the watchdog (1 s, then 2 s)
     w.close()
 
@@ -148,8 +156,11 @@ async def test_connections_beyond_the_cap_are_closed(server) -> None:  # type: i
     w.close()
     conns[0][1].close()                                     # one leaves: room again
     await asyncio.sleep(0.3)
-    r2, w2 = await opened(server)
-    for _, cw in [*conns[1:], (r2, w2)]:
+    silent_r, silent_w = await asyncio.open_connection(server.host, server.port)  # no CER
+    await asyncio.sleep(0.1)
+    r2, w2 = await opened(server)                           # full again: the silent one goes
+    assert await closed_within(silent_r, 0.5)
+    for _, cw in [*conns[1:], (r2, w2), (silent_r, silent_w)]:
         cw.close()
     await asyncio.sleep(0.3)
 
