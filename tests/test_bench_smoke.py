@@ -83,3 +83,13 @@ def test_ocs_bench_smoke_starts_the_server_and_checks_conservation(tmp_path):
     assert cons["ok"] and cons["expected"] == cons["debited"] > 0
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| ours durable" in proc.stdout
+
+
+def test_engine_benchmark_runs_every_line(capsys):
+    """bench.engine on a few sessions: its three lines, each slower than the decode baseline."""
+    from bench import engine
+    engine.main(["--sessions", "8", "--batch", "4", "--rounds", "3"])
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert [ln.split("µs")[0].split()[0] for ln in lines] == ["decode", "decode", "decode"]
+    ratios = [float(ln.split("x")[1].split()[0]) for ln in lines]
+    assert ratios[0] == 1.0 and ratios[1] > 1.0 and ratios[2] > 1.0
