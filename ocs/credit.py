@@ -16,6 +16,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 
 from balance import ops
 from balance.errors import AccountNotActive, InsufficientFunds
@@ -97,21 +98,26 @@ def period_key(account_id: str, now: int, rating_group: int) -> bytes:
     return f"{account_id}\0{month}\0".encode() + _U32.pack(rating_group & 0xFFFFFFFF)
 
 
+def _counter(tx, ctx: Context, key: bytes) -> int:  # type: ignore[no-untyped-def]
+    """One of the per-account counters of the "usage" db (month usage, refundable money)."""
+    raw = tx.txn.get(key, db=ctx.dbs["usage"])
+    return int(raw) if raw else 0
+
+
+def _add_to_counter(tx, ctx: Context, key: bytes, delta: int, cap: int | None = None) -> None:  # type: ignore[no-untyped-def]
+    total = _counter(tx, ctx, key) + delta
+    tx.txn.put(key, str(total if cap is None else min(total, cap)).encode(), db=ctx.dbs["usage"])
+
+
 def period_usage(tx, ctx: Context, account_id: str, rg: int, rate) -> int:  # type: ignore[no-untyped-def]
     """Units of this rating group the account used this calendar month (UTC); only tiers need it."""
-    if not rate.tiers:
-        return 0
-    raw = tx.txn.get(period_key(account_id, tx.now, rg), db=ctx.dbs["usage"])
-    return int(raw) if raw else 0
+    return _counter(tx, ctx, period_key(account_id, tx.now, rg)) if rate.tiers else 0
 
 
 def add_period_usage(tx, ctx: Context, account_id: str, rg: int, used: int) -> None:  # type: ignore[no-untyped-def]
     """Record `used` more units; the stored figure never goes backwards (other sessions add too)
     and stops at MAX_SESSION_UNITS (the top tier long before), keeping the kernel in int64."""
-    key = period_key(account_id, tx.now, rg)
-    raw = tx.txn.get(key, db=ctx.dbs["usage"])
-    total = min((int(raw) if raw else 0) + used, MAX_SESSION_UNITS)
-    tx.txn.put(key, str(total).encode(), db=ctx.dbs["usage"])
+    _add_to_counter(tx, ctx, period_key(account_id, tx.now, rg), used, MAX_SESSION_UNITS)
 
 
 def _refundable_key(account_id: str, rg: int) -> bytes:
@@ -121,13 +127,11 @@ def _refundable_key(account_id: str, rg: int) -> bytes:
 def _refundable(tx, ctx: Context, account_id: str, rg: int) -> int:  # type: ignore[no-untyped-def]
     """Money the account's direct-debited events of this rating group paid, less what was refunded:
     the most a REFUND_ACCOUNT may credit back."""
-    raw = tx.txn.get(_refundable_key(account_id, rg), db=ctx.dbs["usage"])
-    return int(raw) if raw else 0
+    return _counter(tx, ctx, _refundable_key(account_id, rg))
 
 
 def _add_refundable(tx, ctx: Context, account_id: str, rg: int, amount: int) -> None:  # type: ignore[no-untyped-def]
-    total = _refundable(tx, ctx, account_id, rg) + amount
-    tx.txn.put(_refundable_key(account_id, rg), str(total).encode(), db=ctx.dbs["usage"])
+    _add_to_counter(tx, ctx, _refundable_key(account_id, rg), amount)
 
 
 def _resolve_account(tx, ccr: CCR):  # type: ignore[no-untyped-def]
@@ -543,14 +547,15 @@ def _event(tx, ctx: Context, ccr: CCR) -> CCA:  # type: ignore[no-untyped-def]
             ans.result_code = C.DIAMETER_INVALID_AVP_VALUE
             continue
         period_used = period_usage(tx, ctx, account.id, rg, rate)
-        cost = rater.cost(rate, 0, units, now, period_used)
+        # an event is priced on its own (from 0) at this instant
+        price = partial(rater.cost, rate, 0, start=now, period_used=period_used)
+        cost = price(units)
         total_cost += cost
         if action == PRICE_ENQUIRY:
             continue
         if action == CHECK_BALANCE:
-            enough = enough and ops.covers(
-                tx, account_id=account.id, rating_group=rg, unit=rate.unit, units=units,
-                price=lambda n, r=rate, p=period_used: rater.cost(r, 0, n, now, p))
+            enough = enough and ops.covers(tx, account_id=account.id, rating_group=rg,
+                                           unit=rate.unit, units=units, price=price)
             continue
         if action == REFUND_ACCOUNT:
             if cost > _refundable(tx, ctx, account.id, rg):
@@ -570,8 +575,8 @@ def _event(tx, ctx: Context, ccr: CCR) -> CCA:  # type: ignore[no-untyped-def]
         try:
             ops.reserve(tx, None, account_id=account.id,
                         session_id=ccr.session_id, rating_group=rg, unit=rate.unit, units=units,
-                        price=lambda n, r=rate, p=period_used: rater.cost(r, 0, n, now, p),
-                        afford=lambda b, r=rate, p=period_used: rater.max_units(r, b, 0, now, p),
+                        price=price, afford=partial(rater.max_units, rate, before=0, start=now,
+                                                    period_used=period_used),
                         all_or_nothing=True, expires_at=now + cfg.timeout(), rate_ref=rater.version)
         except InsufficientFunds:
             ans.result_code = C.DIAMETER_CREDIT_LIMIT_REACHED
@@ -579,7 +584,7 @@ def _event(tx, ctx: Context, ccr: CCR) -> CCA:  # type: ignore[no-untyped-def]
             continue
         res = ops.commit(tx, None, account_id=account.id,
                          session_id=ccr.session_id, rating_group=rg, used_units=units,
-                         price=lambda n, r=rate, p=period_used: rater.cost(r, 0, n, now, p))
+                         price=price)
         if rate.tiers:
             add_period_usage(tx, ctx, account.id, rg, units)
         if res.from_balance:  # a refund gives back cash only where cash was taken
