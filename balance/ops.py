@@ -537,10 +537,7 @@ def covers(tx: Tx, *, account_id: str, rating_group: int | None, unit: str, unit
     acct = _active(tx.get_account(account_id))
     w = _Work(tx, acct)
     n = max(0, units - sum(max(0, b.available) for b in w.applicable(unit, rating_group)))
-    if not n:
-        return True
-    mbs = w.applicable("money", rating_group) if unit != "money" else []
-    return price(n) <= sum(max(0, b.available) for b in mbs) + max(0, acct.available)
+    return not n or price(n) <= _money_on_hand(w, acct, unit, rating_group)[1]
 
 
 def _nothing_left(w: _Work, acct: Account, unit: str, rating_group: int | None, price: Price,
@@ -550,9 +547,15 @@ def _nothing_left(w: _Work, acct: Account, unit: str, rating_group: int | None, 
     already paid or on a free rate) means this grant was the last: Final-Unit-Indication."""
     if any(b.available > 0 for b in w.applicable(unit, rating_group)):
         return False
+    return price(n + 1) - price(n) > _money_on_hand(w, acct, unit, rating_group)[1]
+
+
+def _money_on_hand(w: _Work, acct: Account, unit: str,
+                   rating_group: int | None) -> tuple[list[Bundle], int]:
+    """The money bundles that may pay for `unit` (none when the unit is money itself) and the
+    money available: theirs plus the account's balance + credit limit - reserved."""
     mbs = w.applicable("money", rating_group) if unit != "money" else []
-    money = sum(max(0, b.available) for b in mbs) + max(0, acct.available)
-    return price(n + 1) - price(n) > money
+    return mbs, sum(max(0, b.available) for b in mbs) + max(0, acct.available)
 
 
 def _hold(tx: Tx, w: _Work, acct: Account, old: Reservation | None, rkey: bytes, *, session_id: str,
@@ -577,8 +580,7 @@ def _hold(tx: Tx, w: _Work, acct: Account, old: Reservation | None, rkey: bytes,
     limited = False
     held_on_balance = 0
     if n:
-        mbs = w.applicable("money", rating_group) if unit != "money" else []
-        avail = sum(max(0, b.available) for b in mbs) + max(0, acct.available)
+        mbs, avail = _money_on_hand(w, acct, unit, rating_group)
         cost = price(n)
         if cost > avail:
             if all_or_nothing:

@@ -9,10 +9,10 @@ from balance.views import View
 
 @dataclass(slots=True)
 class ReservedTotal:
-    """Money held by all accounts' reservations (the server's gauge). One scan of the accounts at the start, then
-    only the journal entries written since: every change of an account's reserved amount has its
-    reserved_delta in the journal (reconcile checks they add up), so the cost follows the traffic,
-    not the number of subscribers."""
+    """Money held by all accounts' reservations (the server's gauge). One scan of the accounts at
+    the start, then only the journal entries written since: every change of an account's reserved
+    amount has its reserved_delta in the journal (reconcile checks they add up), so the cost
+    follows the traffic, not the number of subscribers."""
     total: int = 0
     position: int = -1  # the last journal entry counted; -1 before the first scan
 
