@@ -12,7 +12,7 @@ so far as one batch and runs it in one write transaction (balance.writer's batch
 (data pages fdatasynced, MDB_NOMETASYNC). A syncer thread then fdatasyncs once more, which flushes
 the meta page, and only then sends the batch's answers back: every answer leaves after its debit
 is durable. While the syncer waits on the disk, the main thread already runs the next batch.
-It also runs the sweeper and follows new tariff versions, between batches.
+It also runs the sweeper, and before each batch reads whether the tariff schedule changed.
 """
 
 from __future__ import annotations
@@ -93,6 +93,7 @@ class Engine:
         self._decoded: list = []
         self._eof = False
         self.failed = False
+        self._tariffs_failing = False
 
     # -- main thread --------------------------------------------------------------------------
     def run(self) -> int:
@@ -115,13 +116,15 @@ class Engine:
                 batch.append((partial(sweeper.sweep, ctx=self.ctx), None))
             if now >= next_tick:
                 next_tick = now + 1.0
-                try:
-                    self.raters.refresh()
-                except Exception:  # keep rating with the versions we have
-                    log.exception("tariff refresh failed")
+                if not batch:  # idle: still log a scheduled version taking effect on time
+                    self._follow_tariffs()
                 stats = {**asdict(self.writer.stats), "stale_closed": self.stale_closed}
                 self._send(frame_message(TOKEN_STATS, msgpack.packb(stats)))
             if batch:
+                # After the batch is taken, so after every command that returned before one of
+                # its requests was sent: read-your-writes for tariffs (accounts, balances and
+                # bundles are read in the batch's own write transaction).
+                self._follow_tariffs()
                 self._run_batch(batch)
             if eof:
                 break
@@ -177,6 +180,18 @@ class Engine:
             answer = Ready(_error(frame, self.cfg, C.DIAMETER_UNABLE_TO_COMPLY, None, "internal error"))
             return (partial(_const, value=answer), (token, frame))
         return (partial(credit.process, ctx=self.ctx, ccr=ccr), (token, frame))
+
+    def _follow_tariffs(self) -> None:
+        try:
+            self.raters.refresh()
+        except Exception:  # keep rating with the versions we have; one report per episode
+            if not self._tariffs_failing:
+                log.exception("reading the tariff schedule failed; rating with the versions held")
+            self._tariffs_failing = True
+        else:
+            if self._tariffs_failing:
+                log.info("reading the tariff schedule works again")
+            self._tariffs_failing = False
 
     def _run_batch(self, batch: list) -> None:
         try:

@@ -2,12 +2,15 @@
 
 Keys: b"counter" -> latest version (8 bytes big-endian); b"v" + version -> msgpack record (source
 text, effective_from, loaded_at, file name, sha256); b"e" + version -> effective_from (8 bytes) so the
-schedule is read without unpacking every text. Versions are never rewritten or deleted: old ones stay
-for audit and re-rating.
+schedule is read without unpacking every text; b"r" + version -> when it was retired (8 bytes);
+b"changes" -> a count of every load and retirement (8 bytes), the one key a charging process reads
+per batch to know whether its schedule is still the stored one. Versions are never rewritten or
+deleted: old ones stay for audit and re-rating; a retired one is never chosen again.
 
-Which version is in force at instant t: the one with the greatest effective_from <= t, ties going to
-the higher version. So a version loaded with a future effective_from is a scheduled change, and a later
-load effective now corrects the current prices without cancelling it.
+Which version is in force at instant t: among versions not retired, the one with the greatest
+effective_from <= t, ties going to the higher version. So a version loaded with a future
+effective_from is a scheduled change, and a later load effective now corrects the current prices
+without cancelling it.
 """
 
 from __future__ import annotations
@@ -25,11 +28,21 @@ from rating.rater import Rater, rater_for
 from rating.tariff import WILDCARD, parse_tariff
 
 _COUNTER = b"counter"
+_CHANGES = b"changes"
 _U64 = struct.Struct(">q")
 
 
 class TariffNotFound(LookupError):
     """No such tariff version, or none in force at that instant."""
+
+
+class TariffRetireRefused(ValueError):
+    """Retiring that version would leave no version in force now."""
+
+
+def _bump_changes(txn: lmdb.Transaction, db: Any) -> None:
+    raw = txn.get(_CHANGES, db=db)
+    txn.put(_CHANGES, _U64.pack((_U64.unpack(raw)[0] if raw else 0) + 1), db=db)
 
 
 def _vkey(prefix: bytes, version: int) -> bytes:
@@ -50,7 +63,7 @@ class TariffStore:
         else:
             self._store = env
             self._env, self._db = env.env, (db if db is not None else env.db("tariffs"))
-        self._counter = -1
+        self._changes = -1  # the change count the schedule below was read at
         self._schedule: list[tuple[int, int]] = []      # sorted (effective_from, version)
         self._raters: dict[int, Rater] = {}
 
@@ -86,39 +99,68 @@ class TariffStore:
             txn.put(_vkey(b"v", version), msgpack.packb(record), db=db)
             txn.put(_vkey(b"e", version), _U64.pack(eff), db=db)
             txn.put(_COUNTER, _U64.pack(version), db=db)
+            _bump_changes(txn, db)
             return version
+
+        return self._write(put)
+
+    def retire(self, version: int, now: int | None = None) -> int | None:
+        """Retire a version: it is never chosen for new sessions again (sessions already rating
+        with it keep it). Returns when it was retired (the earlier time if it already was);
+        TariffNotFound if there is no such version, TariffRetireRefused if no version would be in
+        force now without it (load its successor first)."""
+        at = int(time.time()) if now is None else now
+        db = self._db
+
+        def put(txn: lmdb.Transaction) -> int:
+            if txn.get(_vkey(b"v", version), db=db) is None:
+                raise TariffNotFound(f"no tariff version {version}")
+            old = txn.get(_vkey(b"r", version), db=db)
+            if old is not None:
+                return _U64.unpack(old)[0]
+            left = [(e, v) for e, v in _schedule(txn, db) if v != version]
+            if _in_force(left, at) is None:
+                raise TariffRetireRefused(
+                    f"retiring version {version} would leave no tariff version in force now; "
+                    "load its successor first")
+            txn.put(_vkey(b"r", version), _U64.pack(at), db=db)
+            _bump_changes(txn, db)
+            return at
 
         return self._write(put)
 
     # -- reads ----------------------------------------------------------------------------------
     def _refresh(self) -> None:
-        """One read txn: the counter; the schedule is re-read only when it moved."""
+        """One read txn: the change count; the schedule is re-read only when it moved."""
         db = self._db
 
-        def counter(txn: lmdb.Transaction) -> int:
-            raw = txn.get(_COUNTER, db=db)
-            return _U64.unpack(raw)[0] if raw else 0
+        def read(txn: lmdb.Transaction) -> tuple[int, list[tuple[int, int]] | None]:
+            raw = txn.get(_CHANGES, db=db)
+            changes = _U64.unpack(raw)[0] if raw else 0
+            return changes, (None if changes == self._changes else _schedule(txn, db))
 
-        latest = self._read(counter)
-        if latest == self._counter:
-            return
+        changes, schedule = self._read(read)
+        if schedule is not None:
+            self._schedule = schedule
+            self._changes = changes
 
-        def schedule(txn: lmdb.Transaction) -> list[tuple[int, int]]:
-            out = []
-            cur = txn.cursor(db=db)
-            if cur.set_range(b"e"):
-                for key, value in cur:
-                    if not key.startswith(b"e"):
-                        break
-                    out.append((_U64.unpack(value)[0], _U64.unpack(key[1:])[0]))
-            return sorted(out)
-
-        self._schedule = self._read(schedule)
-        self._counter = latest
+    def changes(self) -> int:
+        """The change count alone: the per-batch check of a charging process (about 1 µs, one
+        bare read txn; the store's guarded read only when the map was grown under us)."""
+        try:
+            with self._env.begin(db=self._db) as txn:
+                raw = txn.get(_CHANGES)
+        except lmdb.MapResizedError:
+            raw = self._read(lambda txn: txn.get(_CHANGES, db=self._db))
+        return _U64.unpack(raw)[0] if raw else 0
 
     def _version_at(self, instant: int) -> int | None:
+        return _in_force(self._schedule, instant)
+
+    def next_change_after(self, instant: int) -> int | None:
+        """The next effective_from after `instant` in the schedule as last read (None: none)."""
         i = bisect.bisect_right(self._schedule, (instant, 1 << 62))
-        return self._schedule[i - 1][1] if i else None
+        return self._schedule[i][0] if i < len(self._schedule) else None
 
     def current(self, now: int | None = None) -> Rater | None:
         """The Rater in force now; cheap when nothing changed (one read txn, a bisect, a dict get)."""
@@ -164,10 +206,30 @@ class TariffStore:
                         break
                     rec = msgpack.unpackb(value)
                     rec.pop("text", None)
+                    retired = txn.get(_vkey(b"r", rec["version"]), db=db)
+                    rec["retired_at"] = _U64.unpack(retired)[0] if retired else None
                     out.append(rec)
             return out
 
         return self._read(scan)
+
+
+def _schedule(txn: lmdb.Transaction, db: Any) -> list[tuple[int, int]]:
+    """Sorted (effective_from, version) of every version not retired."""
+    out = []
+    cur = txn.cursor(db=db)
+    if cur.set_range(b"e"):
+        for key, value in cur:
+            if not key.startswith(b"e"):
+                break
+            if txn.get(b"r" + key[1:], db=db) is None:
+                out.append((_U64.unpack(value)[0], _U64.unpack(key[1:])[0]))
+    return sorted(out)
+
+
+def _in_force(schedule: list[tuple[int, int]], instant: int) -> int | None:
+    i = bisect.bisect_right(schedule, (instant, 1 << 62))
+    return schedule[i - 1][1] if i else None
 
 
 def describe(rater: Rater) -> dict[str, Any]:

@@ -1,8 +1,9 @@
-"""`ocs tariff load|show|list|check`: versioned tariffs in the data directory."""
+"""`ocs tariff load|show|list|retire|check`: versioned tariffs in the data directory."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ def register(sub) -> None:  # type: ignore[no-untyped-def]
     ld = cmds.add_parser("load", help="validate a TOML tariff and store it as a new version")
     ld.add_argument("file", metavar="FILE")
     ld.add_argument("--effective-from", metavar="ISO8601", default=None,
-                    help="when the version takes effect (default now; no zone = UTC)")
+                    help="when the version takes effect (default now; no zone = UTC; a time "
+                         "already past means now)")
     add_data_arg(ld)
     ld.set_defaults(func=cmd_load)
 
@@ -25,6 +27,11 @@ def register(sub) -> None:  # type: ignore[no-untyped-def]
     sh.add_argument("--json", action="store_true")
     add_data_arg(sh)
     sh.set_defaults(func=cmd_show)
+
+    rt = cmds.add_parser("retire", help="never choose a version for new sessions again")
+    rt.add_argument("version", type=int, metavar="VERSION")
+    add_data_arg(rt)
+    rt.set_defaults(func=cmd_retire)
 
     ls = cmds.add_parser("list", help="every stored version")
     ls.add_argument("--json", action="store_true")
@@ -63,14 +70,49 @@ def cmd_load(args) -> int:  # type: ignore[no-untyped-def]
         parse_tariff(text, args.file)          # validate before touching the data dir
     except TariffError as exc:
         raise CommandError(str(exc)) from None
+    now = int(time.time())
+    past = eff is not None and eff < now
     store, tariffs = _store(args.data, create=True)
     try:
-        version = tariffs.load(text, args.file, eff)
+        # A version cannot have been in force before it existed: a time already past means now,
+        # so it is in force for the next request (and no earlier version with a later start
+        # keeps it out).
+        version = tariffs.load(text, args.file, now if eff is None or past else eff)
         rec = tariffs.record(version)
+        current = tariffs.current(now)
     finally:
         store.close()
-    print(f"loaded tariff version {version} from {args.file}, effective from "
-          f"{format_instant(rec['effective_from'])}")
+    when = format_instant(rec["effective_from"])
+    if current is not None and current.version == version:
+        note = f"in force now (from {when})"
+        if past:
+            note += f"; the requested {format_instant(eff)} is past, so it takes effect now"
+    elif rec["effective_from"] > now:
+        note = f"scheduled from {when}"
+    else:
+        note = f"effective from {when}, but version {current.version if current else '?'} is in force"
+    print(f"loaded tariff version {version} from {args.file}: {note}")
+    return 0
+
+
+def cmd_retire(args) -> int:  # type: ignore[no-untyped-def]
+    from rating.store import TariffNotFound, TariffRetireRefused
+    store, tariffs = _store(args.data, create=False)
+    try:
+        try:
+            before = {r["version"]: r["retired_at"] for r in tariffs.list()}
+            at = tariffs.retire(args.version)
+        except (TariffNotFound, TariffRetireRefused) as exc:
+            raise CommandError(str(exc)) from None
+        current = tariffs.current()
+    finally:
+        store.close()
+    if before.get(args.version) is not None:
+        print(f"tariff version {args.version} was already retired at {format_instant(at)}")
+        return 0
+    print(f"retired tariff version {args.version}; version "
+          f"{current.version if current else '?'} is in force for new sessions "
+          "(open sessions keep theirs)")
     return 0
 
 
@@ -116,6 +158,7 @@ def cmd_list(args) -> int:  # type: ignore[no-untyped-def]
         "version": r["version"], "effective_from": format_instant(r["effective_from"]),
         "loaded_at": format_instant(r["loaded_at"]), "source": r["source"], "currency": r["currency"],
         "plans": r["plans"], "rates": r["rates"], "sha256": r["sha256"],
+        "retired_at": format_instant(r["retired_at"]) if r["retired_at"] is not None else None,
         "in_force": r["version"] == now_v} for r in rows]
     if args.json:
         print(json.dumps(out, indent=2))
@@ -123,9 +166,11 @@ def cmd_list(args) -> int:  # type: ignore[no-untyped-def]
     if not out:
         print("no tariff versions")
     for r in out:
-        mark = "*" if r["in_force"] else " "
+        mark = "*" if r["in_force"] else ("R" if r["retired_at"] else " ")
+        retired = f"  retired {r['retired_at']}" if r["retired_at"] else ""
         print(f"{mark} {r['version']:>4}  effective {r['effective_from']}  loaded {r['loaded_at']}  "
-              f"{r['currency']}  plans={','.join(r['plans'])}  rates={r['rates']}  {r['source']}")
+              f"{r['currency']}  plans={','.join(r['plans'])}  rates={r['rates']}  {r['source']}"
+              f"{retired}")
     return 0
 
 
