@@ -1,8 +1,9 @@
-"""Running totals over all accounts, kept up to date from the journal instead of by scanning."""
+"""Running totals over all accounts, kept up to date from the journal instead of by scanning, and
+the account status changes seen on the way (the server logs them)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from balance.views import View
 
@@ -15,6 +16,8 @@ class ReservedTotal:
     follows the traffic, not the number of subscribers."""
     total: int = 0
     position: int = -1  # the last journal entry counted; -1 before the first scan
+    # (account id, new status) of the status entries passed since the caller last took them
+    status_changes: list[tuple[str, str]] = field(default_factory=list)
 
     def update(self, view: View) -> int:
         if self.position < 0:
@@ -24,4 +27,10 @@ class ReservedTotal:
         for entry in view.journal(self.position):
             self.total += entry.reserved_delta
             self.position = entry.position
+            if entry.kind == "status":
+                self.status_changes.append((entry.account_id, entry.reason))
         return self.total
+
+    def take_status_changes(self) -> list[tuple[str, str]]:
+        out, self.status_changes = self.status_changes, []
+        return out

@@ -124,6 +124,8 @@ class Server:
             raw = view.txn.get(credit.OPEN_SESSIONS_KEY, db=self.dbs["meta"])
             metrics.OPEN_SESSIONS.set(int(raw) if raw else 0)
             metrics.RESERVED_MONEY.set(self._reserved.update(view))
+        for account_id, status in self._reserved.take_status_changes():
+            log.info("account %s is now %s", account_id, status)
 
     # -- stop -------------------------------------------------------------------------------------
     def request_stop(self) -> None:

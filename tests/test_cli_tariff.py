@@ -62,3 +62,29 @@ def test_check(tmp_path, capsys):
     assert rc == 0 and "ok" in out
     rc, _, err = run(capsys, "tariff", "check", EXAMPLE, "--rating-groups", "default:9")
     assert rc == 2 and "plan 'default' has no rate for rating group 9" in err
+
+
+def test_past_effective_time_means_now_and_retire(tmp_path, capsys):
+    data = str(tmp_path / "d")
+    rc, out, _ = run(capsys, "tariff", "load", EXAMPLE, "--data", data)
+    assert rc == 0 and "version 1" in out and "in force now" in out
+    # A past effective time cannot keep an earlier, later-starting version in force.
+    rc, out, _ = run(capsys, "tariff", "load", EXAMPLE, "--data", data, "--effective-from", "2020-01-01")
+    assert rc == 0 and "version 2" in out and "takes effect now" in out, out
+    rc, out, _ = run(capsys, "tariff", "load", EXAMPLE, "--data", data, "--effective-from", "2100-01-01")
+    assert rc == 0 and "scheduled from 2100-01-01T00:00:00Z" in out
+    rows = json.loads(run(capsys, "tariff", "list", "--json", "--data", data)[1])
+    assert [r["in_force"] for r in rows] == [False, True, False]
+    rc, out, _ = run(capsys, "tariff", "retire", "2", "--data", data)
+    assert rc == 0 and "version 1 is in force" in out, out
+    rows = json.loads(run(capsys, "tariff", "list", "--json", "--data", data)[1])
+    assert [r["in_force"] for r in rows] == [True, False, False] and rows[1]["retired_at"]
+    assert run(capsys, "tariff", "list", "--data", data)[1].splitlines()[1].startswith("R    2")
+    rc, out, _ = run(capsys, "tariff", "retire", "2", "--data", data)  # again: harmless
+    assert rc == 0 and "already retired" in out
+    # The only version in force cannot be retired; an unknown one is named.
+    for version, message in (("1", "would leave no tariff version in force"), ("9", "no tariff version 9")):
+        rc, _out, err = run(capsys, "tariff", "retire", version, "--data", data)
+        assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    rows2 = json.loads(run(capsys, "tariff", "list", "--json", "--data", data)[1])
+    assert rows2 == rows

@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,7 @@ async def test_topup_suspension_bundle_and_retire_in_force_at_once(server, tmp_p
     finally:
         await c.close()
     assert f"tariff version {base} takes effect for new sessions (was version {version})" in server.log()
+    deadline = time.monotonic() + 10  # a log line, not a charging contract: the front logs once a second
+    while f"account {sus} is now suspended" not in server.log() and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert f"account {sus} is now suspended" in server.log()
