@@ -51,3 +51,27 @@ class InvalidArgument(BalanceError):
 
 class StoreFullError(BalanceError):
     """The map cannot grow further (max_map_size reached or the disk refused)."""
+
+
+# What a full or failing disk looks like from LMDB and the OS. py-lmdb reports a failed write
+# (ENOSPC, EIO) at commit as a bare lmdb.Error whose message carries strerror, so the text is what
+# tells it apart from a bug.
+_WRITE_ERRNOS = frozenset({28, 5, 122, 30})  # ENOSPC, EIO, EDQUOT, EROFS
+_WRITE_TEXTS = ("No space left", "Input/output error", "Disk quota", "Read-only file system",
+                "MDB_MAP_FULL", "Map full")
+
+
+def is_write_failure(exc: BaseException) -> bool:
+    """True when `exc` says the store cannot write now (disk full, I/O error, map full): a state
+    that ends by itself when space comes back, not a fault of the request that met it."""
+    if isinstance(exc, StoreFullError):
+        return True
+    if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+        return True
+    name = type(exc).__module__
+    if name == "lmdb" or name.startswith("lmdb."):
+        if type(exc).__name__ in ("MapFullError", "DiskError"):
+            return True
+        text = str(exc)
+        return any(t in text for t in _WRITE_TEXTS)
+    return False
