@@ -7,7 +7,6 @@ import asyncio
 import json
 import subprocess
 import sys
-
 from importlib import resources
 from pathlib import Path
 
