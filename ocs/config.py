@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import socket
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -52,14 +54,56 @@ class ServeConfig:
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
+# A setting's name (TOML key, and the flag --NAME with _ as -) where it is not the field's name.
+RENAMED = {"allow_peer": "allowed_peers"}
+DEPRECATED = {"allowed_peers": "allow_peer"}  # older key -> its name now; still accepted
+INTERNAL = {"reuse_port"}                     # set by --workers for its children, not a setting
+
+
+def setting_names() -> list[str]:
+    """Every key a TOML file may set (the README's table lists the same)."""
+    to_key = {v: k for k, v in RENAMED.items()}
+    return [to_key.get(f.name, f.name) for f in fields(ServeConfig) if f.name not in INTERNAL]
+
+
+def _field_of(key: str, where: str) -> str:
+    name = key.replace("-", "_")
+    name = RENAMED.get(name, name)
+    known = {f.name for f in fields(ServeConfig)} - INTERNAL
+    if name in known:
+        return name
+    near = difflib.get_close_matches(name, setting_names(), n=1)
+    hint = f"; did you mean {near[0]}?" if near else ""
+    raise ConfigError(f"{where}: unknown setting {key!r}{hint}")
+
 
 def split_hostport(text: str, what: str = "address") -> tuple[str, int]:
-    """'127.0.0.1:3868', '[::1]:3868' or ':3868' -> (host, port)."""
+    """'127.0.0.1:3868' or '[::1]:3868' -> (host, port). No host is refused: ':3868' listening on
+    every interface of the machine must be asked for, not what a forgotten host gives."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(f"{what} must be HOST:PORT, got {text!r}")
-    host = host.strip("[]") or "0.0.0.0"
+    host = host.strip("[]")
+    if not host:
+        raise ConfigError(f"{what} {text!r} has no host: say 0.0.0.0:{port} or [::]:{port} "
+                          "explicitly")
     return host, int(port)
+
+
+class ListenError(OSError):
+    """An address the server cannot listen on, named with what it was for (str: the message)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def listen_error(exc: OSError, addr: str, what: str) -> ListenError:
+    """-> 'cannot listen on 127.0.0.1:9090 (metrics): address already in use'."""
+    reason = exc.strerror or str(exc)
+    if isinstance(exc, socket.gaierror):
+        reason = f"cannot resolve the host ({reason})"
+    reason = reason[:1].lower() + reason[1:]
+    return ListenError(exc.errno, f"cannot listen on {addr} ({what}): {reason}")
 
 
 QUOTA_UNITS = ("seconds", "octets", "events")
@@ -87,7 +131,6 @@ def _check_quota_settings(cfg: ServeConfig) -> None:
 def load(path: str | Path | None, overrides: dict[str, Any]) -> ServeConfig:
     """Defaults < TOML file < overrides (flags given on the command line, None = not given)."""
     cfg = ServeConfig()
-    names = {f.name for f in fields(ServeConfig)}
     values: dict[str, Any] = {}
     if path:
         try:
@@ -97,11 +140,8 @@ def load(path: str | Path | None, overrides: dict[str, Any]) -> ServeConfig:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from None
         for key, value in raw.items():
-            name = key.replace("-", "_")
-            if name not in names:
-                raise ConfigError(f"{path}: unknown setting {key!r}")
-            values[name] = value
-    values.update({k: v for k, v in overrides.items() if v is not None})
+            values[_field_of(key, str(path))] = value
+    values.update({_field_of(k, "flags"): v for k, v in overrides.items() if v is not None})
     for name, value in values.items():
         default = getattr(cfg, name)
         if name == "listen" and isinstance(value, str):

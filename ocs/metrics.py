@@ -65,5 +65,11 @@ REGISTRY.register(_RequestCollector())
 
 
 def serve_metrics(host: str, port: int) -> None:
-    """Exposition on its own thread (prometheus-client's), off the event loop."""
-    start_http_server(port, addr=host, registry=REGISTRY)
+    """Exposition on its own thread (prometheus-client's), off the event loop. A port it cannot
+    take is a ListenError naming the address (prometheus-client's own says only 'in use')."""
+    from ocs.config import listen_error
+    try:
+        start_http_server(port, addr=host, registry=REGISTRY)
+    except OSError as exc:
+        shown = f"[{host}]" if ":" in host else host
+        raise listen_error(exc, f"{shown}:{port}", "metrics") from None

@@ -7,6 +7,8 @@ import asyncio
 import json
 import subprocess
 import sys
+from importlib import resources
+from pathlib import Path
 
 import pytest
 
@@ -14,11 +16,25 @@ from balance import ops
 from balance.store import open_store
 from balance.writer import GroupCommitWriter
 from ocs.cli import main
+from rating.store import TariffStore
+
+EXAMPLE = str(resources.files("ocs") / "data" / "example-tariff.toml")  # plans default, postpaid
+
+
+def load_tariff(data: str | Path) -> None:
+    """Provisioning needs a tariff with the account's plan: load the example, in force since 1970."""
+    store = open_store(data)
+    try:
+        TariffStore(store).load(Path(EXAMPLE).read_text(), "example-tariff.toml", effective_from=0)
+    finally:
+        store.close()
 
 
 @pytest.fixture
 def data(tmp_path):
-    return str(tmp_path / "ocs-data")  # does not exist yet: the CLI creates it
+    path = str(tmp_path / "ocs-data")
+    load_tariff(path)
+    return path
 
 
 def ocs(capsys, data, *argv):
@@ -35,7 +51,7 @@ def show(capsys, data, ident="4917011"):
 
 def test_create_topup_bundle_show_json(capsys, data):
     assert ocs(capsys, data, "create", "4917011", "--balance", "10.5", "--imsi", "262011",
-               "--credit-limit", "5", "--plan", "gold")[0] == 0
+               "--credit-limit", "5", "--plan", "postpaid")[0] == 0
     assert ocs(capsys, data, "topup", "262011", "2.25")[0] == 0  # by alias
     assert ocs(capsys, data, "adjust", "4917011", "-0.75", "--reason", "goodwill reversal")[0] == 0
     assert ocs(capsys, data, "bundle", "4917011", "--unit", "seconds", "--amount", "600",
@@ -46,7 +62,7 @@ def test_create_topup_bundle_show_json(capsys, data):
     assert {k: doc[k] for k in ("id", "currency", "balance", "reserved", "available", "plan",
                                 "status")} == {
         "id": "4917011", "currency": "EUR", "balance": "12.000000", "reserved": "0.000000",
-        "available": "17.000000", "plan": "gold", "status": "active"}
+        "available": "17.000000", "plan": "postpaid", "status": "active"}
     assert doc["bundles"][0] | {"id": None} == {
         "id": None, "unit": "seconds", "remaining": 600, "reserved": 0, "rating_groups": [10, 20],
         "priority": 2, "valid_from": None, "expires": "2031-01-01T00:00:00Z"}
@@ -86,7 +102,7 @@ def test_idempotency_key_makes_topup_retry_safe(capsys, data):
     (["topup", "4917011", "1", "--currency", "USD"], "EUR"),
     (["create", "4917011", "--balance", "1"], "already exists"),
     (["create", "4917012", "--balance", "1", "--imsi", "262011"], "already exists"),
-    (["create", "4917012", "--balance", "1", "--currency", "EURO"], "ISO 4217"),
+    (["create", "4917012", "--balance", "1", "--currency", "EURO"], "EURO"),
     (["create", "4917012", "--balance", "1", "--credit-limit", "-3"], "negative"),
     (["adjust", "4917011", "0", "--reason", "x"], "zero"),
     (["bundle", "4917011", "--unit", "seconds", "--amount", "1.5"], "whole number"),
@@ -114,7 +130,7 @@ def test_user_errors_are_one_line_exit_2_and_change_nothing(capsys, data, argv, 
 def test_import_bulk_and_bad_rows(capsys, data, tmp_path):
     good = tmp_path / "good.csv"
     lines = ["id,balance,currency,plan,imsi,credit_limit"]
-    lines += [f"49{i:08d},{i}.5,EUR,basic,2620{i:08d},{i % 3}" for i in range(2500)]
+    lines += [f"49{i:08d},{i}.5,EUR,postpaid,2620{i:08d},{i % 3}" for i in range(2500)]
     good.write_text("\n".join(lines) + "\n")
     rc, out, _ = ocs(capsys, data, "import", str(good))
     assert rc == 0 and "imported 2500" in out
@@ -138,6 +154,7 @@ def test_import_killed_midway_resumes(tmp_path):
     import signal
     import time
     data = tmp_path / "d"
+    load_tariff(data)
     csv_file = tmp_path / "big.csv"
     csv_file.write_text("".join(f"47{i:08d},1\n" for i in range(40_000)))
 
@@ -184,6 +201,7 @@ def test_import_killed_midway_resumes(tmp_path):
 def test_subprocess_cli_writes_are_seen_by_a_running_writer(tmp_path):
     """The CLI in another process tops up while this process runs the group-commit writer."""
     data = str(tmp_path / "live")
+    load_tariff(data)
 
     def cli(*argv):
         return subprocess.run([sys.executable, "-m", "ocs", "account", *argv, "--data", data],
@@ -210,10 +228,7 @@ def test_subprocess_cli_writes_are_seen_by_a_running_writer(tmp_path):
 
 
 def test_account_currency_must_be_the_tariffs(capsys, data, tmp_path):
-    from importlib import resources
-    example = str(resources.files("ocs") / "data" / "example-tariff.toml")
-    assert main(["tariff", "load", example, "--data", data]) == 0           # EUR
-    capsys.readouterr()
+    # the fixture's tariff is EUR
     rc, _, err = ocs(capsys, data, "create", "4917099", "--balance", "1", "--currency", "JPY")
     assert rc == 2 and err.count("\n") == 1 and "not the tariff's (EUR)" in err
     rows = tmp_path / "jpy.csv"

@@ -34,7 +34,11 @@ def test_no_float_drift() -> None:
 def test_cli_refuses_an_amount_past_the_store_in_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import subprocess
     import sys
+    from importlib import resources
     data = str(tmp_path / "d")
+    example = str(resources.files("ocs") / "data" / "example-tariff.toml")
+    assert subprocess.run([sys.executable, "-m", "ocs", "tariff", "load", example, "--data", data,
+                           "--effective-from", "1970-01-01"], capture_output=True).returncode == 0
     run = lambda *a: subprocess.run([sys.executable, "-m", "ocs", "account", *a, "--data", data],  # noqa: E731
                                     capture_output=True, text=True, timeout=60)
     assert run("create", "4917", "--balance", "1").returncode == 0

@@ -32,6 +32,7 @@ def test_flags_override_file_and_log_level_is_case_insensitive(tmp_path) -> None
     ("default_quota = {minutes = 5}", "default_quota: unknown unit 'minutes'"),
     ("max_quota = {seconds = 5000000000}", "max_quota.seconds must be an integer 1..4294967295"),
     ("max_connections = 0", "max_connections must be >= 1"),
+    ('listen = ":3868"', "listen ':3868' has no host: say 0.0.0.0:3868 or"),
 ])
 def test_bad_settings_are_refused(tmp_path, text: str, says: str) -> None:  # type: ignore[no-untyped-def]
     f = tmp_path / "ocs.toml"
@@ -49,3 +50,60 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path) -> None:  # type: ignore
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "log_level must be one of" in lines[0], p.stderr
     assert not (tmp_path / "d" / "data.mdb").exists()  # refused before touching the store
+
+
+@pytest.mark.parametrize("key, near", [
+    ("allow_peers", "allow_peer"), ("allowed_peer", "allow_peer"), ("listen_addr", "listen"),
+    ("max_inflight", "max_in_flight"), ("validity-tim", "validity_time")])
+def test_an_unknown_key_suggests_the_nearest(tmp_path, key: str, near: str) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "ocs.toml"
+    f.write_text(f"{key} = 1\n")
+    with pytest.raises(ConfigError) as info:
+        load(f, {})
+    assert str(info.value) == f"{f}: unknown setting {key!r}; did you mean {near}?"
+
+
+def test_allow_peer_is_the_flags_name_and_allowed_peers_still_read(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "ocs.toml"
+    f.write_text('allow_peer = ["pgw1"]\n')
+    assert load(f, {}).allowed_peers == ["pgw1"]
+    f.write_text('allowed_peers = ["pgw2"]\n')               # the older key, deprecated
+    assert load(f, {}).allowed_peers == ["pgw2"]
+    assert load(f, {"allow_peer": ["pgw3"]}).allowed_peers == ["pgw3"]  # the flag wins
+    f.write_text("reuse_port = true\n")                      # internal, not a setting
+    with pytest.raises(ConfigError, match="unknown setting 'reuse_port'"):
+        load(f, {})
+
+
+def _serve_flags() -> set[str]:
+    from ocs.cli import build_parser
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a.choices, dict))
+    serve = sub.choices["serve"]
+    names = set()
+    for action in serve._actions:
+        long = [o for o in action.option_strings if o.startswith("--")]
+        if long and long[0] not in ("--help", "--config"):
+            names.add(long[0][2:].removeprefix("no-").replace("-", "_"))
+    return names
+
+
+def test_every_flag_is_the_setting_of_its_name() -> None:
+    from ocs.commands.serve import SETTING_FLAGS
+    from ocs.config import setting_names
+    flags = _serve_flags()
+    assert flags == set(SETTING_FLAGS)
+    assert flags <= set(setting_names())
+
+
+def test_the_readme_lists_every_setting_and_no_other() -> None:
+    import re
+    from pathlib import Path
+
+    from ocs.config import setting_names
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme.split("<!-- settings -->")[1].split("<!-- /settings -->")[0]
+    keys = []
+    for row in table.splitlines()[2:]:
+        keys += re.findall(r"`([a-z_]+)`", row.split("|")[1])
+    assert sorted(keys) == sorted(setting_names())

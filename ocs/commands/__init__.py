@@ -7,6 +7,7 @@ A command signals a user error by raising `CommandError`: the CLI prints it on o
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 
 class CommandError(Exception):
@@ -19,6 +20,23 @@ DEFAULT_DATA = "./ocs-data"
 def add_data_arg(parser) -> None:  # type: ignore[no-untyped-def]
     parser.add_argument("--data", default=DEFAULT_DATA, metavar="DIR",
                         help=f"data directory (LMDB environment), default {DEFAULT_DATA}")
+
+
+def require_data(data: str) -> None:
+    """Refuse a data dir that holds no OCS store: a typo in --data must not read (or create) an
+    empty one and answer as if it were the real, empty, system."""
+    if not (Path(data) / "data.mdb").exists():
+        raise CommandError(f"no OCS data at {data}")
+
+
+def open_existing(data: str):  # type: ignore[no-untyped-def]
+    """The store at DIR, which must already hold OCS data (`ocs tariff load` and `ocs serve` create one)."""
+    from balance.store import open_store
+    require_data(data)
+    try:
+        return open_store(data)
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"cannot open data dir {data}: {exc}") from None
 
 
 LAST_INSTANT = 253402300799  # 9999-12-31T23:59:59Z: what every later display of a time can show

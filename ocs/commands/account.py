@@ -9,15 +9,24 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 import sys
+import time
 import uuid
 from typing import Any
 
 from balance import ops
 from balance.errors import BalanceError
 from balance.records import UNITS, Account, Bundle
-from balance.store import Store, open_store
-from ocs.commands import CommandError, add_data_arg, format_instant, parse_instant
+from balance.store import Store
+from ocs.commands import (
+    CommandError,
+    add_data_arg,
+    format_instant,
+    open_existing,
+    parse_instant,
+    require_data,
+)
 from ocs.money import MoneyError, format_micro, to_micro
 
 IMPORT_BATCH = 1000  # accounts per write txn when importing
@@ -25,11 +34,38 @@ IMPORT_BATCH = 1000  # accounts per write txn when importing
 
 # -- helpers ----------------------------------------------------------------------------------
 
-def _store(args: Any) -> Store:
+NO_TARIFF = "no tariff loaded; load one first with `ocs tariff load`"
+E164 = re.compile(r"[0-9]{1,15}")
+ID_FORMATS = ("e164", "any")
+
+
+def _store(args: Any, *, provisioning: bool = False) -> Store:
+    """The existing store of --data: no account command creates one (a typo must not start an
+    empty system); provisioning needs a tariff, whose `ocs tariff load` creates the store."""
+    if provisioning:
+        try:
+            require_data(args.data)
+        except CommandError as exc:
+            raise CommandError(f"{exc}; {NO_TARIFF}") from None
+    return open_existing(args.data)
+
+
+def _check_id(ident: str, id_format: str, where: str = "") -> None:
+    if id_format == "e164" and not E164.fullmatch(ident):
+        raise CommandError(f"{where}bad account id {ident!r}: an E.164 number is 1-15 digits "
+                           "(no '+' or spaces); --id-format any accepts other ids")
+
+
+def _opening_balance(text: str, where: str = "") -> int:
+    at = f"{where}: " if where else ""
     try:
-        return open_store(args.data)
-    except (OSError, ValueError) as exc:
-        raise CommandError(f"cannot open data dir {args.data}: {exc}") from None
+        balance = to_micro(text)
+    except MoneyError as exc:
+        raise CommandError(f"{at}bad balance: {exc}") from None
+    if balance < 0:
+        raise CommandError(f"{at}bad balance {text.strip()!r}: an opening balance must not be "
+                           "negative (a credit limit is the way to let an account go below zero)")
+    return balance
 
 
 def _amount(text: str, what: str = "amount") -> int:
@@ -93,6 +129,22 @@ def _tariff_currency(store: Store) -> str | None:
     return rater.currency if rater is not None else None
 
 
+def _known_plans(store: Store) -> set[str]:
+    """The plans of every loaded tariff version that is not retired; CommandError without one."""
+    from rating.store import TariffStore
+    plans = {p for rec in TariffStore(store).list() if not rec.get("retired_at") for p in rec["plans"]}
+    if not plans:
+        raise CommandError(NO_TARIFF)
+    return plans
+
+
+def _check_plan(plans: set[str], plan: str, where: str = "") -> None:
+    """An account on a plan no tariff prices would get 5031 on every request."""
+    if plan not in plans:
+        raise CommandError(f"{where}no loaded tariff has plan {plan!r} "
+                           f"(plans: {', '.join(sorted(plans))})")
+
+
 def _check_currency(tariff_currency: str | None, currency: str, where: str) -> None:
     """An account's money and its tariff's prices must be in one currency: the server would read
     EUR micro-prices as JPY ones (it refuses to rate such an account: 5031)."""
@@ -101,11 +153,13 @@ def _check_currency(tariff_currency: str | None, currency: str, where: str) -> N
 
 
 def cmd_create(args: Any) -> int:
-    balance = _amount(args.balance, "balance")
+    _check_id(args.id, args.id_format)
+    balance = _opening_balance(args.balance)
     limit = _amount(args.credit_limit, "credit limit") if args.credit_limit else 0
     if limit < 0:
         raise CommandError(f"bad credit limit {args.credit_limit!r}: must not be negative")
-    with _store(args) as store:
+    with _store(args, provisioning=True) as store:
+        _check_plan(_known_plans(store), args.plan)
         _check_currency(_tariff_currency(store), args.currency.upper(), args.id)
         acct = _write(store, lambda tx: ops.create_account(
             tx, _key(args), account_id=args.id, currency=args.currency.upper(), balance=balance,
@@ -152,6 +206,9 @@ def cmd_bundle(args: Any) -> int:
         raise CommandError(f"bad amount {args.amount!r}: must be positive")
     expires = _instant(args.expires, "--expires")
     valid_from = _instant(args.valid_from, "--valid-from")
+    if expires is not None and expires <= time.time():
+        raise CommandError(f"bad --expires {args.expires!r}: already past (now "
+                           f"{format_instant(int(time.time()))}); such a bundle could never be used")
     with _store(args) as store:
         account_id = _resolve(store, args.id)
         bid = _write(store, lambda tx: ops.add_bundle(
@@ -228,7 +285,7 @@ def _status(status: str) -> Any:
     return cmd
 
 
-def _parse_import(path: str) -> tuple[list[dict[str, Any]], str]:
+def _parse_import(path: str, id_format: str) -> tuple[list[dict[str, Any]], str]:
     try:
         with open(path, "rb") as fh:
             raw = fh.read()
@@ -254,8 +311,9 @@ def _parse_import(path: str) -> tuple[list[dict[str, Any]], str]:
         ident, balance, currency, plan, imsi, limit = cells
         if not ident:
             raise CommandError(f"{where}: empty id")
+        _check_id(ident, id_format, f"{where}: ")
         try:
-            row = {"account_id": ident, "balance": to_micro(balance),
+            row = {"account_id": ident, "balance": _opening_balance(balance, where),
                    "currency": (currency or "EUR").upper(), "plan": plan or "default",
                    "aliases": [imsi] if imsi else [],
                    "credit_limit": to_micro(limit, allow_negative=False) if limit else 0}
@@ -275,7 +333,7 @@ def cmd_import(args: Any) -> int:
     idempotency key is derived from the file's hash, so rerunning an interrupted import resumes."""
     from tqdm import tqdm
 
-    rows, digest = _parse_import(args.file)
+    rows, digest = _parse_import(args.file, args.id_format)
 
     def key(row: dict[str, Any]) -> str:  # the file's content and the row, not the path as typed
         return f"import:{digest}:{row['lineno']}"
@@ -283,9 +341,11 @@ def cmd_import(args: Any) -> int:
     def fields(row: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in row.items() if k not in ("line", "lineno")}
 
-    with _store(args) as store:
+    with _store(args, provisioning=True) as store:
+        plans = _known_plans(store)
         tariff_currency = _tariff_currency(store)
         for row in rows:
+            _check_plan(plans, row["plan"], f"{row['line']}: ")
             _check_currency(tariff_currency, row["currency"], row["line"])
         # dry run: every row through the real op, with its real key, in one txn then thrown away;
         # rows an interrupted run of this same file created replay, any other existing id refuses
@@ -335,6 +395,10 @@ def register(sub: Any) -> None:
         c.add_argument("--idempotency-key", metavar="KEY",
                        help="retry-safe key: repeating a command with it changes nothing")
 
+    def id_format(c: Any) -> None:
+        c.add_argument("--id-format", choices=ID_FORMATS, default="e164",
+                       help="e164 (default): ids are 1-15 digits; any: any non-empty id")
+
     c = add("create", cmd_create, "create an account")
     c.add_argument("id", help="account id (E.164 MSISDN)")
     c.add_argument("--balance", required=True, metavar="AMOUNT", help="opening balance, e.g. 10.00")
@@ -342,6 +406,7 @@ def register(sub: Any) -> None:
     c.add_argument("--plan", default="default", help="tariff plan name")
     c.add_argument("--imsi", action="append", metavar="IMSI", help="alias (repeatable)")
     c.add_argument("--credit-limit", metavar="AMOUNT", help="postpaid: may go down to -AMOUNT")
+    id_format(c)
     idem(c)
 
     c = add("topup", cmd_topup, "credit money")
@@ -382,6 +447,7 @@ def register(sub: Any) -> None:
 
     c = add("import", cmd_import, "bulk create from CSV: id,balance[,currency,plan,imsi,credit_limit]")
     c.add_argument("file", metavar="FILE.csv")
+    id_format(c)
 
     for name, status in (("suspend", "suspended"), ("activate", "active"), ("close", "closed")):
         c = add(name, _status(status), f"set status {status}")

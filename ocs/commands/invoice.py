@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ocs.commands import CommandError, add_data_arg
+from ocs.commands import CommandError, add_data_arg, open_existing
 from ocs.export.formats import FormatError
 from ocs.money import format_micro, to_micro
 
@@ -23,7 +23,6 @@ def register(sub) -> None:  # type: ignore[no-untyped-def]
 
 
 def cmd_invoice(args) -> int:  # type: ignore[no-untyped-def]
-    from ocs.commands.cdr import open_existing
     from ocs.invoice import Period, PeriodError, run
     from ocs.invoice.rounding import minor_units
     from ocs.invoice.run import DOC_FORMATS

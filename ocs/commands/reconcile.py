@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ocs.commands import CommandError, add_data_arg
+from ocs.commands import CommandError, add_data_arg, open_existing
 from ocs.export.formats import FormatError
 
 
@@ -17,7 +17,6 @@ def register(sub) -> None:  # type: ignore[no-untyped-def]
 
 
 def cmd_reconcile(args) -> int:  # type: ignore[no-untyped-def]
-    from ocs.commands.cdr import open_existing
     from ocs.reconcile import reconcile
     store = open_existing(args.data)
     try:
