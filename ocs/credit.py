@@ -214,26 +214,28 @@ def _session(tx, ctx: Context, ccr: CCR, sess: Session | None) -> tuple[Session 
     cfg, dbs, now = ctx.cfg, ctx.dbs, tx.now
     rtype = ccr.request_type
     if rtype == INITIAL:
-        if sess is not None:
+        if sess is not None and sess.state != sessions.REFUSED:
             return None, make_cca(ccr, cfg, C.DIAMETER_UNABLE_TO_COMPLY,
                                  error_message="session already exists")
+        if sess is not None and sess.has_seen(ccr.request_number):
+            return None, _answer_gone(ccr, cfg)
         account, sub = _resolve_account(tx, ccr)
         if account is None:
-            return None, make_cca(ccr, cfg, C.DIAMETER_USER_UNKNOWN)
+            return _refused(ccr, sess, now), make_cca(ccr, cfg, C.DIAMETER_USER_UNKNOWN)
         if account.status != "active":
-            return None, make_cca(ccr, cfg, C.DIAMETER_END_USER_SERVICE_DENIED)
+            return _refused(ccr, sess, now), make_cca(ccr, cfg, C.DIAMETER_END_USER_SERVICE_DENIED)
         rater = ctx.raters(None)
         version = rater.version if rater is not None else 0
-        sess = Session(ccr.session_id, account.id, sub, account.plan, account.currency, version,
-                       ccr.origin_host, now, now)
-        adjust_open_sessions(tx, dbs, +1)
+        fresh = Session(ccr.session_id, account.id, sub, account.plan, account.currency, version,
+                        ccr.origin_host, now, now)
+        if sess is not None:  # a CCR-I refused before (a retry after a top-up): keep its replays
+            _carry_over(sess, fresh)
+        sess = fresh
     else:
-        if sess is None or sess.state == sessions.CLOSED:
+        if sess is None or sess.state != sessions.OPEN:  # closed, refused or never seen
             return None, make_cca(ccr, cfg, C.DIAMETER_UNKNOWN_SESSION_ID)
         if sess.has_seen(ccr.request_number):  # answered, but too long ago to replay
-            return None, make_cca(ccr, cfg, C.DIAMETER_UNABLE_TO_COMPLY,
-                                  error_message="duplicate of a request answered earlier; "
-                                                "its answer is no longer held")
+            return None, _answer_gone(ccr, cfg)
         account = None  # read by the balance ops, which refuse a suspended or closed account
         rater = ctx.raters(sess.tariff_version) if sess.tariff_version else ctx.raters(None)
         if rater is not None and not sess.tariff_version:
@@ -259,8 +261,43 @@ def _session(tx, ctx: Context, ccr: CCR, sess: Session | None) -> tuple[Session 
     if not active and not final:
         return sess, make_cca(ccr, cfg, C.DIAMETER_END_USER_SERVICE_DENIED, answers)
     result = _message_result(answers)
+    if rtype == INITIAL:
+        if result != C.DIAMETER_SUCCESS and not any(map(_holds_or_used, sess.groups.values())):
+            sess.groups.clear()  # nothing reserved, nothing used: no CDR, nothing to release
+            sess.state, sess.closed_at = sessions.REFUSED, now
+        else:
+            adjust_open_sessions(tx, dbs, +1)
     return sess, _single_service(ccr, make_cca(ccr, cfg, result, answers,
                                                failed_avp=_failed_avp(result, answers, ccr)))
+
+
+def _answer_gone(ccr: CCR, cfg: ServeConfig) -> CCA:
+    return make_cca(ccr, cfg, C.DIAMETER_UNABLE_TO_COMPLY,
+                    error_message="duplicate of a request answered earlier; its answer is no longer held")
+
+
+def _holds_or_used(st: RatingGroupState) -> bool:
+    return st.reserved or st.total_units > 0 or st.amount != 0 or st.bundle_units > 0
+
+
+def _refused(ccr: CCR, sess: Session | None, now: int) -> Session:
+    """The record of a CCR-I refused before anything was granted: only its answer, for replay.
+
+    It is not an open session (not counted, never stale); the sweeper forgets it after
+    dedup_retention like a closed one."""
+    rec = Session(ccr.session_id, "", "", "", "", 0, ccr.origin_host, now, now,
+                  state=sessions.REFUSED, closed_at=now)
+    if sess is not None:
+        _carry_over(sess, rec)
+    rec.mark_seen(ccr.request_number)
+    return rec
+
+
+def _carry_over(old: Session, new: Session) -> None:
+    """A refused CCR-I's record reused by the next CCR-I of that Session-Id: its answers stay
+    replayable and its index key is replaced, not left behind."""
+    new.answers, new.seen_low, new.seen_above = old.answers, old.seen_low, old.seen_above
+    new.due, new.filed_state = old.due, old.filed_state
 
 
 def _rate(rater, plan: str, currency: str, rg: int):  # type: ignore[no-untyped-def]

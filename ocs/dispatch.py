@@ -5,6 +5,8 @@ send several CCR-Us of a session without waiting); requests of different session
 share the engine's durable commits. A request beyond the in-flight bounds is answered
 DIAMETER_TOO_BUSY at once, so latency stays bounded and one peer cannot take the whole server.
 The front never decodes a CCR fully: it peeks the Session-Id, and the engine does the rest.
+Shedding is logged per episode, not per request: a WARNING when it starts and one when nothing
+was shed for OVERLOAD_QUIET_SECONDS, with the count (a server at its bound sheds thousands a second).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ log = logging.getLogger("ocs.dispatch")
 _AVP_HEAD = struct.Struct(">IBBH")  # code, flags, length (24 bits as 8 + 16)
 _U32 = struct.Struct(">I")
 REQUEST_TYPES = {1: "INITIAL", 2: "UPDATE", 3: "TERMINATION", 4: "EVENT"}
+OVERLOAD_QUIET_SECONDS = 1.0  # an overload episode ends after this long without shedding
 
 
 class Peer(Protocol):
@@ -131,6 +134,8 @@ class Dispatcher:
         self._sessions: dict[bytes, deque] = {}
         self._idle_waiters: list = []
         self.stopping = False  # shutting down: admit nothing new
+        self.shed = 0            # requests refused TOO_BUSY in the current overload episode
+        self._shed_first = self._shed_last = 0.0
 
     def submit(self, peer: Peer, frame: bytes, header: Header) -> None:
         """Called on the loop thread for each CCR frame of an open peer."""
@@ -141,6 +146,8 @@ class Dispatcher:
                 or self.in_flight_bytes + len(frame) > cfg.max_in_flight_bytes
                 or self.engine is None or self.engine.closing):
             metrics.TOO_BUSY.inc()
+            if not (self.stopping or self.engine is None or self.engine.closing):
+                self._shedding(host, len(frame))
             peer.send(encode_error_answer(frame, header, C.DIAMETER_TOO_BUSY, cfg.origin_host,
                                           cfg.origin_realm))
             return
@@ -157,6 +164,40 @@ class Dispatcher:
             return
         self._sessions[key] = deque()
         self._start(item)
+
+    def _shedding(self, host: str, size: int) -> None:
+        """Count a request refused for load; the first of an episode starts it (one WARNING)."""
+        now = time.monotonic()
+        self._shed_last = now
+        self.shed += 1
+        if self.shed > 1:
+            return
+        self._shed_first = now
+        cfg = self.cfg
+        if self.in_flight >= cfg.max_in_flight:
+            bound = f"{self.in_flight} requests in flight, max_in_flight {cfg.max_in_flight}"
+        elif self._by_host.get(host, 0) >= cfg.max_in_flight_per_peer:
+            bound = (f"peer {host} has {self._by_host[host]} in flight, "
+                     f"max_in_flight_per_peer {cfg.max_in_flight_per_peer}")
+        else:
+            bound = (f"{self.in_flight_bytes + size} request bytes in flight, "
+                     f"max_in_flight_bytes {cfg.max_in_flight_bytes}")
+        log.warning("overload: answering DIAMETER_TOO_BUSY (%s)", bound)
+        asyncio.get_running_loop().call_later(OVERLOAD_QUIET_SECONDS, self._overload_check)
+
+    def _overload_check(self) -> None:
+        quiet = time.monotonic() - self._shed_last
+        if self.shed and quiet < OVERLOAD_QUIET_SECONDS:
+            asyncio.get_running_loop().call_later(OVERLOAD_QUIET_SECONDS - quiet, self._overload_check)
+        else:
+            self.end_overload()
+
+    def end_overload(self) -> None:
+        """Log the end of the overload episode in progress, if any (also at shutdown)."""
+        if self.shed:
+            log.warning("overload over: %d requests answered DIAMETER_TOO_BUSY in %.1f s",
+                        self.shed, self._shed_last - self._shed_first)
+            self.shed = 0
 
     def _start(self, item) -> None:  # type: ignore[no-untyped-def]
         token = item[3]

@@ -249,6 +249,7 @@ class Engine:
                                 log.error("sweep failed: %r", e)
                             else:
                                 self.stale_closed += r
+                                sweeper.report(r)  # once its closes are durable
                     payload = b"".join(self._answer(t, r, e, sync_error)
                                        for t, r, e in ready if t is not None)
                 self._send(payload)

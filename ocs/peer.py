@@ -3,6 +3,8 @@
 The state machine is small: WAIT_CER until a CER is accepted, then OPEN, then CLOSING after a
 DPR either way. Answers produced by one pass of the loop are written with one transport.write.
 A peer that sends bytes we cannot frame is disconnected; nothing it does reaches other peers.
+Each connection that sent a CER logs one line when it opens and one when it ends, with why it
+ended (the first reason given wins: a close we start is often followed by the peer's own).
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ class PeerConnection(asyncio.Protocol):
         self._lost = False
         self.local_ip = "127.0.0.1"
         self._counted = False  # counted in ocs_peers_connected
+        self._reason: str | None = None  # why this connection ends, once we know
+        self.address = "?"
 
     # -- transport callbacks ----------------------------------------------------------------------
     def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
@@ -83,11 +87,19 @@ class PeerConnection(asyncio.Protocol):
         sock = transport.get_extra_info("sockname")
         if sock:
             self.local_ip = sock[0]
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.address = f"{peer[0]}:{peer[1]}"
         self.server.peers.add(self)
         self._arm_watchdog()
 
     def connection_lost(self, exc) -> None:  # type: ignore[no-untyped-def]
         self._lost = True
+        reason = self._reason or ("connection closed by peer" if exc is None else f"connection lost: {exc!r}")
+        if self.origin_host:  # a connection that never sent a CER is not a peer yet
+            log.info("peer %s closed: %s", self.origin_host, reason)
+        elif self.transport is not None:
+            log.debug("connection from %s closed before any CER: %s", self.address, reason)
         if self._counted:
             metrics.PEERS.dec()
             self._counted = False
@@ -106,6 +118,7 @@ class PeerConnection(asyncio.Protocol):
             return False
         oldest = min(waiting, key=lambda p: p._connected_at)
         log.warning("max_connections reached: dropping a connection that sent no CER")
+        oldest.why("dropped at max_connections (no CER)")
         oldest.state = CLOSING
         oldest.transport.abort()  # type: ignore[union-attr]
         self.server.peers.discard(oldest)
@@ -125,6 +138,7 @@ class PeerConnection(asyncio.Protocol):
             frames = self.framer.feed(data)
         except DiameterError as exc:
             log.warning("peer %s: unframeable stream (%s), closing", self.origin_host or "?", exc)
+            self.why(f"error: unframeable stream ({exc})")
             head = self.framer.failed_header
             if head is not None and head[4] & FLAG_REQUEST:  # its header came: answer, then close
                 self._error(head, peek_header(head), exc.result_code, None, str(exc))
@@ -150,7 +164,14 @@ class PeerConnection(asyncio.Protocol):
         if self.state == DISCONNECTING:
             self._finish_disconnect()
 
-    def close(self) -> None:
+    def why(self, reason: str) -> None:
+        """Say why this connection ends (logged when it does); the first reason given wins."""
+        if self._reason is None:
+            self._reason = reason
+
+    def close(self, reason: str | None = None) -> None:
+        if reason is not None:
+            self.why(reason)
         self._writes.flush()
         self.state = CLOSING
         t = self.transport
@@ -180,7 +201,7 @@ class PeerConnection(asyncio.Protocol):
         except DiameterError as exc:
             if exc.fatal:
                 metrics.PROTOCOL_ERRORS.labels(str(exc.result_code)).inc()
-                self.close()
+                self.close(f"error: bad header ({exc.result_code}: {exc})")
                 return
             header = peek_header(frame)
             if header.flags & FLAG_REQUEST:  # answer a bad request (e.g. 3008); drop a bad answer
@@ -202,7 +223,7 @@ class PeerConnection(asyncio.Protocol):
         elif self.state != OPEN:
             self._error(frame, header, C.DIAMETER_UNKNOWN_PEER, None,
                         "capabilities exchange (CER) must come first")
-            self.close()
+            self.close("error: a request before the CER")
         elif cmd == C.CC_CREDIT_CONTROL:
             if header.application_id != C.APP_CREDIT_CONTROL:
                 self._error(frame, header, C.DIAMETER_APPLICATION_UNSUPPORTED)
@@ -210,9 +231,10 @@ class PeerConnection(asyncio.Protocol):
                 self.server.dispatcher.submit(self, frame, header)
         elif cmd == C.CC_DISCONNECT_PEER:
             try:
-                decode_dpr(frame)
+                cause: object = decode_dpr(frame).disconnect_cause
             except DiameterError:
-                pass
+                cause = "unreadable"
+            self.why(f"DPR received (Disconnect-Cause {cause})")
             # RFC 6733 §5.4: the peer closes once it has our DPA, so the DPA waits for the answers
             # of requests already in flight (their debits are made: the peer must see them); no
             # new request is taken meanwhile. Past DRAIN_SECONDS the DPA goes anyway.
@@ -238,6 +260,7 @@ class PeerConnection(asyncio.Protocol):
 
     def _handle_answer(self, cmd: int) -> None:
         if cmd == C.CC_DISCONNECT_PEER and self._on_dpa is not None:
+            self.why("shutdown (our DPR answered)")
             if self.in_flight == 0:
                 self.close()
             else:  # answers still to come: close when the last one is sent (see drained)
@@ -248,13 +271,13 @@ class PeerConnection(asyncio.Protocol):
     def _handle_cer(self, frame: bytes, header: Header) -> None:
         if len(frame) > MAX_CER_BYTES:
             self._cea(header, C.DIAMETER_UNABLE_TO_COMPLY, f"CER larger than {MAX_CER_BYTES} bytes")
-            self.close()
+            self.close(f"error: CER larger than {MAX_CER_BYTES} bytes")
             return
         try:
             cer = decode_cer(frame)
         except DiameterError as exc:
             self._error(frame, header, exc.result_code, exc.failed_avp, str(exc))
-            self.close()
+            self.close(f"error: CER refused ({exc.result_code}: {exc})")
             return
         cfg = self.cfg
         if self.state != WAIT_CER:
@@ -262,25 +285,25 @@ class PeerConnection(asyncio.Protocol):
             # it may not turn the connection into another peer's (its in-flight bounds, allowlist)
             if cer.origin_host != self.origin_host:
                 self._cea(header, C.DIAMETER_UNKNOWN_PEER, "Origin-Host differs from the first CER")
-                self.close()
+                self.close(f"error: a second CER with another Origin-Host ({cer.origin_host})")
             else:
                 self._cea(header, C.DIAMETER_SUCCESS)
             return
         self.origin_host = cer.origin_host
         if cfg.allowed_peers and cer.origin_host not in cfg.allowed_peers:
             self._cea(header, C.DIAMETER_UNKNOWN_PEER, "peer not in the allowlist")
-            self.close()
+            self.close("CER refused: not in the allowlist")
             return
         if not _has_credit_control(cer):
             self._cea(header, C.DIAMETER_NO_COMMON_APPLICATION, "no common application")
-            self.close()
+            self.close("CER refused: no common application")
             return
         self._cea(header, C.DIAMETER_SUCCESS)
         self.state = OPEN
         if not self._counted:
             self._counted = True
             metrics.PEERS.inc()
-        log.info("peer %s (%s) open", cer.origin_host, cer.product_name)
+        log.info("peer %s (%s) open from %s", cer.origin_host, cer.product_name, self.address)
 
     def _cea(self, header: Header, result: int, message: str | None = None) -> None:
         cfg = self.cfg
@@ -303,12 +326,12 @@ class PeerConnection(asyncio.Protocol):
         now = time.monotonic()
         idle = now - self._last_rx
         if self.state == WAIT_CER and now - self._connected_at >= self.cfg.watchdog_interval:
-            self.close()  # connected but no CER within one watchdog interval
+            self.close("no CER within the watchdog interval")
             return
         if idle >= self.cfg.watchdog_interval:
             if self._dwr_outstanding:
                 log.warning("peer %s: no answer to DWR, closing", self.origin_host)
-                self.close()
+                self.close("watchdog timeout (no answer to DWR)")
                 return
             self._dwr_outstanding = True
             self.send(encode_dwr(DWR(origin_host=self.cfg.origin_host, origin_realm=self.cfg.origin_realm,
@@ -319,6 +342,7 @@ class PeerConnection(asyncio.Protocol):
     # -- shutdown ---------------------------------------------------------------------------------
     def disconnect(self, done: Callable[[], None]) -> None:
         """Send DPR; `done` runs when the peer answers or the connection ends."""
+        self.why("shutdown")
         if self.state != OPEN or self.transport is None:
             done()
             return

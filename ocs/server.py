@@ -137,6 +137,7 @@ class Server:
     async def shutdown(self, grace: float = 10.0) -> None:
         """Stop accepting, drain in-flight requests, DPR every peer, stop the engine, close."""
         self._stop.set()
+        self.dispatcher.end_overload()
         self.dispatcher.stopping = True  # new requests: TOO_BUSY (clients fail over)
         for srv in self.listeners:
             srv.close()
@@ -154,7 +155,7 @@ class Server:
         if waits:
             await asyncio.wait(waits, timeout=2.0)
         for peer in list(self.peers):
-            peer.close()
+            peer.close("shutdown")
         # _stop is set: housekeeping ends after its current pass. Not cancelled: cancelling the
         # task would leave its thread inside the exporter while we close it (a CDR in two files).
         await asyncio.gather(*self._tasks, return_exceptions=True)

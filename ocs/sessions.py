@@ -8,7 +8,7 @@ dbs (all written inside the request's own write transaction):
   keeping them there costs no extra LMDB page. It also records which request numbers were applied
   (a low-water mark and the numbers above it), so a late request is applied once and never refused.
 - "session_due": b"o" + last activity (4 bytes BE) + session_id for open sessions, b"c" + closed
-  instant + session_id for closed ones -> b"". The sweeper walks each part in time order up to
+  instant + session_id for closed and refused ones -> b"". The sweeper walks each part in time order up to
   now - timeout (open) or now - retention (closed); the instants do not depend on settings, so a
   restart with another --session-timeout still finds every session a crash left open. An open key
   never says later than the real last activity (it may say earlier: the sweeper then re-files it),
@@ -31,7 +31,10 @@ ANSWERS_MIN = 2
 ANSWER_BYTES = 1280
 SEEN_ABOVE_MAX = 64  # request numbers tracked above the contiguous low-water mark
 
-OPEN, CLOSED = 0, 1
+# REFUSED: a CCR-I answered with an error before any quota was granted or usage charged. Its record
+# only keeps the answer for retransmissions (until dedup_retention, like a closed session's): it is
+# not open, not counted in open_sessions, never stale, and a later CCR-I with a new number reopens it.
+OPEN, CLOSED, REFUSED = 0, 1, 2
 
 
 @dataclass(slots=True)
@@ -115,7 +118,7 @@ class Session:
 
 
 def due_key(state: int, instant: int, session_id: str) -> bytes:
-    return (b"o", b"c")[state] + _U32.pack(max(0, min(instant, 0xFFFFFFFF))) + session_id.encode()
+    return (b"o" if state == OPEN else b"c") + _U32.pack(max(0, min(instant, 0xFFFFFFFF))) + session_id.encode()
 
 
 def load(txn, dbs, session_id: str) -> Session | None:  # type: ignore[no-untyped-def]
@@ -128,7 +131,8 @@ def save(txn, dbs, sess: Session, force: bool = False) -> None:  # type: ignore[
     sid = sess.session_id
     instant = sess.seen if sess.state == OPEN else sess.closed_at
     key = due_key(sess.state, instant, sid)
-    if force or sess.due == 0 or sess.filed_state != sess.state or instant - sess.due >= DUE_STEP:
+    if (force or sess.due == 0 or sess.filed_state != sess.state or instant - sess.due >= DUE_STEP
+            or (sess.state != OPEN and instant != sess.due)):  # a closed key never says earlier
         if sess.due:
             txn.delete(due_key(sess.filed_state, sess.due, sid), db=dbs["session_due"])
         txn.put(key, b"", db=dbs["session_due"])
@@ -165,8 +169,8 @@ def purge(txn, dbs, sess: Session) -> None:  # type: ignore[no-untyped-def]
 
 
 def due_sessions(txn, dbs, state: int, upto: int, limit: int) -> list[tuple[bytes, str]]:  # type: ignore[no-untyped-def]
-    """Index keys of sessions in `state` whose instant is <= upto, oldest first, at most `limit`."""
-    prefix = (b"o", b"c")[state]
+    """Index keys of sessions in `state` (CLOSED: refused ones too) whose instant is <= upto, oldest first, at most `limit`."""
+    prefix = b"o" if state == OPEN else b"c"
     out: list[tuple[bytes, str]] = []
     cur = txn.cursor(db=dbs["session_due"])
     if not cur.set_range(prefix):

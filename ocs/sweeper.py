@@ -42,3 +42,9 @@ def sweep(tx, ctx: credit.Context, limit: int = 512) -> int:  # type: ignore[no-
     ops.expire_bundles(tx, now, limit=limit)
     ops.purge_idempotency(tx, now - ops.IDEM_RETENTION, limit=limit)
     return closed
+
+
+def report(closed: int) -> None:
+    """The log line of a committed pass that closed something (one per pass, none when idle)."""
+    if closed:
+        log.info("closed %d stale sessions (silent for longer than the session timeout)", closed)

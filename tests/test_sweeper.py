@@ -56,3 +56,33 @@ def test_one_broken_session_does_not_stop_the_sweep(tmp_path) -> None:  # type: 
             assert sessions.load(view.txn, ctx.dbs, "gw;broken;1").state == sessions.CLOSED
     finally:
         store.close()
+
+
+def test_refused_initial_is_never_stale_and_is_forgotten(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A CCR-I refused with 4012 is kept only for replay: the sweeper does not close it as stale,
+    and forgets it after dedup_retention like a closed session."""
+    data = tmp_path / "data"
+    provision(data, {A: {"balance": "0"}, B: {"balance": "10"}})
+    store = open_store(data)
+    try:
+        cfg = ServeConfig(data=str(data), session_timeout=60, dedup_retention=300)
+        ctx = credit.Context(cfg, credit.open_dbs(store), Raters(TariffStore(store)))
+        first = store.execute(lambda tx: credit.process(tx, ctx, initial("gw;refused;1", A)))
+        store.execute(lambda tx: credit.process(tx, ctx, initial("gw;open;1", B)))
+        with store.read() as view:
+            assert view.txn.get(credit.OPEN_SESSIONS_KEY, db=ctx.dbs["meta"]) == b"1"
+            assert sessions.load(view.txn, ctx.dbs, "gw;refused;1").state == sessions.REFUSED
+
+        def sweep_at(offset: int):  # type: ignore[no-untyped-def]
+            def run(tx):  # type: ignore[no-untyped-def]
+                tx.now += offset
+                return sweeper.sweep(tx, ctx)
+            return run
+        assert store.execute(sweep_at(100)) == 1  # only the open one is stale
+        assert store.execute(lambda tx: credit.process(tx, ctx, initial("gw;refused;1", A))) == first
+        store.execute(sweep_at(400))
+        with store.read() as view:
+            assert sessions.load(view.txn, ctx.dbs, "gw;refused;1") is None
+            assert view.txn.get(credit.OPEN_SESSIONS_KEY, db=ctx.dbs["meta"]) == b"0"
+    finally:
+        store.close()
