@@ -7,7 +7,10 @@ so a server (or client) that falls behind shows it in the percentiles instead of
 (coordinated omission). Closed loop: each connection keeps W requests in flight, latency from send.
 
 Per request the client copies a template and patches it (templates.py), and reads the answer with
-one flat scan (wire.scan_answer). All the writes produced while handling one read, or one timer
+one flat scan (wire.scan_answer). Every run draws a fresh run id, part of each of its Session-Ids,
+and a random End-to-End base, so a run against a live server never repeats an earlier run's
+Session-Ids (the server keys duplicates on Session-Id and CC-Request-Number) nor, as far as 32
+random bits go, its End-to-End ids (what a relay in between may key duplicates on). All the writes produced while handling one read, or one timer
 tick, go out in one transport.write.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import socket
 import sys
 import time
@@ -24,7 +28,7 @@ from dataclasses import dataclass, field
 from bench import wire
 from bench.histogram import Histogram
 from bench.peer_pydiameter import client_host
-from bench.templates import Template, cer_frame, make_templates, session_tail
+from bench.templates import Template, cer_frame, make_templates, new_run_id, session_tail
 from bench.workload import (
     EVENT,
     INITIAL,
@@ -58,6 +62,7 @@ class LoadSpec:
     destination_realm: str = "ocs"
     progress: bool = True
     label: str = "run"
+    run_id: str | None = None          # in every Session-Id; None = a fresh random one per run
 
 
 @dataclass(slots=True)
@@ -91,6 +96,7 @@ class Usage:
 class RunResult:
     label: str
     spec: dict
+    run_id: str = ""
     sent: int = 0
     answered: int = 0                      # answers to requests sent after the warm-up
     seconds: float = 0.0                   # measured window
@@ -109,7 +115,7 @@ class RunResult:
         return self.answered / self.seconds if self.seconds > 0 else 0.0
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "spec": self.spec, "sent": self.sent,
+        return {"label": self.label, "run_id": self.run_id, "spec": self.spec, "sent": self.sent,
                 "answered": self.answered, "seconds": round(self.seconds, 3),
                 "throughput": round(self.throughput, 1),
                 "latency_us": self.histogram.summary(),
@@ -132,7 +138,7 @@ class _Conn(asyncio.Protocol):
         self.origin_host = client_host(index, spec.origin_host)
         self.templates: dict[tuple[str, int], Template] = make_templates(
             origin_host=self.origin_host, origin_realm=spec.origin_realm,
-            destination_realm=spec.destination_realm)
+            destination_realm=spec.destination_realm, run_id=engine.run_id)
         self.buf = bytearray()
         self.out: list[bytes | bytearray] = []
         self.pending: dict[int, tuple] = {}
@@ -177,10 +183,13 @@ class _Conn(asyncio.Protocol):
 class _Engine:
     def __init__(self, spec: LoadSpec) -> None:
         self.spec = spec
+        self.run_id = spec.run_id if spec.run_id is not None else new_run_id()
         self.picker = SessionPicker(spec.mix, spec.accounts, spec.seed)
-        self.result = RunResult(spec.label, _spec_dict(spec))
+        self.result = RunResult(spec.label, _spec_dict(spec), self.run_id)
         self.conns: list[_Conn] = []
         self.hbh = 0x100
+        # End-to-End = hop-by-hop + this; RFC 6733 3: low 12 bits of the time, then 20 random bits
+        self.e2e_base = ((int(time.time()) & 0xFFF) << 20) | secrets.randbits(20)
         self.closed_loop = spec.rate is None
         self.sending = False
         self.start_ns = 0
@@ -216,7 +225,7 @@ class _Engine:
                 used = min(used, session.granted)
         self.hbh = hbh = (self.hbh + 1) & 0xFFFFFFFF
         frame = conn.templates[(service.name, kind)].render(
-            hbh, hbh, session.tail, session.number, session.subscriber, used)
+            hbh, (hbh + self.e2e_base) & 0xFFFFFFFF, session.tail, session.number, session.subscriber, used)
         conn.out.append(frame)
         conn.pending[hbh] = (sched_ns, session, kind, used)
         self.result.sent += 1

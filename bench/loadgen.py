@@ -3,6 +3,10 @@
 Modes:
 - default: start `ocs serve` on a temp data dir (or target --host/--port), provision accounts and
   the tariff, run the load, stop the server by pid, check conservation of money;
+- --host/--port: drive a running server; its accounts are assumed to exist. With --data (its data
+  dir) the run checks they do and checks conservation; --provision writes the bench tariff and
+  accounts there first. Without --provision the bench never writes into a --data dir: it refuses,
+  naming what is missing;
 - --compare: the same client and messages, one after another, against the echo ceiling, the
   python-diameter peer, ours durable and ours --no-sync, then ours at 80 % of its measured peak
   in open loop for latency; one table;
@@ -24,7 +28,7 @@ from pathlib import Path
 from bench import client, report, servers
 from bench.client import LoadSpec, RunResult
 from bench.conservation import check
-from bench.provision import DEFAULT_TARIFF, balances, provision
+from bench.provision import DEFAULT_TARIFF, account_range, balances, missing, provision
 from bench.report import Row
 from bench.workload import Mix
 
@@ -42,6 +46,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data", metavar="DIR",
                    help="data dir: of the server we start (default: a temp dir, removed after), or "
                         "of the --host server, to provision accounts and check conservation")
+    g.add_argument("--provision", action="store_true",
+                   help="write the bench tariff and the --accounts accounts (--balance each, plan "
+                        "default) into --data first; without it the bench never writes there and "
+                        "refuses when they are missing (temp data dirs are always provisioned)")
     g.add_argument("--keep-data", action="store_true", help="keep the temp data dirs")
     g.add_argument("--no-sync", action="store_true", help="ours without durable commits")
     g.add_argument("--workers", default="1", metavar="N[,N...]",
@@ -86,6 +94,9 @@ def _validate(args: argparse.Namespace) -> list[int]:
         raise BenchError("--host and --port go together")
     if args.host and args.compare:
         raise BenchError("--compare starts its own servers; drop --host/--port")
+    if args.provision and not args.data:
+        raise BenchError("--provision writes into --data DIR; give the data dir to provision"
+                         + (" (that of the --host server)" if args.host else ""))
     for name in ("connections", "in_flight", "accounts"):
         if getattr(args, name) < 1:
             raise BenchError(f"--{name.replace('_', '-')} must be >= 1")
@@ -137,6 +148,11 @@ class _DataDirs:
         self.args = args
         self.made: list[str] = []
 
+    def owned(self, path: str) -> bool:
+        """A dir the bench made for itself (temp, or a --compare run's own under --data): it may
+        provision it. The --data dir itself is the operator's."""
+        return path in self.made or (self.args.compare and path != self.args.data)
+
     def new(self, tag: str) -> str:
         if self.args.data:
             path = os.path.join(self.args.data, tag) if self.args.compare or tag != "ours" \
@@ -164,9 +180,10 @@ def run_ours(args: argparse.Namespace, dirs: _DataDirs, *, label: str, no_sync: 
     from rating.tariff import load_tariff
 
     data = dirs.new("nosync" if no_sync else f"sync-w{workers}" if args.compare else "ours")
-    _log(f"[{label}] provisioning {args.accounts} accounts in {data}")
-    provision(data, accounts=args.accounts, balance=to_micro(args.balance),
-              tariff_path=args.tariff)
+    if dirs.owned(data) or args.provision:
+        _log(f"[{label}] provisioning {args.accounts} accounts in {data}")
+        provision(data, accounts=args.accounts, balance=to_micro(args.balance),
+                  tariff_path=args.tariff)
     before = balances(data, args.accounts)
     log_path = (log_dir or Path(data)) / f"serve-{re.sub(r'[^A-Za-z0-9.-]+', '_', label)}.log"
     server = servers.launch(label, servers.ocs_serve_argv(data, no_sync=no_sync, workers=workers),
@@ -189,11 +206,14 @@ def run_external(args: argparse.Namespace) -> Row:
 
     before = None
     if args.data:
-        provision(args.data, accounts=args.accounts, balance=to_micro(args.balance),
-                  tariff_path=args.tariff)
+        if args.provision:
+            _log(f"provisioning {args.accounts} accounts in {args.data}")
+            provision(args.data, accounts=args.accounts, balance=to_micro(args.balance),
+                      tariff_path=args.tariff)
         before = balances(args.data, args.accounts)
     else:
-        _log("no --data: accounts are assumed to exist; conservation is not checked")
+        _log(f"no --data: accounts {account_range(args.accounts)} are assumed to exist; "
+             "conservation is not checked")
     label = f"{args.host}:{args.port}"
     res, cpu = _drive(args.host, args.port, _spec(args, label))
     extra: dict[str, object] = {}
@@ -255,8 +275,25 @@ def verdicts(rows: list[Row]) -> list[str]:
     return out
 
 
+def require_provisioned(args: argparse.Namespace) -> None:
+    """Refuse (one line) a run on the operator's --data dir that lacks what the run needs, unless
+    --provision was given: the bench never writes there unasked."""
+    if not args.data or args.compare or args.provision:
+        return
+    import lmdb
+
+    try:
+        lacks = missing(args.data, accounts=args.accounts, tariff_path=args.tariff)
+    except (lmdb.Error, OSError) as exc:
+        raise BenchError(f"--data {args.data}: cannot read it: {exc}") from None
+    if lacks:
+        raise BenchError(f"--data {args.data} lacks {'; '.join(lacks)}: pass --provision to write "
+                         "the bench tariff and accounts there")
+
+
 def execute(args: argparse.Namespace) -> int:
     workers = _validate(args)
+    require_provisioned(args)
     dirs = _DataDirs(args)
     started = time.time()
     try:

@@ -58,7 +58,7 @@ def summary(res: RunResult) -> str:
             f"{res.throughput:,.0f} req/s ({kinds}); latency ms p50 {_ms(s['p50'])} "
             f"p90 {_ms(s['p90'])} p99 {_ms(s['p99'])} p99.9 {_ms(s['p99_9'])} "
             f"max {_ms(s['max'])}; result codes {{{codes}}}; errors {res.errors}, "
-            f"timeouts {res.timeouts}, late {res.late}, sent {res.sent}")
+            f"timeouts {res.timeouts}, late {res.late}, sent {res.sent}; run id {res.run_id}")
 
 
 def write_json(path: Path, payload: dict) -> None:

@@ -2,12 +2,20 @@
 
 Each (service, request type) is encoded once with protocol.encode_ccr using placeholder values of
 a fixed width; we then locate the bytes that change per request (header ids, the Session-Id's
-numeric tail, CC-Request-Number, the subscriber's digits, the used units) and a request costs a
+numeric part, CC-Request-Number, the subscriber's digits, the used units) and a request costs a
 bytearray copy and a few struct.pack_into calls.
+
+Session-Ids follow RFC 6733's `<Origin-Host>;<high>;<low>;<optional>`: connection and session
+number, then the run id (random per run) as the optional part. The run id is the same for every
+request of a run, so it is baked into the templates and costs nothing per request; it is what keeps
+a second run against the same server from reusing the first run's Session-Ids (which the server
+would rightly answer 5012 "session already exists" or 5002 "unknown session").
 """
 
 from __future__ import annotations
 
+import re
+import secrets
 import struct
 from dataclasses import dataclass
 
@@ -36,17 +44,23 @@ _PLACEHOLDER_TAIL = "1234567890;0987654321"
 _PLACEHOLDER_USED = {"seconds": 0x0BADCAFE, "octets": 0x0BADCAFE0BADCAFE,
                      "events": 0x0BADCAFE0BADCAFE}
 _U32 = struct.Struct(">I")
+_RUN_ID = re.compile(r"[0-9A-Za-z]{0,32}")
+
+
+def new_run_id() -> str:
+    """8 random hex digits: a fresh one per run, so no two runs share a Session-Id."""
+    return secrets.token_hex(4)
 
 
 def session_tail(conn: int, number: int) -> bytes:
-    """The per-session part of the Session-Id: unique per (connection, session number)."""
+    """The per-session part of the Session-Id: unique per (connection, session number) in a run."""
     return b"%010d;%010d" % (conn, number)
 
 
 @dataclass(slots=True)
 class Template:
     frame: bytes
-    session_at: int           # offset of the Session-Id tail
+    session_at: int           # offset of the Session-Id's per-session part (session_tail)
     number_at: int            # offset of CC-Request-Number (Unsigned32)
     subscriber_at: int        # offset of the Subscription-Id-Data digits
     used_at: int              # offset of the USU units value, -1 when the request has no USU
@@ -92,24 +106,33 @@ def build_ccr(service: Service, request_type: int, *, origin_host: str, origin_r
         mscc=[mscc], hop_by_hop=0, end_to_end=0, retransmit=False)
 
 
+def session_id(origin_host: str, tail: str | bytes, run_id: str = "") -> str:
+    """The Session-Id a template renders: origin host, the per-session part, the run id if any."""
+    if isinstance(tail, bytes):
+        tail = tail.decode()
+    return f"{origin_host};{tail};{run_id}" if run_id else f"{origin_host};{tail}"
+
+
 def make_template(service: Service, request_type: int, *, origin_host: str, origin_realm: str,
-                  destination_realm: str) -> Template:
+                  destination_realm: str, run_id: str = "") -> Template:
     from protocol.ccr import encode_ccr
 
+    if not _RUN_ID.fullmatch(run_id):
+        raise ValueError(f"run id must be up to 32 letters or digits: {run_id!r}")
     has_used = request_type in (UPDATE, TERMINATION)
     placeholder = _PLACEHOLDER_USED[service.unit]
     ccr = build_ccr(service, request_type, origin_host=origin_host, origin_realm=origin_realm,
                     destination_realm=destination_realm,
-                    session_id=f"{origin_host};{_PLACEHOLDER_TAIL}", account=account_id(0),
-                    number=0x5EED, used=placeholder if has_used else None)
+                    session_id=session_id(origin_host, _PLACEHOLDER_TAIL, run_id),
+                    account=account_id(0), number=0x5EED, used=placeholder if has_used else None)
     frame = encode_ccr(ccr, 0, 0)
     sid = wire.find_avp(frame, (AVP_SESSION_ID,))
     num = wire.find_avp(frame, (AVP_CC_REQUEST_NUMBER,))
     sub = wire.find_avp(frame, (AVP_SUBSCRIPTION_ID, AVP_SUBSCRIPTION_ID_DATA))
     if sid is None or num is None or sub is None:
         raise RuntimeError("encoded CCR lacks Session-Id, CC-Request-Number or Subscription-Id")
-    tail_at = sid.end - SESSION_TAIL_WIDTH
-    if frame[tail_at:sid.end] != _PLACEHOLDER_TAIL.encode():
+    tail_at = sid.data + len(origin_host.encode()) + 1
+    if frame[tail_at:tail_at + SESSION_TAIL_WIDTH] != _PLACEHOLDER_TAIL.encode():
         raise RuntimeError("Session-Id tail not where expected")
     used_at, used_struct = -1, None
     if has_used:
@@ -124,16 +147,17 @@ def make_template(service: Service, request_type: int, *, origin_host: str, orig
     return Template(frame, tail_at, num.data, sub.data, used_at, used_struct)
 
 
-def make_templates(*, origin_host: str, origin_realm: str,
-                   destination_realm: str) -> dict[tuple[str, int], Template]:
-    """Templates for every (service name, request type) the workload sends."""
+def make_templates(*, origin_host: str, origin_realm: str, destination_realm: str,
+                   run_id: str = "") -> dict[tuple[str, int], Template]:
+    """Templates for every (service name, request type) the workload sends; Session-Ids end in
+    `;run_id` when one is given (the load generator always gives one, new_run_id())."""
     out = {}
     for service in SERVICES.values():
         kinds = (EVENT,) if service.name == "sms" else (INITIAL, UPDATE, TERMINATION)
         for kind in kinds:
             out[(service.name, kind)] = make_template(
                 service, kind, origin_host=origin_host, origin_realm=origin_realm,
-                destination_realm=destination_realm)
+                destination_realm=destination_realm, run_id=run_id)
     return out
 
 

@@ -72,7 +72,8 @@ def test_ocs_bench_smoke_starts_the_server_and_checks_conservation(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "ocs", "bench", "--duration", "3", "--warmup", "0.5",
          "--accounts", "200", "--connections", "4", "--no-progress",
-         "--data", str(tmp_path / "data"), "--json", str(out), "--chart", str(chart)],
+         "--data", str(tmp_path / "data"), "--provision", "--json", str(out),
+         "--chart", str(chart)],
         capture_output=True, text=True, timeout=180, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(out.read_text())

@@ -3,11 +3,12 @@ scan reads what our codec encoded."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench import wire
-from bench.templates import SESSION_TAIL_WIDTH, make_templates, session_tail
+from bench.templates import SESSION_TAIL_WIDTH, make_templates, new_run_id, session_tail
 from bench.workload import (
     EVENT,
     INITIAL,
@@ -23,7 +24,9 @@ from protocol.ccr import decode_ccr
 from protocol.records import CCA, MSCCAnswer, Units
 
 HOST = "c0007.bench.client"
-TEMPLATES = make_templates(origin_host=HOST, origin_realm="bench", destination_realm="ocs")
+RUN = new_run_id()
+TEMPLATES = make_templates(origin_host=HOST, origin_realm="bench", destination_realm="ocs",
+                           run_id=RUN)
 
 UNIT_FIELD = {"seconds": "time", "octets": "total_octets", "events": "service_specific_units"}
 
@@ -43,7 +46,7 @@ def test_rendered_ccr_decodes_to_the_intended_values(key, hbh, e2e, conn, number
     frame = bytes(TEMPLATES[key].render(hbh, e2e, tail, req_no, account_id(acct).encode(), used))
     ccr = decode_ccr(frame)
     assert (ccr.hop_by_hop, ccr.end_to_end) == (hbh, e2e)
-    assert ccr.session_id == f"{HOST};{conn:010d};{number:010d}"
+    assert ccr.session_id == f"{HOST};{conn:010d};{number:010d};{RUN}"
     assert ccr.origin_host == HOST and ccr.destination_realm == "ocs"
     assert ccr.request_type == kind and ccr.request_number == req_no
     assert ccr.subscription_ids == [(0, account_id(acct))]
@@ -61,6 +64,18 @@ def test_rendered_ccr_decodes_to_the_intended_values(key, hbh, e2e, conn, number
     else:
         assert getattr(mscc.requested, field) == service.requested
     assert ccr.requested_action == (0 if kind == EVENT else None)
+
+
+def test_run_ids_are_fresh_and_only_letters_or_digits():
+    ids = {new_run_id() for _ in range(50)}
+    assert len(ids) == 50 and all(len(i) == 8 and int(i, 16) >= 0 for i in ids)
+    plain = make_templates(origin_host=HOST, origin_realm="bench", destination_realm="ocs")
+    frame = bytes(plain[("sms", EVENT)].render(1, 1, session_tail(3, 4), 0, b"491700000000", 1))
+    assert decode_ccr(frame).session_id == f"{HOST};0000000003;0000000004"
+    for bad in ("a;b", "x" * 33, "é"):
+        with pytest.raises(ValueError, match="run id"):
+            make_templates(origin_host=HOST, origin_realm="bench", destination_realm="ocs",
+                           run_id=bad)
 
 
 def test_every_service_has_its_request_kinds():

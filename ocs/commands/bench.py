@@ -1,7 +1,8 @@
 """`ocs bench`: the load generator (bench/loadgen.py) as an ocs command.
 
 Unlike the other commands, --data has no ./ocs-data default: a benchmark provisions accounts and
-spends their money, so by default it works on a temp data dir of its own and never on yours.
+spends their money, so by default it works on a temp data dir of its own and never on yours; given
+yours (--data), it writes its tariff and accounts there only with --provision.
 """
 
 from __future__ import annotations
