@@ -87,10 +87,13 @@ def test_ocs_bench_smoke_starts_the_server_and_checks_conservation(tmp_path):
 
 
 def test_engine_benchmark_runs_every_line(capsys):
-    """bench.engine on a few sessions: its three lines, each slower than the decode baseline."""
+    """bench.engine on a few sessions: its lines, each slower than the decode baseline, and the
+    per-batch tariff check with its ratio."""
     from bench import engine
-    engine.main(["--sessions", "8", "--batch", "4", "--rounds", "3"])
+    engine.main(["--sessions", "8", "--batch", "4", "--rounds", "3", "--repeats", "1"])
     lines = capsys.readouterr().out.splitlines()[1:]
-    assert [ln.split("µs")[0].split()[0] for ln in lines] == ["decode", "decode", "decode"]
-    ratios = [float(ln.split("x")[1].split()[0]) for ln in lines]
-    assert ratios[0] == 1.0 and ratios[1] > 1.0 and ratios[2] > 1.0
+    rows, check = lines[:-1], lines[-1]
+    assert [ln.split("µs")[0].split()[0].rstrip(",") for ln in rows] == ["decode", "decode", "durable", "decode"]
+    ratios = [float(ln.split(" x")[1].split()[0]) for ln in rows]
+    assert ratios[0] == 1.0 and all(r > 1.0 for r in ratios[1:])
+    assert check.strip().startswith("per-batch tariff check:") and "with / without the check: x" in check
