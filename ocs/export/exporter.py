@@ -395,6 +395,7 @@ class CdrExporter:
                 junk.unlink()
             if recover(store) is not None:
                 self.files_sealed += 1
+            _mark_ran(store, SERVER_FILES)     # listed by `ocs cdr consumers` from the start
             with store.read() as view:
                 self._after = checkpoint(view)
         except BaseException:
