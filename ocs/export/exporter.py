@@ -253,9 +253,6 @@ class ConsumerLock:
             self.fd = -1
 
 
-ExportLock = ConsumerLock   # the former name (one lock per data dir)
-
-
 def _record_intent(store, intent: Intent, consumer: str = SERVER_FILES) -> None:  # type: ignore[no-untyped-def]
     def fn(tx):  # type: ignore[no-untyped-def]
         if pending_intent(tx, consumer) is not None:
