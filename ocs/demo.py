@@ -162,12 +162,17 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     commands = available_commands()
     cdr_dir = data / "cdr"
     if "cdr" in commands:
-        cdr_dir.mkdir(exist_ok=True)
-        target = cdr_dir / f"cdrs-demo-{datetime.now(UTC):%Y%m%dT%H%M%S}.csv"
-        ocs_command(["cdr", "export", "--out", str(target), "--data", str(data)],
-                    "ocs cdr export")
+        # the server wrote every CDR to DATA/cdr/ (consumer server-files); a downstream system is
+        # one more consumer with its own files, kept apart so reconcile and invoice see each CDR once
+        exports = data / "exports"
+        exports.mkdir(exist_ok=True)
+        target = exports / f"billing-{datetime.now(UTC):%Y%m%dT%H%M%S}.csv"
+        said = ocs_command(["cdr", "export", "--consumer", "billing", "--out", str(target),
+                            "--data", str(data)], "ocs cdr export")
         out.files["CDRs"] = str(cdr_dir)
-        say(f"    ocs cdr export: CDR files under {cdr_dir}")
+        if target.exists():
+            out.files["billing export"] = str(target)
+        say(f"    ocs cdr export: {said.strip()}; the server's own files are under {cdr_dir}")
     else:
         out.skipped.append("ocs cdr export (command not available)")
     if "reconcile" in commands:

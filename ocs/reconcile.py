@@ -9,8 +9,11 @@ Checks (each discrepancy names its subject):
                 sum of its reserved deltas and of its reservations' money held.
 - reservations: none orphaned: its account exists and is not closed, and it is not expired unless
                 its session is still open.
-- files (with a CDR directory): every exported CDR (id <= checkpoint) is in exactly one file row,
-                the row equals the stored CDR, and no file holds an id the store does not have.
+- files (with a CDR directory): the directory holds the files of one or more consumers (those
+                whose file log names a file found there or lies under it; if none, every consumer
+                that was delivered any). Every CDR such a consumer was delivered (id <= its
+                checkpoint) is in exactly one file row, the row equals the stored CDR, and no file
+                holds an id the store does not have. CDRs are never pruned, so all of them compare.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ocs import cdr as cdrmod
-from ocs.export.exporter import checkpoint, pending_intent
+from ocs.export.exporter import checkpoint, consumer_names, exported_files, pending_intent
 from ocs.export.formats import read_all
 from ocs.money import format_micro
 
@@ -142,31 +145,53 @@ def check_store(view, report: Report, now: int) -> None:  # type: ignore[no-unty
             report.add("debits", subject, f"ledger debited {format_micro(d)}, CDRs say {format_micro(c)}")
 
 
+def _consumers_of(view, root: str | os.PathLike, names: set[str]) -> list[str]:  # type: ignore[no-untyped-def]
+    """The consumers whose files a directory holds: a logged file of theirs has a name found there or
+    lies under it. None matches (e.g. every file deleted): every consumer that was delivered any."""
+    base = os.path.realpath(root)
+    found, delivered = [], []
+    for name in consumer_names(view):
+        if checkpoint(view, name) > 0:
+            delivered.append(name)
+        for f in exported_files(view, name):
+            p = os.path.realpath(f["path"])
+            if os.path.basename(p) in names or p == base or p.startswith(base + os.sep):
+                found.append(name)
+                break
+    return found or delivered
+
+
 def check_files(store, root: str | os.PathLike, report: Report) -> None:  # type: ignore[no-untyped-def]
     seen: Counter[int] = Counter()
+    names: set[str] = set()
     rows = 0
     with store.read() as view:
-        done = checkpoint(view)
-        intent = pending_intent(view)
         cdrs_db = view.dbs["cdrs"]
         for path, c in read_all(root):
             rows += 1
+            names.add(path.name)
             seen[c.cdr_id] += 1
             raw = view.txn.get(cdrmod.key(c.cdr_id), db=cdrs_db)
             if raw is None:
                 report.add("files", f"CDR {c.cdr_id}", f"in {path} but not in the store")
             elif cdrmod.unpack(raw) != c:
                 report.add("files", f"CDR {c.cdr_id}", f"{path} differs from the stored CDR")
-    report.counts.update(file_rows=rows, exported=done)
+        consumers = _consumers_of(view, root, names)
+        done = {n: checkpoint(view, n) for n in consumers}
+        intents = [i for i in (pending_intent(view, n) for n in consumers) if i is not None]
+    upto = max(done.values(), default=0)
+    report.counts.update(file_rows=rows, exported=upto)
     for cid, n in sorted(seen.items()):
         if n > 1:
             report.add("files", f"CDR {cid}", f"exported {n} times")
-        elif cid > done and not (intent and intent.first <= cid <= intent.last):
-            report.add("files", f"CDR {cid}", f"in a file but after the checkpoint {done}")
-    missing = [i for i in range(1, done + 1) if i not in seen]
-    if missing:
-        shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
-        report.add("files", f"{len(missing)} CDRs", f"exported (id <= {done}) but in no file: {shown}")
+        elif cid > upto and not any(i.first <= cid <= i.last for i in intents):
+            report.add("files", f"CDR {cid}", f"in a file but after the checkpoint {upto}")
+    for name, last in done.items():
+        missing = [i for i in range(1, last + 1) if i not in seen]
+        if missing:
+            shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
+            report.add("files", f"{len(missing)} CDRs", f"delivered to consumer {name} (id <= {last}) "
+                       f"but in no file: {shown}")
 
 
 def reconcile(store, cdrs: str | os.PathLike | None = None, now: int | None = None) -> Report:  # type: ignore[no-untyped-def]

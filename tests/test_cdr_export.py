@@ -24,6 +24,7 @@ from ocs.cli import main
 from ocs.export import CdrExporter, ExportError, export_pending, read_all, read_file
 from ocs.export import formats as F
 from ocs.export.exporter import (
+    ConsumerLock,
     Intent,
     _record_intent,
     checkpoint,
@@ -205,12 +206,26 @@ def test_rotation_by_age(store, tmp_path) -> None:
     assert ids_in(out) == Counter(range(1, 11))
 
 
-def test_one_exporter_at_a_time(store, tmp_path) -> None:
+def test_one_exporter_per_consumer_at_a_time(store, tmp_path) -> None:
+    """The server's exporter and an on-demand consumer run side by side; a second server-files
+    exporter, or a second run of one consumer, is refused and writes nothing."""
+    add_cdrs(store, [make_cdr(i) for i in range(4)])
     ex = CdrExporter(store, tmp_path / "cdr")
-    with pytest.raises(ExportError, match="another exporter"):
-        export_pending(store, tmp_path / "x.csv", "csv")
+    with pytest.raises(ExportError, match="server's file export is running"):
+        CdrExporter(store, tmp_path / "cdr2")
+    res = export_pending(store, tmp_path / "x.csv", "csv")
+    assert (res.count, res.first, res.last) == (4, 1, 4)
+    held = ConsumerLock(store.path, "export")
+    try:
+        with pytest.raises(ExportError, match="another export for consumer export is running"):
+            export_pending(store, tmp_path / "y.csv", "csv")
+        assert not (tmp_path / "y.csv").exists()
+    finally:
+        held.release()
     ex.close()
-    assert export_pending(store, tmp_path / "x.csv", "csv") == (0, 1, 0)
+    assert ids_in(tmp_path / "cdr") == Counter(range(1, 5)) == ids_in(tmp_path / "x.csv")
+    res = export_pending(store, tmp_path / "y.csv", "csv")
+    assert (res.count, res.path) == (0, None) and not (tmp_path / "y.csv").exists()
 
 
 def test_unfinished_intent_is_redone_once(store, tmp_path) -> None:
@@ -329,16 +344,23 @@ def test_cli_errors_change_nothing(store, tmp_path, capsys) -> None:
         assert err.startswith("ocs: error: ") and err.count("\n") == 1, err
     assert (tmp_path / "exists.csv").read_text() == "keep"
     with store.read() as view:
-        assert checkpoint(view) == 0 and pending_intent(view) is None
+        assert checkpoint(view, "export") == 0 and pending_intent(view, "export") is None
     assert not (tmp_path / "missing").exists()
 
 
-def test_cli_export_refused_while_server_exports(store, tmp_path, capsys) -> None:
+def test_cli_export_beside_the_server_exporter(store, tmp_path, capsys) -> None:
+    """Formerly refused; now the CLI export is its own consumer (the same consumer twice is not:
+    tests/test_cdr_consumers.py)."""
     add_cdrs(store, [make_cdr(1)])
     ex = CdrExporter(store, tmp_path / "cdr")
     try:
-        assert main(["cdr", "export", "--out", str(tmp_path / "x.csv"), "--data", str(store.path)]) == 2
-        assert "another exporter" in capsys.readouterr().err
-        assert not (tmp_path / "x.csv").exists()
+        assert main(["cdr", "export", "--out", str(tmp_path / "x.csv"), "--data", str(store.path)]) == 0
+        assert "exported 1 CDRs (ids 1..1) for consumer export" in capsys.readouterr().out
+        assert ids_in(tmp_path / "x.csv") == Counter([1])
+        assert main(["cdr", "export", "--consumer", "server-files", "--out", str(tmp_path / "y.csv"),
+                     "--data", str(store.path)]) == 2
+        assert "server's own file export" in capsys.readouterr().err
+        assert not (tmp_path / "y.csv").exists()
     finally:
         ex.close()
+    assert ids_in(tmp_path / "cdr") == Counter([1])

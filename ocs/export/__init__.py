@@ -1,7 +1,15 @@
-"""CDR export: file formats (formats.py) and the exactly-once exporter (exporter.py)."""
+"""CDR export: file formats (formats.py) and the exactly-once, per-consumer exporter (exporter.py)."""
 
-from ocs.export.exporter import CdrExporter, ExportError, export_pending, recover
+from ocs.export.exporter import (
+    DEFAULT_CONSUMER,
+    SERVER_FILES,
+    CdrExporter,
+    ExportError,
+    ExportResult,
+    export_pending,
+    recover,
+)
 from ocs.export.formats import FORMATS, FormatError, read_all, read_file
 
-__all__ = ["FORMATS", "CdrExporter", "ExportError", "FormatError", "export_pending", "read_all",
-           "read_file", "recover"]
+__all__ = ["DEFAULT_CONSUMER", "FORMATS", "SERVER_FILES", "CdrExporter", "ExportError", "ExportResult",
+           "FormatError", "export_pending", "read_all", "read_file", "recover"]

@@ -1,6 +1,6 @@
-"""Exactly-once CDR export: every stored CDR lands in exactly one complete file.
+"""Exactly-once CDR export to named consumers: each consumer gets every stored CDR once, in files.
 
-CDR ids are gap-free, so the export state is one number, the checkpoint "last exported id", kept
+CDR ids are gap-free, so a consumer's state is one number, its checkpoint "last id delivered", kept
 in db "export" with at most one *intent* (file path, format, first id, last id). A file is sealed as:
 
   1. intent(path, first, last) committed durably;
@@ -8,19 +8,28 @@ in db "export" with at most one *intent* (file path, format, first id, last id).
      directory fsynced;
   3. checkpoint := last and the intent deleted, in one durable txn (plus a file log entry).
 
-A crash before 1 loses nothing (the CDRs are still after the checkpoint, the temp file is junk and is
-removed on start). A crash after 1 leaves the intent: the next exporter redoes it first, regenerating
-the same rows into the same path (CDRs are immutable) before it exports anything new, so a file may be
-rewritten but a CDR is never dropped or written into two files.
+A crash before 1 loses nothing (the CDRs are still after the checkpoint, the temp file is junk). A crash
+after 1 leaves the intent: the consumer's next run redoes it first, regenerating the same rows into the
+same path (CDRs are immutable) before it exports anything new, so a file may be rewritten but a CDR is
+never dropped or written into two files of one consumer.
 
-One exporter per data dir at a time (an flock on DIR/export.lock, released by the kernel if the process
-dies), so the server's continuous exporter and `ocs cdr export` cannot both claim the same CDRs.
+Consumers are independent: each has its own checkpoint, intent, file log and lock. The server's
+continuous file export (DATA/cdr/) is the reserved consumer `server-files`; its state keeps the
+original keys (b"checkpoint", b"intent", b"file:..."), every other consumer's keys are prefixed
+b"c/NAME/". One process per consumer at a time: an flock on DIR/export-NAME.lock (the kernel drops
+it when the holder dies), so two runs of one consumer cannot claim the same CDRs, while different
+consumers and the server run side by side.
+
+Nothing here deletes CDRs: they stay in LMDB as long as the ledger (reconcile compares the two), so a
+lagging consumer costs one checkpoint, never extra data.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import re
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,14 +41,33 @@ import msgpack
 
 from ocs.export import formats
 
+SERVER_FILES = "server-files"   # the server's continuous export to DATA/cdr/
+DEFAULT_CONSUMER = "export"     # `ocs cdr export` without --consumer
 CHECKPOINT = b"checkpoint"
 INTENT = b"intent"
+RAN = b"ran"
 FILE_PREFIX = b"file:"
+CONSUMER_PREFIX = b"c/"
 READ_CHUNK = 4096          # CDRs per read txn: keep read txns short (they pin pages, block map growth)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+PAUSE_ENV = "OCS_TEST_EXPORT_PAUSE"   # test seam: "after-temp" | "after-rename" (see _test_pause)
 
 
 class ExportError(Exception):
     """The export cannot proceed (lock held, target exists, bad format); one line."""
+
+
+def check_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise ExportError(f"bad consumer name {name!r} (letters, digits, '.', '_', '-'; at most 64; "
+                          "starting with a letter or digit)")
+    return name
+
+
+def _key(consumer: str, sub: bytes) -> bytes:
+    if consumer == SERVER_FILES:
+        return sub
+    return CONSUMER_PREFIX + consumer.encode() + b"/" + sub
 
 
 @dataclass(slots=True)
@@ -59,14 +87,19 @@ class Intent:
 
 # --- state in db "export" ---
 
-def checkpoint(view) -> int:  # type: ignore[no-untyped-def]
-    raw = view.get("export", CHECKPOINT)
+def checkpoint(view, consumer: str = SERVER_FILES) -> int:  # type: ignore[no-untyped-def]
+    raw = view.get("export", _key(consumer, CHECKPOINT))
     return int.from_bytes(raw, "big") if raw else 0
 
 
-def pending_intent(view) -> Intent | None:  # type: ignore[no-untyped-def]
-    raw = view.get("export", INTENT)
+def pending_intent(view, consumer: str = SERVER_FILES) -> Intent | None:  # type: ignore[no-untyped-def]
+    raw = view.get("export", _key(consumer, INTENT))
     return None if raw is None else Intent.unpack(raw)
+
+
+def last_ran(view, consumer: str = SERVER_FILES) -> int | None:  # type: ignore[no-untyped-def]
+    raw = view.get("export", _key(consumer, RAN))
+    return None if raw is None else int(msgpack.unpackb(raw))
 
 
 def last_cdr_id(view) -> int:  # type: ignore[no-untyped-def]
@@ -74,16 +107,76 @@ def last_cdr_id(view) -> int:  # type: ignore[no-untyped-def]
     return int.from_bytes(cur.key(), "big") if cur.last() else 0
 
 
-def exported_files(view) -> Iterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
-    """The file log: one entry per sealed file, in id order."""
+def first_cdr_id(view) -> int:  # type: ignore[no-untyped-def]
+    """The oldest CDR kept (1 unless CDRs were ever removed); 0 when there is none."""
+    cur = view.txn.cursor(db=view.dbs["cdrs"])
+    return int.from_bytes(cur.key(), "big") if cur.first() else 0
+
+
+def consumer_names(view) -> list[str]:  # type: ignore[no-untyped-def]
+    """Every consumer with state: server-files first (if it ever ran), then the others by name."""
+    names = []
+    if any(view.get("export", k) is not None for k in (CHECKPOINT, INTENT, RAN)):
+        names.append(SERVER_FILES)
     cur = view.txn.cursor(db=view.dbs["export"])
-    if not cur.set_range(FILE_PREFIX):
+    seen: set[str] = set()
+    if cur.set_range(CONSUMER_PREFIX):
+        for k in cur.iternext(keys=True, values=False):
+            if not k.startswith(CONSUMER_PREFIX):
+                break
+            seen.add(k[len(CONSUMER_PREFIX):].split(b"/", 1)[0].decode())
+    return names + sorted(seen)
+
+
+def exported_files(view, consumer: str = SERVER_FILES) -> Iterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """The consumer's file log: one entry per sealed file, in id order."""
+    prefix = _key(consumer, FILE_PREFIX)
+    cur = view.txn.cursor(db=view.dbs["export"])
+    if not cur.set_range(prefix):
         return
     for k, v in cur:
-        if not k.startswith(FILE_PREFIX):
+        if not k.startswith(prefix):
             return
         path, fmt, first, last, size, at = msgpack.unpackb(v)
         yield {"path": path, "format": fmt, "first": first, "last": last, "bytes": size, "at": at}
+
+
+@dataclass(slots=True)
+class ConsumerState:
+    name: str
+    position: int            # last CDR id delivered
+    lag: int                 # CDRs stored after the position
+    last_ran: int | None     # unix seconds of its last run (None: never)
+    files: int
+    unfinished: str | None   # path of an intent its next run redoes first
+
+
+def consumer_state(view, name: str) -> ConsumerState:  # type: ignore[no-untyped-def]
+    pos = checkpoint(view, name)
+    intent = pending_intent(view, name)
+    return ConsumerState(name, pos, max(0, last_cdr_id(view) - pos), last_ran(view, name),
+                         sum(1 for _ in exported_files(view, name)),
+                         None if intent is None else intent.path)
+
+
+def drop_consumer(store, name: str) -> bool:  # type: ignore[no-untyped-def]
+    """Remove a consumer's checkpoint, intent and file log (with its lock held). False: it had none."""
+    check_name(name)
+    lock = ConsumerLock(store.path, name)
+    try:
+        def fn(tx):  # type: ignore[no-untyped-def]
+            keys = [_key(name, k) for k in (CHECKPOINT, INTENT, RAN)]
+            prefix = _key(name, FILE_PREFIX) if name == SERVER_FILES else _key(name, b"")
+            cur = tx.txn.cursor(db=tx.dbs["export"])
+            if cur.set_range(prefix):
+                for k in cur.iternext(keys=True, values=False):
+                    if not k.startswith(prefix):
+                        break
+                    keys.append(bytes(k))
+            return sum(bool(tx.delete("export", k)) for k in set(keys))
+        return store.execute(fn) > 0
+    finally:
+        lock.release()
 
 
 def _raw_rows(store, first: int, last: int) -> Iterator[list[Any]]:  # type: ignore[no-untyped-def]
@@ -124,19 +217,32 @@ def _seal_file(tmp: Path, final: Path) -> None:
     _fsync_dir(final.parent)
 
 
-class ExportLock:
-    """Exclusive flock on DIR/export.lock; the kernel drops it when the holder dies."""
+def _test_pause(point: str) -> None:
+    """Test seam: with OCS_TEST_EXPORT_PAUSE=point, say so on stderr and wait (for a kill -9)."""
+    if os.environ.get(PAUSE_ENV) != point:
+        return
+    print(f"export paused {point}", file=sys.stderr, flush=True)
+    time.sleep(120)
 
-    def __init__(self, data_dir: str | os.PathLike) -> None:
-        self.path = Path(data_dir) / "export.lock"
+
+def lock_path(data_dir: str | os.PathLike, consumer: str) -> Path:
+    return Path(data_dir) / f"export-{consumer}.lock"
+
+
+class ConsumerLock:
+    """Exclusive flock on DIR/export-NAME.lock; the kernel drops it when the holder dies."""
+
+    def __init__(self, data_dir: str | os.PathLike, consumer: str = SERVER_FILES) -> None:
+        self.path = lock_path(data_dir, check_name(consumer))
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(self.fd)
-            raise ExportError(f"another exporter (pid {holder}) holds {self.path}; "
-                              "a running server exports CDRs itself") from None
+            who = ("the server's file export" if consumer == SERVER_FILES
+                   else f"another export for consumer {consumer}")
+            raise ExportError(f"{who} is running (pid {holder} holds {self.path})") from None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, str(os.getpid()).encode(), 0)
 
@@ -147,23 +253,29 @@ class ExportLock:
             self.fd = -1
 
 
-def _record_intent(store, intent: Intent) -> None:  # type: ignore[no-untyped-def]
+def _record_intent(store, intent: Intent, consumer: str = SERVER_FILES) -> None:  # type: ignore[no-untyped-def]
     def fn(tx):  # type: ignore[no-untyped-def]
-        if pending_intent(tx) is not None:
-            raise ExportError("an unfinished export intent exists")
-        if checkpoint(tx) != intent.first - 1:
-            raise ExportError(f"checkpoint moved: {checkpoint(tx)}, expected {intent.first - 1}")
-        tx.put("export", INTENT, intent.pack())
+        if pending_intent(tx, consumer) is not None:
+            raise ExportError(f"consumer {consumer} has an unfinished export intent")
+        if checkpoint(tx, consumer) != intent.first - 1:
+            raise ExportError(f"consumer {consumer}: checkpoint moved: {checkpoint(tx, consumer)}, "
+                              f"expected {intent.first - 1}")
+        tx.put("export", _key(consumer, INTENT), intent.pack())
     store.execute(fn)
 
 
-def _complete_intent(store, intent: Intent, size: int) -> None:  # type: ignore[no-untyped-def]
+def _complete_intent(store, intent: Intent, size: int, consumer: str = SERVER_FILES) -> None:  # type: ignore[no-untyped-def]
     def fn(tx):  # type: ignore[no-untyped-def]
-        tx.put("export", CHECKPOINT, intent.last.to_bytes(8, "big"))
-        tx.delete("export", INTENT)
-        tx.put("export", FILE_PREFIX + intent.first.to_bytes(8, "big"),
+        tx.put("export", _key(consumer, CHECKPOINT), intent.last.to_bytes(8, "big"))
+        tx.delete("export", _key(consumer, INTENT))
+        tx.put("export", _key(consumer, FILE_PREFIX) + intent.first.to_bytes(8, "big"),
                msgpack.packb([intent.path, intent.fmt, intent.first, intent.last, size, tx.now]))
+        tx.put("export", _key(consumer, RAN), msgpack.packb(tx.now))
     store.execute(fn)
+
+
+def _mark_ran(store, consumer: str) -> None:  # type: ignore[no-untyped-def]
+    store.execute(lambda tx: tx.put("export", _key(consumer, RAN), msgpack.packb(tx.now)))
 
 
 def _write_range(store, intent: Intent) -> int:  # type: ignore[no-untyped-def]
@@ -175,57 +287,82 @@ def _write_range(store, intent: Intent) -> int:  # type: ignore[no-untyped-def]
         f.flush()
         os.fsync(f.fileno())
         size = f.tell()
+    _test_pause("after-temp")
     _seal_file(tmp, final)
+    _test_pause("after-rename")
     return size
 
 
-def recover(store) -> Path | None:  # type: ignore[no-untyped-def]
-    """Redo an unfinished intent (idempotent); call with the export lock held."""
+def recover(store, consumer: str = SERVER_FILES) -> Intent | None:  # type: ignore[no-untyped-def]
+    """Redo the consumer's unfinished intent (idempotent); call with its lock held."""
     with store.read() as view:
-        intent = pending_intent(view)
+        intent = pending_intent(view, consumer)
     if intent is None:
         return None
     final = Path(intent.path)
     final.parent.mkdir(parents=True, exist_ok=True)
     size = _write_range(store, intent)
-    _complete_intent(store, intent, size)
-    return final
+    _complete_intent(store, intent, size, consumer)
+    return intent
 
 
-def export_pending(store, out: str | os.PathLike, fmt: str) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
-    """Export every CDR after the checkpoint into one file at `out` (the on-demand export).
+@dataclass(slots=True)
+class ExportResult:
+    count: int                   # CDRs written to `path` by this run
+    first: int
+    last: int
+    path: Path | None            # None: nothing pending, no file written
+    recovered: Intent | None     # an interrupted earlier run of this consumer, finished first
 
-    Returns (count, first id, last id); count 0 writes a file with no rows. Refuses an existing `out`.
+
+def export_pending(store, out: str | os.PathLike, fmt: str, consumer: str = DEFAULT_CONSUMER, *,  # type: ignore[no-untyped-def]
+                   allow_empty: bool = False) -> ExportResult:
+    """Export every CDR after the consumer's checkpoint into one new file at `out`.
+
+    An unfinished earlier run of the consumer is finished first (its file rewritten in place); if
+    that file is `out` itself, the run ends there. Nothing pending: no file, unless allow_empty
+    (then a file with no rows). Refuses an existing `out` and the reserved server-files consumer.
     """
     formats.check_format(fmt)
+    check_name(consumer)
+    if consumer == SERVER_FILES:
+        raise ExportError(f"{SERVER_FILES} is the server's own file export (DATA/cdr/); "
+                          "choose another consumer name")
     final = Path(out).absolute()
-    lock = ExportLock(store.path)
+    lock = ConsumerLock(store.path, consumer)
     try:
-        recover(store)
+        done = recover(store, consumer)
+        if done is not None and Path(done.path) == final:
+            return ExportResult(done.last - done.first + 1, done.first, done.last, final, done)
         if final.exists():
             raise ExportError(f"{out} already exists (it may hold exported CDRs; choose a new name)")
         if not final.parent.is_dir():
             raise ExportError(f"{final.parent} is not a directory")
         with store.read() as view:
-            first, last = checkpoint(view) + 1, last_cdr_id(view)
+            first, last = checkpoint(view, consumer) + 1, last_cdr_id(view)
         if last < first:
-            tmp = temp_name(final)
-            with open(tmp, "wb") as f:
-                formats.write_rows(f, fmt, [])
-                os.fsync(f.fileno())
-            _seal_file(tmp, final)
-            return 0, first, last
+            path = None
+            if allow_empty:
+                tmp = temp_name(final)
+                with open(tmp, "wb") as f:
+                    formats.write_rows(f, fmt, [])
+                    os.fsync(f.fileno())
+                _seal_file(tmp, final)
+                path = final
+            _mark_ran(store, consumer)
+            return ExportResult(0, first, last, path, done)
         intent = Intent(str(final), fmt, first, last)
-        _record_intent(store, intent)
+        _record_intent(store, intent, consumer)
         size = _write_range(store, intent)
-        _complete_intent(store, intent, size)
-        return last - first + 1, first, last
+        _complete_intent(store, intent, size, consumer)
+        return ExportResult(last - first + 1, first, last, final, done)
     finally:
         lock.release()
 
 
 class CdrExporter:
-    """The server's continuous exporter: rotating files under out_dir, sealed exactly once.
+    """The server's continuous exporter (consumer server-files): rotating files under out_dir,
+    sealed exactly once.
 
     Call `run_once(now)` about every second from a background thread (never the event loop: it
     fsyncs), and `close()` at shutdown to seal the open file. A file is sealed when it reaches
@@ -247,7 +384,7 @@ class CdrExporter:
         self.rotate_seconds = rotate_seconds
         self.max_rows_per_call = max_rows_per_call
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = ExportLock(store.path)
+        self._lock = ConsumerLock(store.path, SERVER_FILES)
         self.files_sealed = 0
         self.cdrs_exported = 0
         try:
@@ -255,6 +392,7 @@ class CdrExporter:
                 junk.unlink()
             if recover(store) is not None:
                 self.files_sealed += 1
+            _mark_ran(store, SERVER_FILES)     # listed by `ocs cdr consumers` from the start
             with store.read() as view:
                 self._after = checkpoint(view)
         except BaseException:
