@@ -46,6 +46,7 @@ class ServeConfig:
     cdr_format: str = "csv"
     cdr_rotate_bytes: int = 64 * 1024 * 1024
     cdr_rotate_seconds: int = 300
+    max_map_size: int = 0                       # bytes the store may grow to; 0 = 1 TiB
     product_name: str = "OCS"
 
     def timeout(self) -> int:

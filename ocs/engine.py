@@ -34,7 +34,7 @@ import lmdb
 import msgpack
 
 from balance.errors import is_write_failure
-from balance.store import open_store
+from balance.store import open_store_capped
 from balance.writer import GroupCommitWriter
 from ocs import credit, sweeper
 from ocs.config import ServeConfig
@@ -79,7 +79,7 @@ class Engine:
     def __init__(self, cfg: ServeConfig, sock: socket.socket) -> None:
         self.cfg = cfg
         self.sock = sock
-        self.store = open_store(cfg.data, sync=cfg.sync)
+        self.store = open_store_capped(cfg.data, sync=cfg.sync, max_map_size=cfg.max_map_size)
         self.dbs = credit.open_dbs(self.store)
         self.raters = Raters(TariffStore(self.store))
         self.ctx = credit.Context(cfg, self.dbs, self.raters)

@@ -23,7 +23,7 @@ from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
-from balance.store import open_store
+from balance.store import open_store_capped
 from balance.totals import ReservedTotal
 from ocs import credit, metrics
 from ocs.config import ServeConfig, split_hostport
@@ -42,7 +42,7 @@ class Server:
         self.cfg = cfg
         self.peers: set[PeerConnection] = set()
         self.origin_state_id = int(time.time()) & 0xFFFFFFFF
-        self.store = open_store(cfg.data, sync=cfg.sync)
+        self.store = open_store_capped(cfg.data, sync=cfg.sync, max_map_size=cfg.max_map_size)
         self.dbs = credit.open_dbs(self.store)
         self.dispatcher = Dispatcher(cfg)
         self.engine_proc: subprocess.Popen | None = None
