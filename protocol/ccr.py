@@ -46,10 +46,14 @@ _TOP_SLOT = {
 }
 _FIRST_INT = 7
 _NSLOTS = 16
-# The dictionary's value rules, laid out per slot for the scan: (min bytes, max bytes, NUL allowed)
-# for the text slots; (slot, key, accepted values) for the Enumerated ones (all signed).
+# The dictionary's value rules, laid out per slot for the scan (a few compares per AVP): every text
+# slot is 1..max bytes, and the slots before _FIRST_NUL_OK may not hold NUL; (slot, key, accepted
+# values) for the Enumerated ones (all signed).
 _DEFS = {slot: D.BY_KEY[key] for key, slot in _TOP_SLOT.items()}
-_TEXT_RULE = tuple((_DEFS[i].min_len, _DEFS[i].max_len, _DEFS[i].nul_ok) for i in range(_FIRST_INT))
+_TEXT_MAX = tuple(_DEFS[i].max_len for i in range(_FIRST_INT))
+_FIRST_NUL_OK = next(i for i in range(_FIRST_INT) if _DEFS[i].nul_ok)
+assert all(_DEFS[i].min_len == 1 for i in range(_FIRST_INT)), "the scan checks 1..max only"
+assert all(_DEFS[i].nul_ok == (i >= _FIRST_NUL_OK) for i in range(_FIRST_INT)), "NUL-free first"
 _ENUM_SLOTS = tuple(
     (i, d.key, d.values) for i, d in sorted(_DEFS.items()) if d.type == "Enumerated" and d.values
 )
@@ -67,6 +71,7 @@ _REQUIRED = (
 )
 _SUB_EXT_TYPES = {660: 0, 661: 1, 662: 2, 663: 3, 664: 4}
 _SUB_DATA_RULE = {t: D.BY_KEY[k] for k, t in _SUB_EXT_TYPES.items()}  # type -> its member's rule
+_SUB_DATA_BOUNDS = {t: (d.min_len, d.max_len, d.nul_ok) for t, d in _SUB_DATA_RULE.items()}
 
 
 def decode_ccr(frame: bytes, strict: bool = False) -> CCR:
@@ -95,7 +100,7 @@ def decode_ccr(frame: bytes, strict: bool = False) -> CCR:
     used: list[Units] = []
     subs: list[tuple[int, str]] = []
     rsu = None
-    top = _TOP_SLOT
+    top, text_max, first_nul_ok = _TOP_SLOT, _TEXT_MAX, _FIRST_NUL_OK
     p = 20
     while p < n:
         if n - p < 8:
@@ -121,8 +126,7 @@ def decode_ccr(frame: bytes, strict: bool = False) -> CCR:
                     t = frame[d:e].decode()
                 except UnicodeDecodeError:
                     raise S.bad_value(frame, key, p, e, "not valid UTF-8") from None
-                lo, hi, nul_ok = _TEXT_RULE[slot]
-                if not lo <= e - d <= hi or (not nul_ok and "\0" in t):
+                if e == d or e - d > text_max[slot] or (slot < first_nul_ok and "\0" in t):
                     raise S.broken_rule(frame, key, p, e)
                 v[slot] = t
             elif e - d == 4:
@@ -285,12 +289,13 @@ def _subscription(buf: bytes, d: int, end: int, outer: int) -> tuple[int, str]:
             raise S.broken_rule(buf, 450, tpos, tnxt)
     elif data is None:
         raise S.missing_avp("Subscription-Id-E164")
-    rule = _SUB_DATA_RULE[typ]
-    hdr = dpos + (12 if buf[dpos + 4] & 0x80 else 8)
-    why = D.problem(rule, buf[hdr:dnxt], None)
-    if why is not None:
-        key = _U32(buf, dpos)[0]
-        raise S.bad_value(buf, key, dpos, dnxt, f"{why} for a {rule.name[16:]} (type {typ})")
+    lo, hi, nul_ok = _SUB_DATA_BOUNDS[typ]
+    size = dnxt - dpos - (12 if buf[dpos + 4] & 0x80 else 8)
+    if not lo <= size <= hi or (not nul_ok and "\0" in data):
+        rule = _SUB_DATA_RULE[typ]
+        why = D.problem(rule, data.encode(), None)
+        raise S.bad_value(buf, _U32(buf, dpos)[0], dpos, dnxt,
+                          f"{why} for a {rule.name[16:]} (type {typ})")
     return typ, data
 
 
