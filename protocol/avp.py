@@ -68,6 +68,19 @@ class Avp:
         return find_all(self.children or [], name)
 
 
+def checked_value(a: Avp) -> Any:
+    """``a.value`` held to its dictionary rules (bounds, NUL, enumeration; dictionary.problem):
+    DiameterError 5004 with the AVP otherwise. For what a peer asks of us; reading an AVP back
+    out of a Failed-AVP (invalid by design) uses ``.value``."""
+    v = a.value
+    d = a.definition
+    if d is not None and a.children is None:
+        why = dictionary.problem(d, a.data, v)
+        if why is not None:
+            raise DiameterError(C.DIAMETER_INVALID_AVP_VALUE, f"{d.name}: {why}", encode_avp(a))
+    return v
+
+
 def make(name: str, value: Any, flags: int | None = None) -> Avp:
     """Build an AVP from the dictionary; ``value`` is a list of Avp for Grouped."""
     d = dictionary.by_name(name)

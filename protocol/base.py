@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from protocol import constants as C
-from protocol.avp import Avp, check_unknown_mandatory, encode_avp, make
+from protocol.avp import Avp, check_unknown_mandatory, checked_value, encode_avp, make
 from protocol.errors import DiameterError
 from protocol.header import FLAG_ERROR, FLAG_REQUEST, Header
 from protocol.message import Message, decode_message, encode_message
@@ -39,11 +39,11 @@ def _one(msg: Message, name: str, required: bool = False) -> Any:
         raise DiameterError(
             C.DIAMETER_AVP_OCCURS_TOO_MANY_TIMES, f"{name} occurs more than once", encode_avp(found[1])
         )
-    return found[0].value
+    return checked_value(found[0])
 
 
 def _all(msg: Message, name: str) -> list[Any]:
-    return [a.value for a in msg.find_all(name)]
+    return [checked_value(a) for a in msg.find_all(name)]
 
 
 def _encode(command: int, flags: int, avps: list[Avp], hop_by_hop: int, end_to_end: int) -> bytes:

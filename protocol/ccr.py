@@ -10,6 +10,7 @@ import struct
 
 from protocol import build as B
 from protocol import constants as C
+from protocol import dictionary as D
 from protocol import scan as S
 from protocol.errors import DiameterError
 from protocol.formats import ntp_to_unix
@@ -45,7 +46,19 @@ _TOP_SLOT = {
 }
 _FIRST_INT = 7
 _NSLOTS = 16
-_SIGNED = (8, 10, 13, 14)
+# The dictionary's value rules, laid out per slot for the scan (a few compares per AVP): every text
+# slot is 1..max bytes, and the slots before _FIRST_NUL_OK may not hold NUL; (slot, key, accepted
+# values) for the Enumerated ones (all signed).
+_DEFS = {slot: D.BY_KEY[key] for key, slot in _TOP_SLOT.items()}
+_TEXT_MAX = tuple(_DEFS[i].max_len for i in range(_FIRST_INT))
+_FIRST_NUL_OK = next(i for i in range(_FIRST_INT) if _DEFS[i].nul_ok)
+assert all(_DEFS[i].min_len == 1 for i in range(_FIRST_INT)), "the scan checks 1..max only"
+assert all(_DEFS[i].nul_ok == (i >= _FIRST_NUL_OK) for i in range(_FIRST_INT)), "NUL-free first"
+_ENUM_SLOTS = tuple(
+    (i, d.key, d.values) for i, d in sorted(_DEFS.items()) if d.type == "Enumerated" and d.values
+)
+_RR_VALUES = D.BY_KEY[_REPORTING_REASON].values
+_SUB_TYPE_VALUES = D.by_name("Subscription-Id-Type").values
 _REQUIRED = (
     (0, "Session-Id"),
     (1, "Origin-Host"),
@@ -57,6 +70,8 @@ _REQUIRED = (
     (9, "CC-Request-Number"),
 )
 _SUB_EXT_TYPES = {660: 0, 661: 1, 662: 2, 663: 3, 664: 4}
+_SUB_DATA_RULE = {t: D.BY_KEY[k] for k, t in _SUB_EXT_TYPES.items()}  # type -> its member's rule
+_SUB_DATA_BOUNDS = {t: (d.min_len, d.max_len, d.nul_ok) for t, d in _SUB_DATA_RULE.items()}
 
 
 def decode_ccr(frame: bytes, strict: bool = False) -> CCR:
@@ -85,7 +100,7 @@ def decode_ccr(frame: bytes, strict: bool = False) -> CCR:
     used: list[Units] = []
     subs: list[tuple[int, str]] = []
     rsu = None
-    top = _TOP_SLOT
+    top, text_max, first_nul_ok = _TOP_SLOT, _TEXT_MAX, _FIRST_NUL_OK
     p = 20
     while p < n:
         if n - p < 8:
@@ -108,9 +123,12 @@ def decode_ccr(frame: bytes, strict: bool = False) -> CCR:
                 raise S.occurs_too_many(frame, key, p, e)
             if slot < _FIRST_INT:
                 try:
-                    v[slot] = frame[d:e].decode()
+                    t = frame[d:e].decode()
                 except UnicodeDecodeError:
                     raise S.bad_value(frame, key, p, e, "not valid UTF-8") from None
+                if e == d or e - d > text_max[slot] or (slot < first_nul_ok and "\0" in t):
+                    raise S.broken_rule(frame, key, p, e)
+                v[slot] = t
             elif e - d == 4:
                 v[slot] = _U32(frame, d)[0]
             else:
@@ -146,26 +164,27 @@ def decode_ccr(frame: bytes, strict: bool = False) -> CCR:
     for slot, name in _REQUIRED:
         if v[slot] is None:
             raise S.missing_avp(name)
-    for slot in _SIGNED:
+    for slot, key, values in _ENUM_SLOTS:
         x = v[slot]
-        if x is not None and x & 0x80000000:
-            v[slot] = x - 0x100000000
-    rt = v[8]
-    if not 1 <= rt <= 4:
-        raise DiameterError(
-            C.DIAMETER_INVALID_AVP_VALUE, f"CC-Request-Type {rt} is not 1..4", B.i32(416, rt)
-        )
-    ra = v[10]
-    if ra is not None and not 0 <= ra <= 3:
-        raise DiameterError(
-            C.DIAMETER_INVALID_AVP_VALUE, f"Requested-Action {ra} is not 0..3", B.i32(436, ra)
-        )
+        if x is not None:
+            if x & 0x80000000:
+                x = v[slot] = x - 0x100000000
+            if x not in values:
+                raise _broken_rule_top(frame, key)
     ts = v[11]
     return CCR(
-        v[0], v[1], v[2], v[3], v[4], v[7], v[5], rt, v[9], ra,
+        v[0], v[1], v[2], v[3], v[4], v[7], v[5], v[8], v[9], v[10],
         None if ts is None else ntp_to_unix(ts), subs, v[6],
         v[12], v[13], v[14], v[15], rsu, used, mscc, hbh, e2e, bool(flags & FLAG_RETRANSMIT),
     )  # fmt: skip
+
+
+def _broken_rule_top(frame: bytes, key: int) -> DiameterError:
+    """As scan.broken_rule for a top-level AVP the scan has passed (found again: errors only)."""
+    for k, pos, _d, nxt in S.split(frame, 20, len(frame)):
+        if k == key:
+            return S.broken_rule(frame, key, pos, nxt)
+    raise AssertionError(f"AVP {key} not found again")  # pragma: no cover - the scan saw it
 
 
 def _mscc(buf: bytes, d: int, end: int) -> MSCCRequest:
@@ -212,6 +231,8 @@ def _mscc(buf: bytes, d: int, end: int) -> MSCCRequest:
                 if rr is not None:
                     raise S.occurs_too_many(buf, key, p, e)
                 rr = _I32(buf, dd)[0]
+                if rr not in _RR_VALUES:
+                    raise S.broken_rule(buf, key, p, e)
         elif key in _GROUPED:
             S.validate_group(buf, p, dd, e)
         elif fl & 0x40000000 and key not in _KNOWN:
@@ -223,8 +244,12 @@ def _mscc(buf: bytes, d: int, end: int) -> MSCCRequest:
 
 
 def _subscription(buf: bytes, d: int, end: int, outer: int) -> tuple[int, str]:
-    """Subscription-Id {Type} {Data}, or Subscription-Id-Extension with one typed member."""
+    """Subscription-Id {Type} {Data}, or Subscription-Id-Extension with one typed member.
+
+    The data's bounds are those of the Extension member for its type (an E.164 number is short
+    whichever way it comes); the type must be one of Subscription-Id-Type's values."""
     typ = data = None
+    tpos = tnxt = dpos = dnxt = 0
     for key, pos, dd, nxt in S.split(buf, d, end):
         if outer == 443:
             if key == 450:
@@ -233,6 +258,7 @@ def _subscription(buf: bytes, d: int, end: int, outer: int) -> tuple[int, str]:
                 if nxt - dd != 4:
                     raise S.bad_length(buf, key, pos, nxt, 4)
                 typ = _I32(buf, dd)[0]
+                tpos, tnxt = pos, nxt
                 continue
             if key != 444:
                 if key in S.GROUPED:
@@ -253,13 +279,23 @@ def _subscription(buf: bytes, d: int, end: int, outer: int) -> tuple[int, str]:
             data = buf[dd:nxt].decode()
         except UnicodeDecodeError:
             raise S.bad_value(buf, key, pos, nxt, "not valid UTF-8") from None
+        dpos, dnxt = pos, nxt
     if outer == 443:
         if typ is None:
             raise S.missing_avp("Subscription-Id-Type")
         if data is None:
             raise S.missing_avp("Subscription-Id-Data")
+        if typ not in _SUB_TYPE_VALUES:
+            raise S.broken_rule(buf, 450, tpos, tnxt)
     elif data is None:
         raise S.missing_avp("Subscription-Id-E164")
+    lo, hi, nul_ok = _SUB_DATA_BOUNDS[typ]
+    size = dnxt - dpos - (12 if buf[dpos + 4] & 0x80 else 8)
+    if not lo <= size <= hi or (not nul_ok and "\0" in data):
+        rule = _SUB_DATA_RULE[typ]
+        why = D.problem(rule, data.encode(), None)
+        raise S.bad_value(buf, _U32(buf, dpos)[0], dpos, dnxt,
+                          f"{why} for a {rule.name[16:]} (type {typ})")
     return typ, data
 
 

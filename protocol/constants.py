@@ -113,6 +113,7 @@ class ReportingReason(IntEnum):
     RATING_CONDITION_CHANGE = 6
     FORCED_REAUTHORISATION = 7
     POOL_EXHAUSTED = 8
+    UNUSED_QUOTA_TIMER = 9
 
 
 class TariffChangeUsage(IntEnum):

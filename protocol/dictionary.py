@@ -4,12 +4,16 @@ Codes and types checked against RFC 6733 §4.5, RFC 8506 §8 / §13, 3GPP TS 32.
 Wireshark's diameter dictionary (tests/test_protocol_dictionary.py cross-checks when it is installed).
 M-bit rule: "must" (sent with M set), "may", "mustnot". Where a spec leaves it open we say "may".
 Adding an AVP is one line here; the generic codec (protocol.avp) derives everything from it.
+LENGTHS, NO_NUL and ENUMS are the value rules a decoder enforces (5004 with the AVP as received,
+RFC 6733 §7.1.5 / §7.5): the flat CCR decoder and the base-message decoders both read them here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 
+from protocol import constants as C
 from protocol.constants import VENDOR_3GPP as V3GPP
 
 TYPES = frozenset({
@@ -321,7 +325,57 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "Originator-Received-Address": ("Address-Type", "Address-Data", "Address-Domain"),
     "Address-Domain": ("Domain-Name", "3GPP-IMSI-MCC-MNC"),
 }
+
+# --- value rules: what a peer may send in the AVPs we keep, before any of it reaches the store ---
+# Byte-length bounds (min, max) of a text payload. Every DiameterIdentity is 1..255 (an FQDN or
+# realm, RFC 1035 §2.3.4 / RFC 6733 §4.3.1) unless listed. The others, and why:
+# - Session-Id: a part of LMDB keys (at most 511 bytes) with up to 13 bytes of ours around it;
+#   real ones are a DiameterIdentity (<= 255) and a few numbers (RFC 6733 §8.8), so 400 is room.
+# - Subscription-Id-Data / User-Name: looked up as LMDB keys (account ids and aliases, <= 511).
+#   A NAI is at most 253 octets (RFC 7542 §2.3, the RADIUS attribute limit); SIP URIs and private
+#   ids get the same. By Subscription-Id-Type the tighter bound of the matching
+#   Subscription-Id-Extension member applies: E.164 has at most 15 digits (ITU-T E.164 §6), plus
+#   the leading "+" some gateways send; an IMSI at most 15 digits (3GPP TS 23.003 §2.2).
+# - Service-Context-Id: "<ext>.<MNC>.<MCC>.<release>.32251@3gpp.org" (RFC 8506 §8.42) is short;
+#   255 leaves room and keeps it out of the way of a message's size.
+# Empty is refused for all of them: none has a meaning empty, and an empty LMDB key is an error.
+DIAMETER_IDENTITY_LENGTH = (1, 255)
+LENGTHS: dict[str, tuple[int, int]] = {
+    "Session-Id": (1, 400),
+    "User-Name": (1, 253),
+    "Service-Context-Id": (1, 255),
+    "Subscription-Id-Data": (1, 253),
+    "Subscription-Id-E164": (1, 16),
+    "Subscription-Id-IMSI": (1, 15),
+    "Subscription-Id-SIP-URI": (1, 253),
+    "Subscription-Id-NAI": (1, 253),
+    "Subscription-Id-Private": (1, 253),
+}
+# Text AVPs that may not hold NUL (our store's key separator); no DiameterIdentity may either (an
+# FQDN has none).
+NO_NUL: frozenset[str] = frozenset({"Session-Id"})
+
+
+def _ints(enum: type[IntEnum]) -> frozenset[int]:
+    return frozenset(int(m) for m in enum)
+
+
+# Enumerated AVPs whose values we check (the values are constants' IntEnums); a value outside is
+# 5004 (RFC 6733 §4.3.1: an Enumerated AVP's definition lists its values).
+ENUMS: dict[str, frozenset[int]] = {
+    "CC-Request-Type": _ints(C.CCRequestType),
+    "Requested-Action": _ints(C.RequestedAction),
+    "Subscription-Id-Type": _ints(C.SubscriptionIdType),
+    "Termination-Cause": _ints(C.TerminationCause),
+    "Multiple-Services-Indicator": _ints(C.MultipleServicesIndicator),
+    "Reporting-Reason": _ints(C.ReportingReason),
+    "Tariff-Change-Usage": _ints(C.TariffChangeUsage),
+    "Disconnect-Cause": _ints(C.DisconnectCause),
+}
 # fmt: on
+
+_TEXT_TYPES = frozenset({"UTF8String", "OctetString", "DiameterIdentity", "DiameterURI"})
+_NO_BOUND = (0, 0xFFFFFF)
 
 
 @dataclass(slots=True, frozen=True)
@@ -331,6 +385,10 @@ class AvpDef:
     vendor: int
     type: str
     mbit: str  # "must" | "may" | "mustnot"
+    min_len: int = 0  # payload bytes, text types only
+    max_len: int = 0xFFFFFF
+    nul_ok: bool = True
+    values: frozenset[int] | None = None  # Enumerated: the values we accept; None = not checked
 
     @property
     def key(self) -> int:
@@ -350,12 +408,18 @@ def avp_key(code: int, vendor: int = 0) -> int:
 BY_KEY: dict[int, AvpDef] = {}
 BY_NAME: dict[str, AvpDef] = {}
 for _row in AVPS:
-    _d = AvpDef(*_row)
+    _name, _type = _row[0], _row[3]
+    _lo, _hi = LENGTHS.get(_name, DIAMETER_IDENTITY_LENGTH if _type == "DiameterIdentity" else _NO_BOUND)
+    assert (_lo, _hi) == _NO_BOUND or _type in _TEXT_TYPES, _row
+    assert _name not in ENUMS or _type == "Enumerated", _row
+    _d = AvpDef(*_row, min_len=_lo, max_len=_hi,
+                nul_ok=_name not in NO_NUL and _type != "DiameterIdentity", values=ENUMS.get(_name))
     assert _d.type in TYPES, _d
     assert _d.key not in BY_KEY and _d.name not in BY_NAME, _d
     BY_KEY[_d.key] = _d
     BY_NAME[_d.name] = _d
-del _row, _d
+assert set(LENGTHS) | NO_NUL | set(ENUMS) <= set(BY_NAME), "a value rule names an unknown AVP"
+del _row, _d, _name, _type, _lo, _hi
 
 KNOWN_KEYS: frozenset[int] = frozenset(BY_KEY)
 GROUPED_KEYS: frozenset[int] = frozenset(k for k, d in BY_KEY.items() if d.type == "Grouped")
@@ -363,6 +427,18 @@ GROUPED_KEYS: frozenset[int] = frozenset(k for k, d in BY_KEY.items() if d.type 
 
 def lookup(code: int, vendor: int = 0) -> AvpDef | None:
     return BY_KEY.get(avp_key(code, vendor))
+
+
+def problem(d: AvpDef, data: bytes, value: object) -> str | None:
+    """Why a decoded value breaks its AVP's rules (LENGTHS, NO_NUL, ENUMS), or None."""
+    if d.values is not None and value not in d.values:
+        return f"{value} is not one of its values ({min(d.values)}..{max(d.values)})"
+    n = len(data)
+    if n < d.min_len or n > d.max_len:
+        return "empty" if n == 0 else f"{n} bytes, not {d.min_len}..{d.max_len}"
+    if not d.nul_ok and b"\0" in data:
+        return "contains NUL"
+    return None
 
 
 def by_name(name: str) -> AvpDef:

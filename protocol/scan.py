@@ -128,6 +128,15 @@ def bad_value(buf: bytes, key: int, pos: int, nxt: int, why: str) -> DiameterErr
     )
 
 
+def broken_rule(buf: bytes, key: int, pos: int, nxt: int) -> DiameterError:
+    """5004 for an AVP whose value breaks its dictionary rule (dictionary.problem), with the AVP
+    as received."""
+    d = dictionary.BY_KEY[key]
+    data = buf[pos + (12 if buf[pos + 4] & 0x80 else 8) : nxt]
+    value = I32(data)[0] if d.type == "Enumerated" and len(data) == 4 else None
+    return bad_value(buf, key, pos, nxt, dictionary.problem(d, data, value) or "invalid value")
+
+
 def missing_avp(name: str) -> DiameterError:
     return DiameterError(C.DIAMETER_MISSING_AVP, f"missing {name}", missing(name))
 

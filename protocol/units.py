@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 
 from protocol import build as B
+from protocol import dictionary as D
 from protocol import scan as S
 from protocol.constants import VENDOR_3GPP
 from protocol.errors import DiameterError
@@ -19,9 +20,10 @@ _U = {
     412: (2, 8),  # CC-Input-Octets
     414: (3, 8),  # CC-Output-Octets
     417: (4, 8),  # CC-Service-Specific-Units
-    _REPORTING_REASON: (8, -4),  # Enumerated (signed)
+    _REPORTING_REASON: (8, -4),  # Enumerated (signed; checked against the dictionary's values)
     452: (9, -4),  # Tariff-Change-Usage
 }
+_ENUM_VALUES = {k: D.BY_KEY[k].values for k, (_slot, size) in _U.items() if size == -4}
 _U32, _U64, _I32 = S.U32, S.U64, S.I32
 _II = struct.Struct(">II").unpack_from
 
@@ -57,7 +59,12 @@ def decode_units(buf: bytes, d: int, end: int) -> Units:
             else:
                 if e - dd != 4:
                     raise S.bad_length(buf, key, p, e, 4)
-                v[slot] = _U32(buf, dd)[0] if size == 4 else _I32(buf, dd)[0]
+                if size == 4:
+                    v[slot] = _U32(buf, dd)[0]
+                else:  # Enumerated: one of its dictionary values
+                    x = v[slot] = _I32(buf, dd)[0]
+                    if x not in _ENUM_VALUES[key]:
+                        raise S.broken_rule(buf, key, p, e)
         elif key == 413:  # CC-Money
             if v[5] is not None:
                 raise S.occurs_too_many(buf, key, p, e)

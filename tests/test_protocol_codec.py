@@ -54,6 +54,20 @@ i32 = st.integers(-(2**31), 2**31 - 1)
 i64 = st.integers(-(2**63), 2**63 - 1)
 enum = st.integers(0, 2**31 - 1)
 text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=24)
+def valid(name: str) -> st.SearchStrategy:
+    """Values a decoder accepts for the AVP (its dictionary rules: bounds, NUL, enumeration)."""
+    d = dictionary.by_name(name)
+    if d.values is not None:
+        return st.sampled_from(sorted(d.values))
+    chars = st.characters(blacklist_categories=("Cs",))
+    return st.text(chars, min_size=d.min_len, max_size=min(24, d.max_len // 4 or 24)).filter(
+        lambda t: dictionary.problem(d, t.encode(), None) is None)
+
+
+ident = valid("Origin-Host")
+_SUB_TYPES = ("E164", "IMSI", "SIP-URI", "NAI", "Private")
+subscription = st.integers(0, 4).flatmap(
+    lambda t: st.tuples(st.just(t), valid(f"Subscription-Id-{_SUB_TYPES[t]}")))
 unix_time = st.integers(-61505152, 4233462143)  # what a 32-bit NTP Time can carry (2 eras)
 ip = st.ip_addresses().map(str)
 
@@ -164,21 +178,25 @@ def units(draw: st.DrawFn, used: bool = False) -> Units:
     return Units(
         draw(_opt(u32)), draw(_opt(u64)), draw(_opt(u64)), draw(_opt(u64)), draw(_opt(u64)),
         *(money if money else (None, None, None)),
-        draw(_opt(enum)) if used else None, draw(_opt(enum)) if used else None,
+        draw(_opt(valid("Reporting-Reason"))) if used else None,
+        draw(_opt(valid("Tariff-Change-Usage"))) if used else None,
     )  # fmt: skip
 
 
 mscc_request = st.builds(MSCCRequest, _opt(u32), st.lists(u32, max_size=3), _opt(units()),
-                         st.lists(units(used=True), max_size=3), _opt(enum))  # fmt: skip
+                         st.lists(units(used=True), max_size=3),
+                         _opt(valid("Reporting-Reason")))  # fmt: skip
 
 
 @st.composite
 def ccrs(draw: st.DrawFn) -> CCR:
     return CCR(
-        draw(text), draw(text), draw(text), draw(text), draw(_opt(text)), draw(u32), draw(text),
-        draw(st.integers(1, 4)), draw(u32), draw(_opt(st.integers(0, 3))), draw(_opt(unix_time)),
-        draw(st.lists(st.tuples(enum, text), max_size=3)), draw(_opt(text)), draw(_opt(u32)),
-        draw(_opt(enum)), draw(_opt(enum)), draw(_opt(u32)), draw(_opt(units())),
+        draw(valid("Session-Id")), draw(ident), draw(ident), draw(ident), draw(_opt(ident)),
+        draw(u32), draw(valid("Service-Context-Id")), draw(valid("CC-Request-Type")), draw(u32),
+        draw(_opt(valid("Requested-Action"))), draw(_opt(unix_time)),
+        draw(st.lists(subscription, max_size=3)), draw(_opt(valid("User-Name"))), draw(_opt(u32)),
+        draw(_opt(valid("Termination-Cause"))), draw(_opt(valid("Multiple-Services-Indicator"))),
+        draw(_opt(u32)), draw(_opt(units())),
         draw(st.lists(units(used=True), max_size=2)), draw(st.lists(mscc_request, max_size=4)),
         draw(u32), draw(u32), draw(st.booleans()),
     )  # fmt: skip
@@ -237,7 +255,7 @@ def test_cca_round_trips(cca: CCA, hbh: int, e2e: int) -> None:
 
 
 vsai = st.tuples(u32, _opt(u32), _opt(u32))
-cap_args = (text, text, st.lists(ip, max_size=2), u32, text, _opt(u32), st.lists(u32, max_size=2),
+cap_args = (ident, ident, st.lists(ip, max_size=2), u32, text, _opt(u32), st.lists(u32, max_size=2),
             st.lists(u32, max_size=2), st.lists(u32, max_size=2), st.lists(vsai, max_size=2),
             st.lists(u32, max_size=2), _opt(u32))  # fmt: skip
 
@@ -248,7 +266,7 @@ def test_capabilities_exchange_round_trips(cer: CER, cea: CEA, hbh: int, e2e: in
     assert decode_cea(encode_cea(cea, hbh, e2e)) == cea
 
 
-@given(text, text, _opt(u32), u32, st.integers(0, 2))
+@given(ident, ident, _opt(u32), u32, valid("Disconnect-Cause"))
 def test_watchdog_and_disconnect_round_trip(host: str, realm: str, osi: int | None, rc: int,
                                             cause: int) -> None:  # fmt: skip
     assert decode_dwr(encode_dwr(DWR(host, realm, osi), 1, 2)) == DWR(host, realm, osi)

@@ -13,6 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol import build as B
+from protocol import constants as C
+from protocol import dictionary
 from protocol.answer import encode_error_answer
 from protocol.avp import check_unknown_mandatory
 from protocol.base import decode_cea, decode_cer, decode_dpa, decode_dpr, decode_dwa, decode_dwr
@@ -106,6 +108,137 @@ def test_invalid_values_5004() -> None:
     bad_utf8 = B.octets(264, b"\xff\xfe")
     e = err(frame(MANDATORY[0], bad_utf8, *MANDATORY[2:]))
     assert e.result_code == 5004 and e.failed_avp == bad_utf8
+
+
+# --- value rules (protocol.dictionary LENGTHS / NO_NUL / ENUMS): 5004 with the AVP as received ---
+
+TEXT_SLOTS = {263: 0, 264: 1, 296: 2, 283: 3, 461: 5}  # code -> index in MANDATORY
+BOUNDS = [("Session-Id", 263, 400), ("Origin-Host", 264, 255), ("Origin-Realm", 296, 255),
+          ("Destination-Realm", 283, 255), ("Destination-Host", 293, 255),
+          ("Service-Context-Id", 461, 255), ("User-Name", 1, 253)]  # fmt: skip
+
+
+def with_avp(code: int, avp: bytes) -> bytes:
+    """A valid CCR with `avp` in place of (or added as) the AVP `code`."""
+    avps = list(MANDATORY)
+    if code in TEXT_SLOTS:
+        avps[TEXT_SLOTS[code]] = avp
+    else:
+        avps.append(avp)
+    return frame(*avps)
+
+
+@pytest.mark.parametrize(("name", "code", "most"), BOUNDS)
+def test_text_avp_bounds_5004(name: str, code: int, most: int) -> None:
+    assert dictionary.by_name(name).max_len == most  # the rule lives in the dictionary
+    assert decode_ccr(with_avp(code, B.utf8(code, "a" * most)))
+    for payload in (b"", b"a" * (most + 1), b"a" * 5000):
+        avp = B.octets(code, payload)
+        e = err(with_avp(code, avp))
+        assert (e.result_code, e.failed_avp) == (5004, avp), (name, len(payload))
+        assert name in str(e)
+
+
+@pytest.mark.parametrize("code", [263, 264, 296, 283, 293])
+def test_nul_in_session_id_or_identity_5004(code: int) -> None:
+    avp = B.utf8(code, "gw\0x")
+    e = err(with_avp(code, avp))
+    assert (e.result_code, e.failed_avp) == (5004, avp) and "NUL" in str(e)
+    assert decode_ccr(with_avp(1, B.utf8(1, "user\0x")))  # a User-Name may (it is not a key part)
+
+
+@pytest.mark.parametrize(("code", "bad"), [
+    (416, 0), (416, 5), (416, -1), (436, 4), (436, -1), (295, 0), (295, 9), (455, 2), (455, -1),
+])  # fmt: skip
+def test_enumerated_outside_its_values_5004(code: int, bad: int) -> None:
+    avp = B.i32(code, bad, flags=0)  # M clear: Failed-AVP must be the AVP as received, flags too
+    avps = [a for a in MANDATORY if a[:4] != avp[:4]] + [avp]
+    e = err(frame(*avps))
+    assert (e.result_code, e.failed_avp) == (5004, avp)
+    assert dictionary.BY_KEY[code].name in str(e)
+
+
+def test_enumerated_values_come_from_the_dictionary() -> None:
+    for name, enum in [("CC-Request-Type", C.CCRequestType), ("Requested-Action", C.RequestedAction),
+                       ("Subscription-Id-Type", C.SubscriptionIdType),
+                       ("Termination-Cause", C.TerminationCause),
+                       ("Multiple-Services-Indicator", C.MultipleServicesIndicator),
+                       ("Reporting-Reason", C.ReportingReason),
+                       ("Tariff-Change-Usage", C.TariffChangeUsage)]:  # fmt: skip
+        assert dictionary.by_name(name).values == {int(m) for m in enum}
+        for v in enum:  # every listed value decodes (the rule refuses only what is outside)
+            code = dictionary.by_name(name).code
+            if name == "Subscription-Id-Type":
+                avp = B.group(443, B.i32(450, v) + B.utf8(444, "123"))
+            elif name in ("Reporting-Reason", "Tariff-Change-Usage"):
+                inner = B.u32_3gpp(872, v) if name == "Reporting-Reason" else B.i32(452, v)
+                avp = B.group(456, B.group(446, inner))
+            else:
+                avp = B.i32(code, v)
+            avps = [a for a in MANDATORY if a[:4] != avp[:4]] + [avp]
+            assert decode_ccr(frame(*avps))
+
+
+@pytest.mark.parametrize("typ", [5, -1, 0x7FFFFFFF])
+def test_subscription_id_type_outside_its_values_5004_wrapped(typ: int) -> None:
+    bad = B.i32(450, typ)
+    e = err(frame(*MANDATORY, B.group(443, bad + B.utf8(444, "491700000001"))))
+    assert (e.result_code, e.failed_avp) == (5004, B.group(443, bad))
+    raw = struct.pack(">III", 450, 0x4000000C, 0xFFFFFFFF)  # 4294967295, as the fuzzer sent it
+    e = err(frame(*MANDATORY, B.group(443, raw + B.utf8(444, "491700000001"))))
+    assert (e.result_code, e.failed_avp) == (5004, B.group(443, raw))
+
+
+@pytest.mark.parametrize(("typ", "most"), [(0, 16), (1, 15), (2, 253), (3, 253), (4, 253)])
+def test_subscription_id_data_bounds_by_type_5004_wrapped(typ: int, most: int) -> None:
+    ok = B.group(443, B.i32(450, typ) + B.utf8(444, "1" * most))
+    assert decode_ccr(frame(*MANDATORY, ok)).subscription_ids == [(typ, "1" * most)]
+    for payload in (b"", b"1" * (most + 1), b"1" * 3000):
+        data = B.octets(444, payload)
+        e = err(frame(*MANDATORY, B.group(443, B.i32(450, typ) + data)))
+        assert (e.result_code, e.failed_avp) == (5004, B.group(443, data)), len(payload)
+    ext_code = 660 + typ  # the Extension member of the same type has the same bound
+    ext = B.octets(ext_code, b"1" * (most + 1))
+    e = err(frame(*MANDATORY, B.group(659, ext)))
+    assert (e.result_code, e.failed_avp) == (5004, B.group(659, ext))
+    assert decode_ccr(frame(*MANDATORY, B.group(659, B.utf8(ext_code, "1" * most))))
+
+
+def test_reporting_reason_and_tariff_change_usage_outside_their_values_5004_wrapped() -> None:
+    rr = B.u32_3gpp(872, 10)
+    e = err(frame(*MANDATORY, B.group(456, B.u32(432, 1) + rr)))  # MSCC level
+    assert (e.result_code, e.failed_avp) == (5004, B.group(456, rr))
+    e = err(frame(*MANDATORY, B.group(456, B.group(446, B.u32(420, 5) + rr))))  # in a USU
+    assert (e.result_code, e.failed_avp) == (5004, B.group(456, B.group(446, rr)))
+    tcu = B.i32(452, 3)
+    e = err(frame(*MANDATORY, B.group(446, tcu)))  # top-level USU
+    assert (e.result_code, e.failed_avp) == (5004, B.group(446, tcu))
+
+
+def cer(origin_host: bytes, origin_realm: bytes = b"example") -> bytes:
+    return frame(B.octets(264, origin_host), B.octets(296, origin_realm), B.address(257, "127.0.0.1"),
+                 B.u32(266, 0), B.utf8(269, "gw", 0), B.u32(258, 4), cmd=257, app=0)  # fmt: skip
+
+
+@pytest.mark.parametrize(("host", "realm", "bad"), [
+    (b"h" * 256, b"example", 264), (b"", b"example", 264), (b"gw", b"r" * 256, 296),
+    (b"gw", b"", 296), (b"g\0w", b"example", 264),
+])  # fmt: skip
+def test_base_messages_hold_identities_to_their_bounds(host: bytes, realm: bytes, bad: int) -> None:
+    assert decode_cer(cer(b"h" * 255, b"r" * 255)).origin_host == "h" * 255
+    failed = B.octets(bad, host if bad == 264 else realm)
+    e = err(cer(host, realm), decode_cer)
+    assert (e.result_code, e.failed_avp) == (5004, failed)
+    dwr = frame(B.octets(264, host), B.octets(296, realm), cmd=280, app=0)
+    assert (err(dwr, decode_dwr).result_code, err(dwr, decode_dwr).failed_avp) == (5004, failed)
+    dpr = frame(B.octets(264, host), B.octets(296, realm), B.i32(273, 0), cmd=282, app=0)
+    assert err(dpr, decode_dpr).failed_avp == failed
+
+
+def test_disconnect_cause_outside_its_values_5004() -> None:
+    bad = B.i32(273, 3)
+    e = err(frame(B.utf8(264, "gw"), B.utf8(296, "example"), bad, cmd=282, app=0), decode_dpr)
+    assert (e.result_code, e.failed_avp) == (5004, bad)
 
 
 def test_duplicates_5009() -> None:

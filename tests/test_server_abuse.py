@@ -121,7 +121,7 @@ def sid() -> str:
 
 
 def ccr(s: str, rtype: int, number: int, msisdn: str, mscc: list[MSCCRequest], **kw) -> CCR:  # type: ignore[no-untyped-def]
-    return CCR(session_id=s, destination_realm="test", auth_application_id=4,
+    return CCR(session_id=s, origin_host="client.test", origin_realm="test", destination_realm="test", auth_application_id=4,
                service_context_id="32251@3gpp.org", request_type=rtype, request_number=number,
                subscription_ids=[(C.SubscriptionIdType.END_USER_E164, msisdn)], mscc=mscc, **kw)
 

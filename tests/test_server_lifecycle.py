@@ -18,7 +18,7 @@ from protocol.records import CCR, MSCCRequest, Units
 
 
 def a_ccr(sid: str, msisdn: str, rtype: int, number: int, mscc: list[MSCCRequest]) -> CCR:
-    return CCR(session_id=sid, destination_realm="test", service_context_id="32251@3gpp.org",
+    return CCR(session_id=sid, origin_host="client.test", origin_realm="test", destination_realm="test", service_context_id="32251@3gpp.org",
                request_type=rtype, request_number=number, subscription_ids=[(0, msisdn)], mscc=mscc)
 
 
