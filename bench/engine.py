@@ -26,12 +26,12 @@ from balance.writer import GroupCommitWriter
 from bench.provision import DEFAULT_TARIFF, provision
 from bench.templates import make_templates, session_tail
 from bench.workload import INITIAL, UPDATE, account_id
-from ocs import credit
+from ocs.charging import credit
+from ocs.charging.tariffs import Raters
 from ocs.config import ServeConfig
-from ocs.tariffs import Raters
 from protocol.ccr import decode_ccr
 from rating import rater as rating_rater
-from rating.store import TariffStore
+from rating.tariff_store import TariffStore
 
 ACCOUNTS = 1000
 

@@ -45,7 +45,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from ocs.money import MoneyError, to_micro
+from balance.money import MoneyError, to_micro
 
 UNITS = ("seconds", "octets", "events")
 UNIT_CODES = {name: i for i, name in enumerate(UNITS)}

@@ -13,7 +13,7 @@ from server_harness import start_server
 
 from balance.store import open_store
 from bench.provision import DEFAULT_TARIFF
-from rating.store import TariffStore
+from rating.tariff_store import TariffStore
 
 ACCOUNTS = 40
 

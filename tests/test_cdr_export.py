@@ -19,11 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from balance.store import open_store
-from ocs import cdr as C
-from ocs.cli import main
-from ocs.export import CdrExporter, ExportError, export_pending, read_all, read_file
-from ocs.export import formats as F
-from ocs.export.exporter import (
+from ocs.billing import cdr as C
+from ocs.billing.export import CdrExporter, ExportError, export_pending, read_all, read_file
+from ocs.billing.export import cdr_files as F
+from ocs.billing.export.exporter import (
     Intent,
     _record_intent,
     checkpoint,
@@ -31,6 +30,7 @@ from ocs.export.exporter import (
     pending_intent,
     recover,
 )
+from ocs.cli import main
 
 text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\0\r"),
                max_size=12)
@@ -84,7 +84,7 @@ def test_iso_round_trip(ts: int) -> None:
 
 @given(st.integers(-(10**18), 10**18))
 def test_parse_amount(micro: int) -> None:
-    from ocs.money import format_micro
+    from balance.money import format_micro
     assert F.parse_amount(format_micro(micro)) == micro
 
 
@@ -235,8 +235,8 @@ def test_unfinished_intent_is_redone_once(store, tmp_path) -> None:
 WORKER = textwrap.dedent("""
     import sys, time
     from balance.store import open_store
-    from ocs import cdr as C
-    from ocs.export import CdrExporter
+    from ocs.billing import cdr as C
+    from ocs.billing.export import CdrExporter
     data, out, fmt, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     store = open_store(data)
     ex = CdrExporter(store, out, fmt, rotate_bytes=3000, rotate_seconds=0.05)

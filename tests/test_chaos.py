@@ -32,11 +32,11 @@ import pytest
 from server_harness import RunningServer, provision, start_server
 
 from balance.store import open_store
-from ocs import cdr as cdrs
+from ocs.billing import cdr as cdrs
+from ocs.billing.export.cdr_files import read_all
+from ocs.billing.reconcile import DEBIT_KINDS
+from ocs.charging.credit import OPEN_SESSIONS_KEY
 from ocs.client import DiameterClient
-from ocs.credit import OPEN_SESSIONS_KEY
-from ocs.export.formats import read_all
-from ocs.reconcile import DEBIT_KINDS
 from protocol.records import CCR, MSCCRequest, Units
 
 ACCOUNTS = [f"49172000{i:04d}" for i in range(40)]
@@ -160,7 +160,7 @@ def serve(data: Path, config: Path,
           started: list[tuple[RunningServer, int]]) -> tuple[RunningServer, int]:
     """Start `ocs serve`; returns it and its engine's pid, both recorded in `started`."""
     srv = start_server(data, "--config", str(config), *FLAGS)
-    engines = [p for p in child_pids(srv.proc.pid) if "-m ocs.engine" in cmdline(p)]
+    engines = [p for p in child_pids(srv.proc.pid) if "-m ocs.charging.engine" in cmdline(p)]
     started.append((srv, engines[0] if engines else -1))
     assert len(engines) == 1, f"engine processes under the front: {engines}"
     return started[-1]
@@ -170,7 +170,7 @@ def kill_leftovers(started: list[tuple[RunningServer, int]]) -> None:
     for srv, engine in started:
         if srv.proc.poll() is None:
             srv.kill()
-        if engine > 0 and alive(engine) and "ocs.engine" in cmdline(engine):
+        if engine > 0 and alive(engine) and "ocs.charging.engine" in cmdline(engine):
             os.kill(engine, signal.SIGKILL)
 
 

@@ -16,7 +16,7 @@ from balance import ops
 from balance.store import open_store
 from balance.writer import GroupCommitWriter
 from ocs.cli import main
-from rating.store import TariffStore
+from rating.tariff_store import TariffStore
 
 EXAMPLE = str(resources.files("ocs") / "data" / "example-tariff.toml")  # plans default, postpaid
 

@@ -18,7 +18,7 @@ import pytest
 from balance.store import open_store
 from ocs.cli import main
 from ocs.config import ListenError, ServeConfig
-from rating.store import TariffStore
+from rating.tariff_store import TariffStore
 
 EXAMPLE = str(resources.files("ocs") / "data" / "example-tariff.toml")  # plans default, postpaid
 GOLD_ONLY = """
@@ -127,7 +127,7 @@ def test_serve_warns_when_every_request_would_fail(tmp_path) -> None:  # type: i
 
 
 def test_serve_does_not_warn_about_a_provisioned_store(data) -> None:  # type: ignore[no-untyped-def]
-    from ocs.commands.serve import warn_unusable
+    from ocs.cli.serve import warn_unusable
     assert warn_unusable(ServeConfig(data=data)) == []
     empty = Path(data).parent / "empty"
     open_store(empty).close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from ocs.demo import MARKER
+from ocs.cli.demo_run import MARKER
 
 
 def run_demo(cwd, *args):

@@ -17,14 +17,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from balance import ops
+from balance.money import to_micro
 from balance.store import Tx, open_store
-from ocs import cdr as C
+from ocs.billing import cdr as C
+from ocs.billing.export import export_pending
+from ocs.billing.invoice import Period, round_minor
+from ocs.billing.invoice.numbering import last_number
 from ocs.cli import main
-from ocs.export import export_pending
-from ocs.invoice import Period, round_minor
-from ocs.invoice.numbering import last_number
-from ocs.money import to_micro
-from rating.store import TariffStore
+from rating.tariff_store import TariffStore
 
 TARIFF = """
 currency = "EUR"
@@ -241,7 +241,7 @@ def test_rerun_is_idempotent(period_run, tmp_path) -> None:  # type: ignore[no-u
 
 
 def test_rendering_in_processes_writes_the_same_bytes(period_run, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    invoice_run = importlib.import_module("ocs.invoice.run")  # the package exports a run() too
+    invoice_run = importlib.import_module("ocs.billing.invoice.run")  # the package exports a run() too
     monkeypatch.setattr(invoice_run, "RENDER_CHUNK", 1)  # 3 invoices are enough to use the pool
     before = {p.name: p.read_bytes() for p in (period_run / "out").iterdir()}
     out2 = tmp_path / "pooled"
@@ -326,7 +326,7 @@ def test_period_parse() -> None:
 
 def test_ledger_facts_one_journal_pass(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Adjustments in the period and the closing instant, per account, from interleaved entries."""
-    from ocs.invoice.run import _ledger_facts
+    from ocs.billing.invoice.run import _ledger_facts
 
     store = open_store(tmp_path / "d")
     for a in ("A", "B", "C"):

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ocs.money import MoneyError, format_micro, to_micro
+from balance.money import MoneyError, format_micro, to_micro
 
 
 @given(st.integers(min_value=-(1 << 60), max_value=1 << 60))

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from server_harness import account, start_server
 
+from balance.money import to_micro
 from ocs.client import DiameterClient
-from ocs.money import to_micro
 from protocol import constants as C
 from protocol.records import CCR, MSCCRequest, Units
 

@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ocs.money import format_micro
+from balance.money import format_micro
 from rating import kernel, reference
 from rating.compiled import tz_transitions
 from rating.rater import MAX_UNITS, rater_for

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from balance.store import open_store
-from rating.store import TariffNotFound, TariffStore
 from rating.tariff import TariffError
+from rating.tariff_store import TariffNotFound, TariffStore
 
 V1 = 'currency = "EUR"\n[[rate]]\nrating_group = 1\nunit = "seconds"\nprice = "0.01"\nincrement = 60\n'
 V2 = V1.replace('"0.01"', '"0.02"')

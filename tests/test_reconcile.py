@@ -12,9 +12,9 @@ from test_invoice import at, build_fixture, usage
 from balance import ops
 from balance.records import Account
 from balance.store import open_store
-from ocs import cdr as C
+from ocs.billing import cdr as C
+from ocs.billing.reconcile import reconcile
 from ocs.cli import main
-from ocs.reconcile import reconcile
 
 NOW = 1_800_000_000
 

@@ -9,12 +9,13 @@ from importlib import resources
 import numpy as np
 import pytest
 
-from ocs.cdr import CDR, COLUMNS
+from ocs.billing import cdr_reader
+from ocs.billing.cdr import CDR, COLUMNS
+from ocs.billing.export.cdr_files import write_rows
+from ocs.billing.rerate import period_used, rerate
 from ocs.cli import main
-from ocs.export.formats import write_rows
-from rating import cdr_reader, reference
+from rating import reference
 from rating.rater import rater_for
-from rating.rerate import period_used, rerate
 from rating.tariff import load_tariff
 
 EXAMPLE = str(resources.files("ocs") / "data" / "example-tariff.toml")

@@ -89,7 +89,7 @@ def _serve_flags() -> set[str]:
 
 
 def test_every_flag_is_the_setting_of_its_name() -> None:
-    from ocs.commands.serve import SETTING_FLAGS
+    from ocs.cli.serve import SETTING_FLAGS
     from ocs.config import setting_names
     flags = _serve_flags()
     assert flags == set(SETTING_FLAGS)

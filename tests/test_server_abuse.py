@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 import pytest
 from server_harness import TARIFF, account, provision, start_server
 
+from balance.money import to_micro
 from ocs.client import DiameterClient
-from ocs.money import to_micro
 from protocol import constants as C
 from protocol.cca import decode_cca
 from protocol.ccr import encode_ccr
@@ -275,7 +275,7 @@ async def test_money_bundle_is_not_turned_into_cash(server) -> None:  # type: ig
     """What a money bundle (promotional credit for one rating group) paid is not a cash charge:
     not in the CDR amount (reconcile and invoices follow the balance) and not refundable as cash."""
     from balance.store import open_store
-    from ocs import cdr as cdrs
+    from ocs.billing import cdr as cdrs
     c = await connect(server)
     a = "491720000011"
     ev = event(a, None, 3)
@@ -345,7 +345,7 @@ async def test_final_of_one_service_does_not_end_the_rating_groups_quota(server)
     """Two services share rating group 100: service 2 ends (FINAL) while service 1 reports and asks
     for more. Service 1 gets its quota; the usage of both is debited once."""
     from balance.store import open_store
-    from ocs import cdr as cdrs
+    from ocs.billing import cdr as cdrs
     c = await connect(server)
     a, s = "491720000015", sid()
     await c.ccr(ccr(s, 1, 0, a, [MSCCRequest(rating_group=100, service_identifiers=[1], requested=Units(time=120))]))

@@ -8,8 +8,8 @@ import itertools
 import pytest
 from server_harness import account, provision, start_server
 
+from balance.money import to_micro
 from ocs.client import DiameterClient
-from ocs.money import to_micro
 from protocol import constants as C
 from protocol.records import CCR, MSCCRequest, Units
 

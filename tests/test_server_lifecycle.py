@@ -10,10 +10,10 @@ import subprocess
 import pytest
 from server_harness import account, provision, serving, start_server
 
+from balance.money import to_micro
 from balance.store import open_store
-from ocs import cdr as cdrs
+from ocs.billing import cdr as cdrs
 from ocs.client import DiameterClient
-from ocs.money import to_micro
 from protocol.records import CCR, MSCCRequest, Units
 
 
@@ -213,7 +213,7 @@ async def test_error_answer_carries_proxy_info_once(tmp_path) -> None:  # type: 
 async def test_new_tariff_version_used_without_restart(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from server_harness import TARIFF
 
-    from rating.store import TariffStore
+    from rating.tariff_store import TariffStore
     data = tmp_path / "d"
     async with serving(data, {"491720000012": {"balance": "10"}}, "--no-cdr-export") as (_srv, c):
 

@@ -11,7 +11,7 @@ import time
 from server_harness import provision, start_server
 
 from ocs.client import DiameterClient
-from ocs.dispatch import result_code_of
+from ocs.front.dispatch import result_code_of
 from protocol import constants as C
 from protocol.ccr import encode_ccr
 from protocol.records import CCR, MSCCRequest, Units

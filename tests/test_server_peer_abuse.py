@@ -126,7 +126,7 @@ async def test_unframeable_request_is_answered_then_closed(server, frame, code) 
     (answer,) = await read_frames(r, 1)
     h = decode_header(answer)
     assert not h.is_request and h.command_code == C.CC_CREDIT_CONTROL
-    from ocs.dispatch import result_code_of
+    from ocs.front.dispatch import result_code_of
     assert result_code_of(answer) == code
     assert await closed_within(r, 5)
     w.close()

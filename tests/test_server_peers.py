@@ -30,7 +30,7 @@ def server(tmp_path_factory):  # type: ignore[no-untyped-def]
 
 
 def result_code(frame: bytes) -> int:
-    from ocs.dispatch import result_code_of
+    from ocs.front.dispatch import result_code_of
     return result_code_of(frame)
 
 

@@ -14,8 +14,8 @@ import urllib.request
 from server_harness import provision, start_server
 
 from balance.store import open_store
-from ocs import cdr as cdrs
-from ocs import credit
+from ocs.billing import cdr as cdrs
+from ocs.charging import credit
 from ocs.client import DiameterClient
 from protocol import constants as C
 from protocol.cca import decode_cca

@@ -6,12 +6,12 @@ from __future__ import annotations
 from server_harness import account, provision
 
 from balance.store import open_store
-from ocs import credit, sessions, sweeper
+from ocs.charging import credit, sessions, sweeper
+from ocs.charging.tariffs import Raters
 from ocs.config import ServeConfig
-from ocs.tariffs import Raters
 from protocol import constants as C
 from protocol.records import CCR, MSCCRequest, Units
-from rating.store import TariffStore
+from rating.tariff_store import TariffStore
 
 A, B = "491730000001", "491730000002"
 
