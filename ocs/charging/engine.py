@@ -40,6 +40,7 @@ from ocs.charging import credit, sweeper
 from ocs.charging.tariffs import Raters
 from ocs.config import ServeConfig
 from ocs.heap import freeze_warm_heap
+from ocs.link import TOKEN_READY, TOKEN_STATS, frame_message, split_messages
 from protocol import constants as C
 from protocol.answer import encode_error_answer, with_proxy_info
 from protocol.ccr import decode_ccr
@@ -50,29 +51,8 @@ from rating.tariff_store import TariffStore
 
 log = logging.getLogger("ocs.engine")
 
-MSG = struct.Struct(">II")  # payload length, token
-TOKEN_READY = 0xFFFFFFFF    # engine -> front, once, after warm-up
-TOKEN_STATS = 0xFFFFFFFE    # engine -> front, about once a second: msgpack writer stats
 _IDS = struct.Struct(">II")
 _READ = 1 << 20
-
-
-def frame_message(token: int, payload: bytes) -> bytes:
-    return MSG.pack(len(payload), token) + payload
-
-
-def split_messages(buf: bytearray) -> list[tuple[int, bytes]]:
-    """Complete messages at the front of buf (consumed); a partial one stays."""
-    out = []
-    pos, n = 0, len(buf)
-    while n - pos >= 8:
-        length, token = MSG.unpack_from(buf, pos)
-        if n - pos - 8 < length:
-            break
-        out.append((token, bytes(buf[pos + 8:pos + 8 + length])))
-        pos += 8 + length
-    del buf[:pos]
-    return out
 
 
 class Engine:

@@ -19,8 +19,8 @@ from collections import deque
 from typing import Protocol
 
 from ocs import metrics
-from ocs.charging.engine import MSG, TOKEN_READY, TOKEN_STATS, split_messages
 from ocs.front.coalesce import Coalescer
+from ocs.link import MSG, TOKEN_READY, TOKEN_STATS, split_messages
 from protocol import constants as C
 from protocol.answer import encode_error_answer
 from protocol.ccr import peek_session_id
