@@ -23,10 +23,7 @@ from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
-from balance.store import open_store
-from balance.totals import ReservedTotal
 from ocs import metrics
-from ocs.charging import credit
 from ocs.config import ServeConfig, split_hostport
 from ocs.front.dispatch import Dispatcher, EngineLink
 from ocs.front.peer import PeerConnection
@@ -43,17 +40,29 @@ class Server:
         self.cfg = cfg
         self.peers: set[PeerConnection] = set()
         self.origin_state_id = int(time.time()) & 0xFFFFFFFF
-        self.store = open_store(cfg.data, sync=cfg.sync)
-        self.dbs = credit.open_dbs(self.store)
+        self._open_store()
         self.dispatcher = Dispatcher(cfg)
         self.engine_proc: subprocess.Popen | None = None
         self.listeners: list[asyncio.base_events.Server] = []
         self.addresses: list[str] = []
         self.exporter = None
         self.exit_code = 0
-        self._reserved = ReservedTotal()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+
+    def _open_store(self) -> None:
+        """The store, which this process only reads, in the housekeeping thread (gauges, CDR export).
+
+        Imported here rather than at the top: the front's import path stays free of LMDB, numba and
+        the charging rules (a test checks it in a fresh interpreter); requests never reach the
+        store from this process, the engine process applies them."""
+        from balance.store import open_store
+        from balance.totals import ReservedTotal
+        from ocs.charging import credit
+        self.store = open_store(self.cfg.data, sync=self.cfg.sync)
+        self.dbs = credit.open_dbs(self.store)
+        self._open_sessions_key = credit.OPEN_SESSIONS_KEY
+        self._reserved = ReservedTotal()
 
     # -- start ------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -122,7 +131,7 @@ class Server:
         if self.exporter is not None:
             self.exporter.run_once()
         with self.store.read() as view:  # adopts a map grown by the engine
-            raw = view.txn.get(credit.OPEN_SESSIONS_KEY, db=self.dbs["meta"])
+            raw = view.txn.get(self._open_sessions_key, db=self.dbs["meta"])
             metrics.OPEN_SESSIONS.set(int(raw) if raw else 0)
             metrics.RESERVED_MONEY.set(self._reserved.update(view))
         for account_id, status in self._reserved.take_status_changes():
