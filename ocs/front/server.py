@@ -217,6 +217,6 @@ def run(cfg: ServeConfig, on_ready: Callable[[list[str]], None] | None = None) -
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if cfg.workers > 1:
         from ocs.front.workers import run_workers
-        return run_workers(cfg)
+        return run_workers(cfg, run)
     install_uvloop()
     return asyncio.run(_serve(cfg, on_ready))

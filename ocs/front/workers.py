@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 
 from ocs.config import ServeConfig, split_hostport
 
@@ -35,15 +36,20 @@ def _reserve_ports(listen: list[str]) -> tuple[list[str], list[socket.socket]]:
     return out, held
 
 
-def _worker(cfg: ServeConfig, ready, parent_pid: int) -> None:  # type: ignore[no-untyped-def]
-    from ocs.front.server import run
+Serve = Callable[..., int]  # ocs.front.server.run: (cfg, on_ready=...) -> exit code
+
+
+def _worker(cfg: ServeConfig, ready, parent_pid: int, run: Serve) -> None:  # type: ignore[no-untyped-def]
     from ocs.lifeline import die_with_parent
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards SIGTERM; ^C goes to it
     die_with_parent(parent_pid)  # SIGTERM (a graceful stop) if the supervisor is killed
     sys.exit(run(cfg, on_ready=lambda addrs: ready.send(addrs)))
 
 
-def run_workers(cfg: ServeConfig, start_timeout: float = 60.0) -> int:
+def run_workers(cfg: ServeConfig, run: Serve, start_timeout: float = 60.0) -> int:
+    """Supervise cfg.workers processes, each running `run` (the one-process server, passed in so
+    this module does not import the server that imports it; a module-level function pickles by
+    name for the spawned child)."""
     listen, held = _reserve_ports(cfg.listen)
     child_cfg = dataclasses.replace(cfg, workers=1, reuse_port=True, listen=listen)
     ctx = mp.get_context("spawn")
@@ -63,7 +69,7 @@ def run_workers(cfg: ServeConfig, start_timeout: float = 60.0) -> int:
     signal.signal(signal.SIGINT, stop)
     for i in range(cfg.workers):
         parent_end, child_end = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_worker, args=(child_cfg, child_end, os.getpid()), name=f"ocs-worker-{i}")
+        p = ctx.Process(target=_worker, args=(child_cfg, child_end, os.getpid(), run), name=f"ocs-worker-{i}")
         p.start()
         procs.append(p)
         pipes.append(parent_end)
