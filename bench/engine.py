@@ -27,6 +27,7 @@ from bench.provision import DEFAULT_TARIFF, provision
 from bench.templates import make_templates, session_tail
 from bench.workload import INITIAL, UPDATE, account_id
 from ocs.charging import credit
+from ocs.charging.settings import ChargingSettings
 from ocs.charging.tariffs import Raters
 from ocs.config import ServeConfig
 from protocol.ccr import decode_ccr
@@ -52,7 +53,7 @@ def measure(sync: bool, sessions: int, batch: int, rounds: int,
         provision(root, accounts=ACCOUNTS, balance=10**12, tariff_path=DEFAULT_TARIFF)
         store = open_store(root, sync=sync)
         raters = Raters(TariffStore(store))
-        ctx = credit.Context(ServeConfig(data=root), credit.open_dbs(store), raters)
+        ctx = credit.Context(ChargingSettings.of(ServeConfig(data=root)), credit.open_dbs(store), raters)
         writer = GroupCommitWriter(store)
         rating_rater.warm()
         templates = make_templates(origin_host="bench.client", origin_realm="bench.realm",

@@ -7,6 +7,7 @@ from server_harness import account, provision
 
 from balance.store import open_store
 from ocs.charging import credit, sessions, sweeper
+from ocs.charging.settings import ChargingSettings
 from ocs.charging.tariffs import Raters
 from ocs.config import ServeConfig
 from protocol import constants as C
@@ -28,7 +29,8 @@ def test_one_broken_session_does_not_stop_the_sweep(tmp_path) -> None:  # type: 
     provision(data, {A: {"balance": "10"}, B: {"balance": "10"}})
     store = open_store(data)
     try:
-        ctx = credit.Context(ServeConfig(data=str(data), session_timeout=60), credit.open_dbs(store),
+        ctx = credit.Context(ChargingSettings.of(ServeConfig(data=str(data), session_timeout=60)),
+                             credit.open_dbs(store),
                              Raters(TariffStore(store)))
         store.execute(lambda tx: credit.process(tx, ctx, initial("gw;broken;1", A)))
         store.execute(lambda tx: credit.process(tx, ctx, initial("gw;fine;1", B)))
@@ -66,7 +68,7 @@ def test_refused_initial_is_never_stale_and_is_forgotten(tmp_path) -> None:  # t
     store = open_store(data)
     try:
         cfg = ServeConfig(data=str(data), session_timeout=60, dedup_retention=300)
-        ctx = credit.Context(cfg, credit.open_dbs(store), Raters(TariffStore(store)))
+        ctx = credit.Context(ChargingSettings.of(cfg), credit.open_dbs(store), Raters(TariffStore(store)))
         first = store.execute(lambda tx: credit.process(tx, ctx, initial("gw;refused;1", A)))
         store.execute(lambda tx: credit.process(tx, ctx, initial("gw;open;1", B)))
         with store.read() as view:

@@ -24,7 +24,7 @@ from balance.money import currency_numeric
 from ocs.billing import cdr as cdrs
 from ocs.charging import sessions
 from ocs.charging.sessions import RatingGroupState, Session
-from ocs.config import ServeConfig
+from ocs.charging.settings import ChargingSettings
 from protocol import build as B
 from protocol import constants as C
 from protocol.cca import encode_cca
@@ -64,7 +64,7 @@ def open_dbs(store) -> dict:  # type: ignore[no-untyped-def]
 class Context:
     """What the writer-thread code needs: settings, LMDB handles, and the tariff versions."""
 
-    cfg: ServeConfig
+    cfg: ChargingSettings  # built by the engine from its ServeConfig
     dbs: dict
     raters: Callable[[int | None], object | None]  # version (None = current) -> Rater | None
 
@@ -146,7 +146,7 @@ def _resolve_account(tx, ccr: CCR):  # type: ignore[no-untyped-def]
     return None, (ids[0][1] if ids else "")
 
 
-def make_cca(ccr: CCR, cfg: ServeConfig, result: int, mscc: list[MSCCAnswer] | None = None,
+def make_cca(ccr: CCR, cfg: ChargingSettings, result: int, mscc: list[MSCCAnswer] | None = None,
             **extra) -> CCA:  # type: ignore[no-untyped-def]
     return CCA(session_id=ccr.session_id, result_code=result, origin_host=cfg.origin_host,
                origin_realm=cfg.origin_realm, request_type=ccr.request_type,
@@ -271,7 +271,7 @@ def _session(tx, ctx: Context, ccr: CCR, sess: Session | None) -> tuple[Session 
                                                failed_avp=_failed_avp(result, answers, ccr)))
 
 
-def _answer_gone(ccr: CCR, cfg: ServeConfig) -> CCA:
+def _answer_gone(ccr: CCR, cfg: ChargingSettings) -> CCA:
     return make_cca(ccr, cfg, C.DIAMETER_UNABLE_TO_COMPLY,
                     error_message="duplicate of a request answered earlier; its answer is no longer held")
 

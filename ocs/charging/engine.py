@@ -37,6 +37,7 @@ from balance.errors import is_write_failure
 from balance.store import open_store
 from balance.writer import GroupCommitWriter
 from ocs.charging import credit, sweeper
+from ocs.charging.settings import ChargingSettings
 from ocs.charging.tariffs import Raters
 from ocs.config import ServeConfig
 from ocs.heap import freeze_warm_heap
@@ -62,7 +63,7 @@ class Engine:
         self.store = open_store(cfg.data, sync=cfg.sync)
         self.dbs = credit.open_dbs(self.store)
         self.raters = Raters(TariffStore(self.store))
-        self.ctx = credit.Context(cfg, self.dbs, self.raters)
+        self.ctx = credit.Context(ChargingSettings.of(cfg), self.dbs, self.raters)
         self.writer = GroupCommitWriter(self.store)  # its batch logic only; this thread is the writer
         rating_rater.warm()
         self._out: queue.SimpleQueue = queue.SimpleQueue()
