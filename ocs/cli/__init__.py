@@ -7,6 +7,7 @@ import importlib
 import os
 import pkgutil
 import sys
+from types import ModuleType
 
 from ocs.cli.common import CommandError
 
@@ -22,6 +23,22 @@ def ocs_version() -> str:
         return "unknown"
 
 
+def command_modules() -> list[ModuleType]:
+    """The command-group modules here (those with a `register`), by name; each is named after
+    its command (`ocs.cli.account` registers `ocs account`)."""
+    found = []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"ocs.cli.{info.name}")
+        if getattr(module, "register", None) is not None:
+            found.append(module)
+    return found
+
+
+def command_names() -> set[str]:
+    """The `ocs` commands this installation has."""
+    return {m.__name__.rpartition(".")[2] for m in command_modules()}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ocs", description="Online Charging System")
     parser.add_argument("--version", action="version", version=f"ocs {ocs_version()}")
@@ -29,11 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="create data, CDR and invoice files readable by the owner's group "
                              "(umask 027; default 077: the owner only)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"ocs.cli.{info.name}")
-        register = getattr(module, "register", None)
-        if register is not None:
-            register(sub)
+    for module in command_modules():
+        module.register(sub)
     return parser
 
 

@@ -70,13 +70,9 @@ def fresh_dir(path: Path) -> None:
 
 
 def available_commands() -> set[str]:
-    from ocs.cli import build_parser
+    from ocs.cli import command_names
 
-    parser = build_parser()
-    for action in parser._actions:          # argparse keeps subcommands here
-        if hasattr(action, "choices") and isinstance(action.choices, dict):
-            return set(action.choices)
-    return set()
+    return command_names()
 
 
 def ocs_command(argv: list[str], what: str, timeout: float = 300) -> str:
