@@ -12,15 +12,17 @@ import itertools
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
+from gy_requests import ccr as gy_ccr
 from server_harness import account, start_server
 
 from balance.money import to_micro
 from ocs.client import DiameterClient
 from protocol import constants as C
-from protocol.records import CCR, MSCCRequest, Units
+from protocol.records import MSCCRequest, Units
 
 _ids = itertools.count(1)
 
@@ -46,10 +48,7 @@ async def ocs(data: Path, *argv: str) -> str:
     return proc.stdout
 
 
-def ccr(sid: str, rtype: int, number: int, msisdn: str, mscc: list[MSCCRequest]) -> CCR:
-    return CCR(session_id=sid, destination_realm="test", auth_application_id=4,
-               service_context_id="32260@3gpp.org", request_type=rtype, request_number=number,
-               subscription_ids=[(C.SubscriptionIdType.END_USER_E164, msisdn)], mscc=mscc)
+ccr = partial(gy_ccr, service_context="32260@3gpp.org")  # the MMTel (voice) context
 
 
 def voice(requested: int | None = None, used: int | None = None) -> list[MSCCRequest]:

@@ -9,15 +9,14 @@ fit the store's keys.
 
 from __future__ import annotations
 
-import itertools
 import time
 from datetime import UTC, datetime
 
 import pytest
+from gy_requests import balance, ccr, connect, new_session_id
 from server_harness import TARIFF, account, provision, start_server
 
 from balance.money import to_micro
-from ocs.client import DiameterClient
 from protocol import constants as C
 from protocol.cca import decode_cca
 from protocol.ccr import encode_ccr
@@ -25,7 +24,6 @@ from protocol.message import decode_message
 from protocol.records import CCR, MSCCRequest, Units
 
 MIB = 1048576
-_ids = itertools.count(1)
 
 
 def _band_soon() -> str:
@@ -116,27 +114,9 @@ def server(tmp_path_factory):  # type: ignore[no-untyped-def]
     assert srv.stop() == 0, srv.log()
 
 
-def sid() -> str:
-    return f"pgw.abuse;{time.time_ns()};{next(_ids)}"
-
-
-def ccr(s: str, rtype: int, number: int, msisdn: str, mscc: list[MSCCRequest], **kw) -> CCR:  # type: ignore[no-untyped-def]
-    return CCR(session_id=s, destination_realm="test", auth_application_id=4,
-               service_context_id="32251@3gpp.org", request_type=rtype, request_number=number,
-               subscription_ids=[(C.SubscriptionIdType.END_USER_E164, msisdn)], mscc=mscc, **kw)
-
-
 def event(msisdn: str, action: int | None, n: int) -> CCR:
-    return ccr(sid(), 4, 0, msisdn, [MSCCRequest(rating_group=300, requested=Units(service_specific_units=n))],
+    return ccr(new_session_id("pgw.abuse"), 4, 0, msisdn, [MSCCRequest(rating_group=300, requested=Units(service_specific_units=n))],
                requested_action=action)
-
-
-def balance(server, account_id: str) -> int:  # type: ignore[no-untyped-def]
-    return account(server.data, account_id).balance
-
-
-async def connect(server) -> DiameterClient:  # type: ignore[no-untyped-def]
-    return await DiameterClient.connect(server.host, server.port)
 
 
 async def test_refund_only_gives_back_money_events_took(server) -> None:  # type: ignore[no-untyped-def]
@@ -162,7 +142,7 @@ async def test_refund_only_gives_back_money_events_took(server) -> None:  # type
 
 async def test_no_rating_group_and_rating_group_zero_share_one_quota(server) -> None:  # type: ignore[no-untyped-def]
     c = await connect(server)
-    a, s = "491720000003", sid()
+    a, s = "491720000003", new_session_id("pgw.abuse")
     r = await c.ccr(ccr(s, 1, 0, a, [MSCCRequest(rating_group=None, service_identifiers=[1], requested=Units(time=600)),
                                      MSCCRequest(rating_group=0, service_identifiers=[2], requested=Units(time=600))]))
     granted = sum(m.granted.time for m in r.mscc if m.granted is not None)
@@ -174,7 +154,7 @@ async def test_no_rating_group_and_rating_group_zero_share_one_quota(server) -> 
 async def test_parallel_sessions_share_the_months_tiers(server) -> None:  # type: ignore[no-untyped-def]
     c = await connect(server)
     a = "491720000004"
-    sids = [sid() for _ in range(3)]             # three devices at once, 10 MiB each
+    sids = [new_session_id("pgw.abuse") for _ in range(3)]             # three devices at once, 10 MiB each
     for s in sids:
         await c.ccr(ccr(s, 1, 0, a, [MSCCRequest(rating_group=200, requested=Units(total_octets=10 * MIB))]))
     for s in sids:
@@ -185,7 +165,7 @@ async def test_parallel_sessions_share_the_months_tiers(server) -> None:  # type
 
 async def test_absurd_unit_values_are_refused_not_priced(server) -> None:  # type: ignore[no-untyped-def]
     c = await connect(server)
-    a, s = "491720000005", sid()
+    a, s = "491720000005", new_session_id("pgw.abuse")
     await c.ccr(ccr(s, 1, 0, a, [MSCCRequest(rating_group=200, requested=Units(total_octets=MIB))]))
     raw = await c.request_raw(encode_ccr(ccr(s, 2, 1, a, [MSCCRequest(
         rating_group=200, requested=Units(total_octets=MIB), used=[Units(total_octets=(1 << 63) - 1)])]),
@@ -197,7 +177,7 @@ async def test_absurd_unit_values_are_refused_not_priced(server) -> None:  # typ
     assert failed is not None and failed.find("Used-Service-Unit") is not None
     await c.ccr(ccr(s, 3, 2, a, [MSCCRequest(rating_group=200, used=[Units(total_octets=MIB)])]))
     assert balance(server, a) == to_micro("10")                      # 1 MiB: still the free tier
-    s2 = sid()                                                       # the month counter still works
+    s2 = new_session_id("pgw.abuse")                                                       # the month counter still works
     r = await c.ccr(ccr(s2, 1, 0, a, [MSCCRequest(rating_group=200, requested=Units(total_octets=MIB))]))
     assert r.result_code == 2001 and r.mscc[0].granted.total_octets == MIB
     await c.close()
@@ -207,7 +187,7 @@ async def test_grant_in_a_band_ends_at_the_band_edge(server) -> None:  # type: i
     c = await connect(server)
     a = "491720000006"
     now = time.time()
-    r = await c.ccr(ccr(sid(), 1, 0, a, [MSCCRequest(rating_group=200, requested=Units(total_octets=MIB))]))
+    r = await c.ccr(ccr(new_session_id("pgw.abuse"), 1, 0, a, [MSCCRequest(rating_group=200, requested=Units(total_octets=MIB))]))
     edge = (int(now) // 60 + 10) * 60                               # the band starts then
     assert r.mscc[0].validity_time < 900
     assert abs(now + r.mscc[0].validity_time - edge) <= 3
@@ -216,7 +196,7 @@ async def test_grant_in_a_band_ends_at_the_band_edge(server) -> None:  # type: i
 
 async def test_end_to_end_id_reused_with_a_new_number_is_charged(server) -> None:  # type: ignore[no-untyped-def]
     c = await connect(server)
-    a, s = "491720000007", sid()
+    a, s = "491720000007", new_session_id("pgw.abuse")
     await c.ccr(ccr(s, 1, 0, a, [MSCCRequest(rating_group=100, requested=Units(time=600))]))
     hbh, e2e = c.next_ids()
     u1 = ccr(s, 2, 1, a, [MSCCRequest(rating_group=100, requested=Units(time=600), used=[Units(time=60)])])
@@ -233,7 +213,7 @@ async def test_end_to_end_id_reused_with_a_new_number_is_charged(server) -> None
 
 async def test_total_octets_cannot_hide_input_and_output(server) -> None:  # type: ignore[no-untyped-def]
     c = await connect(server)
-    a, s = "491720000008", sid()
+    a, s = "491720000008", new_session_id("pgw.abuse")
     await c.ccr(ccr(s, 1, 0, a, [MSCCRequest(rating_group=200, requested=Units(total_octets=MIB))]))
     await c.ccr(ccr(s, 3, 1, a, [MSCCRequest(rating_group=200, used=[Units(
         total_octets=0, input_octets=50 * MIB, output_octets=50 * MIB)])]))
@@ -254,7 +234,7 @@ async def test_session_ids_that_do_not_fit_the_store_are_refused(server, session
     assert failed is not None and failed.find("Session-Id").value == session_id
     after = account(server.data, a)
     assert (after.reserved, after.seq) == (before.reserved, before.seq)  # nothing held or logged
-    s = sid()                                                        # the server goes on
+    s = new_session_id("pgw.abuse")                                                        # the server goes on
     ok = await c.ccr(ccr(s, 1, 0, a, [MSCCRequest(rating_group=100, requested=Units(time=60))]))
     assert ok.result_code == 2001
     await c.ccr(ccr(s, 3, 1, a, [MSCCRequest(rating_group=100, used=[Units(time=60)])]))
@@ -297,7 +277,7 @@ async def test_money_bundle_is_not_turned_into_cash(server) -> None:  # type: ig
 async def test_account_in_another_currency_than_the_tariff_is_not_rated(server) -> None:  # type: ignore[no-untyped-def]
     c = await connect(server)
     a = "491720000012"
-    r = await c.ccr(ccr(sid(), 1, 0, a, [MSCCRequest(rating_group=100, requested=Units(time=60))]))
+    r = await c.ccr(ccr(new_session_id("pgw.abuse"), 1, 0, a, [MSCCRequest(rating_group=100, requested=Units(time=60))]))
     assert r.result_code == C.DIAMETER_RATING_FAILED and r.mscc[0].granted is None
     r = await c.ccr(event(a, None, 1))
     assert r.result_code == C.DIAMETER_RATING_FAILED
@@ -308,7 +288,7 @@ async def test_account_in_another_currency_than_the_tariff_is_not_rated(server) 
 async def test_connect_fee_once_per_session_and_rating_group(server) -> None:  # type: ignore[no-untyped-def]
     """A burst after FINAL gets its own CDR and cumulative count, not a second connect fee."""
     c = await connect(server)
-    a, s = "491720000013", sid()
+    a, s = "491720000013", new_session_id("pgw.abuse")
     final = C.ReportingReason.FINAL
     await c.ccr(ccr(s, 1, 0, a, [MSCCRequest(rating_group=100, requested=Units(time=60))]))
     await c.ccr(ccr(s, 2, 1, a, [MSCCRequest(rating_group=100, used=[Units(time=30, reporting_reason=final)])]))
@@ -324,7 +304,7 @@ async def test_grant_that_takes_the_last_money_carries_fui(server) -> None:  # t
     """0.02 left buys exactly the 120 s asked for: that grant is the last, so it says so (the next
     request would get 4012 without the gateway ever being told)."""
     c = await connect(server)
-    r = await c.ccr(ccr(sid(), 1, 0, "491720000014", [MSCCRequest(rating_group=100, requested=Units(time=120))]))
+    r = await c.ccr(ccr(new_session_id("pgw.abuse"), 1, 0, "491720000014", [MSCCRequest(rating_group=100, requested=Units(time=120))]))
     m = r.mscc[0]
     assert m.granted.time == 120 and m.final_unit_action == C.FinalUnitAction.TERMINATE
     await c.close()
@@ -334,9 +314,9 @@ async def test_no_fui_while_another_grant_is_possible(server) -> None:  # type: 
     """Not on a free rate with no money (every unit costs 0), nor when the connect fee made the
     first grant dear but money for the next minutes is left (0.70 - 0.51 = 0.19)."""
     c = await connect(server)
-    r = await c.ccr(ccr(sid(), 1, 0, "491720000016", [MSCCRequest(rating_group=200, requested=Units(total_octets=10 * MIB))]))
+    r = await c.ccr(ccr(new_session_id("pgw.abuse"), 1, 0, "491720000016", [MSCCRequest(rating_group=200, requested=Units(total_octets=10 * MIB))]))
     assert r.mscc[0].granted.total_octets == 10 * MIB and r.mscc[0].final_unit_action is None
-    r = await c.ccr(ccr(sid(), 1, 0, "491720000017", [MSCCRequest(rating_group=100, requested=Units(time=60))]))
+    r = await c.ccr(ccr(new_session_id("pgw.abuse"), 1, 0, "491720000017", [MSCCRequest(rating_group=100, requested=Units(time=60))]))
     assert r.mscc[0].granted.time == 60 and r.mscc[0].final_unit_action is None
     await c.close()
 
@@ -347,7 +327,7 @@ async def test_final_of_one_service_does_not_end_the_rating_groups_quota(server)
     from balance.store import open_store
     from ocs.billing import cdr as cdrs
     c = await connect(server)
-    a, s = "491720000015", sid()
+    a, s = "491720000015", new_session_id("pgw.abuse")
     await c.ccr(ccr(s, 1, 0, a, [MSCCRequest(rating_group=100, service_identifiers=[1], requested=Units(time=120))]))
     r = await c.ccr(ccr(s, 2, 1, a, [
         MSCCRequest(rating_group=100, service_identifiers=[1], requested=Units(time=120),

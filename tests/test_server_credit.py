@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 
 import pytest
+from gy_requests import balance, ccr, connect, new_session_id
 from server_harness import account, provision, start_server
 
 from balance.money import to_micro
-from ocs.client import DiameterClient
 from protocol import constants as C
 from protocol.records import CCR, MSCCRequest, Units
 
 MIB = 1048576
-_ids = itertools.count(1)
 
 ACCOUNTS = {
     "491700000001": {"balance": "10", "imsi": "262010000000001"},   # voice I/U/T
@@ -49,28 +47,9 @@ def server(tmp_path_factory):  # type: ignore[no-untyped-def]
     assert srv.stop() == 0, srv.log()
 
 
-async def connect(server) -> DiameterClient:  # type: ignore[no-untyped-def]
-    return await DiameterClient.connect(server.host, server.port)
-
-
-def session_id() -> str:
-    return f"pgw.test;{next(_ids)};{id(object())}"
-
-
-def ccr(sid: str, rtype: int, number: int, msisdn: str | None, mscc: list[MSCCRequest], **kw) -> CCR:  # type: ignore[no-untyped-def]
-    return CCR(session_id=sid, destination_realm="test", auth_application_id=4,
-               service_context_id="32251@3gpp.org", request_type=rtype, request_number=number,
-               subscription_ids=[(C.SubscriptionIdType.END_USER_E164, msisdn)] if msisdn else [],
-               mscc=mscc, **kw)
-
-
-def balance(server, account_id: str) -> int:  # type: ignore[no-untyped-def]
-    return account(server.data, account_id).balance
-
-
 async def test_voice_session_exact_balance(server) -> None:  # type: ignore[no-untyped-def]
     c = await connect(server)
-    sid, acct = session_id(), "491700000001"
+    sid, acct = new_session_id(), "491700000001"
     a = await c.ccr(ccr(sid, 1, 0, acct, [MSCCRequest(rating_group=100, requested=Units(time=120))]))
     assert a.result_code == C.DIAMETER_SUCCESS
     assert a.mscc[0].result_code == C.DIAMETER_SUCCESS
@@ -93,7 +72,7 @@ async def test_voice_session_exact_balance(server) -> None:  # type: ignore[no-u
 
 async def test_imsi_alias_resolves(server) -> None:  # type: ignore[no-untyped-def]
     c = await connect(server)
-    req = CCR(session_id=session_id(), destination_realm="test", service_context_id="32260@3gpp.org",
+    req = CCR(session_id=new_session_id(), destination_realm="test", service_context_id="32260@3gpp.org",
               request_type=4, request_number=0,
               subscription_ids=[(C.SubscriptionIdType.END_USER_IMSI, "262010000000001")],
               requested_action=C.RequestedAction.PRICE_ENQUIRY,
@@ -107,7 +86,7 @@ async def test_imsi_alias_resolves(server) -> None:  # type: ignore[no-untyped-d
 
 async def test_two_rating_groups_in_one_request(server) -> None:  # type: ignore[no-untyped-def]
     c = await connect(server)
-    sid, acct = session_id(), "491700000002"
+    sid, acct = new_session_id(), "491700000002"
     a = await c.ccr(ccr(sid, 1, 0, acct, [MSCCRequest(rating_group=100, requested=Units(time=60)),
                                           MSCCRequest(rating_group=200, requested=Units(total_octets=2 * MIB))]))
     assert [m.result_code for m in a.mscc] == [2001, 2001]
@@ -123,7 +102,7 @@ async def test_two_rating_groups_in_one_request(server) -> None:  # type: ignore
 
 async def test_bundle_consumed_before_money(server) -> None:  # type: ignore[no-untyped-def]
     c = await connect(server)
-    sid, acct = session_id(), "491700000003"
+    sid, acct = new_session_id(), "491700000003"
     a = await c.ccr(ccr(sid, 1, 0, acct, [MSCCRequest(rating_group=200, requested=Units(total_octets=2 * MIB))]))
     assert a.mscc[0].granted.total_octets == 2 * MIB
     assert account(server.data, acct).reserved == 0  # held on the bundle, not on money
@@ -142,7 +121,7 @@ async def test_event_direct_debit_refund_check_balance(server) -> None:  # type:
     acct = "491700000004"
 
     def event(action, n):  # type: ignore[no-untyped-def]
-        return ccr(session_id(), 4, 0, acct, [MSCCRequest(rating_group=300, requested=Units(service_specific_units=n))],
+        return ccr(new_session_id(), 4, 0, acct, [MSCCRequest(rating_group=300, requested=Units(service_specific_units=n))],
                    requested_action=action)
 
     a = await c.ccr(event(None, 3))  # no Requested-Action = DIRECT_DEBITING
@@ -163,7 +142,7 @@ async def test_event_direct_debit_refund_check_balance(server) -> None:  # type:
 
 async def test_retransmitted_update_debits_once(server) -> None:  # type: ignore[no-untyped-def]
     c = await connect(server)
-    sid, acct = session_id(), "491700000005"
+    sid, acct = new_session_id(), "491700000005"
     await c.ccr(ccr(sid, 1, 0, acct, [MSCCRequest(rating_group=100, requested=Units(time=600))]))
     upd = ccr(sid, 2, 1, acct, [MSCCRequest(rating_group=100, requested=Units(time=600), used=[Units(time=300)])])
     hbh, e2e = c.next_ids()
@@ -184,27 +163,27 @@ async def test_retransmitted_update_debits_once(server) -> None:  # type: ignore
 
 async def test_unknown_user_and_unknown_session(server) -> None:  # type: ignore[no-untyped-def]
     c = await connect(server)
-    a = await c.ccr(ccr(session_id(), 1, 0, "499999999999", [MSCCRequest(rating_group=100, requested=Units())]))
+    a = await c.ccr(ccr(new_session_id(), 1, 0, "499999999999", [MSCCRequest(rating_group=100, requested=Units())]))
     assert a.result_code == C.DIAMETER_USER_UNKNOWN
-    a = await c.ccr(ccr(session_id(), 2, 1, "491700000001", [MSCCRequest(rating_group=100, used=[Units(time=1)])]))
+    a = await c.ccr(ccr(new_session_id(), 2, 1, "491700000001", [MSCCRequest(rating_group=100, used=[Units(time=1)])]))
     assert a.result_code == C.DIAMETER_UNKNOWN_SESSION_ID
     await c.close()
 
 
 async def test_suspended_account_denied(server) -> None:  # type: ignore[no-untyped-def]
     c = await connect(server)
-    a = await c.ccr(ccr(session_id(), 1, 0, "491700000008", [MSCCRequest(rating_group=100, requested=Units())]))
+    a = await c.ccr(ccr(new_session_id(), 1, 0, "491700000008", [MSCCRequest(rating_group=100, requested=Units())]))
     assert a.result_code == C.DIAMETER_END_USER_SERVICE_DENIED
     await c.close()
 
 
 async def test_rating_failed_for_unknown_rating_group(server) -> None:  # type: ignore[no-untyped-def]
     c = await connect(server)
-    a = await c.ccr(ccr(session_id(), 1, 0, "491700000012", [MSCCRequest(rating_group=999, requested=Units()),
+    a = await c.ccr(ccr(new_session_id(), 1, 0, "491700000012", [MSCCRequest(rating_group=999, requested=Units()),
                                                              MSCCRequest(rating_group=100, requested=Units(time=60))]))
     assert a.result_code == C.DIAMETER_SUCCESS
     assert [m.result_code for m in a.mscc] == [C.DIAMETER_RATING_FAILED, C.DIAMETER_SUCCESS]
-    a = await c.ccr(ccr(session_id(), 1, 0, "491700000012", [MSCCRequest(rating_group=999, requested=Units())]))
+    a = await c.ccr(ccr(new_session_id(), 1, 0, "491700000012", [MSCCRequest(rating_group=999, requested=Units())]))
     assert a.result_code == C.DIAMETER_RATING_FAILED
     from protocol import build as B
     assert a.failed_avp == B.u32(432, 999)  # names the Rating-Group that has no rate
@@ -213,7 +192,7 @@ async def test_rating_failed_for_unknown_rating_group(server) -> None:  # type: 
 
 async def test_credit_limit_reached_and_usage_still_debited(server) -> None:  # type: ignore[no-untyped-def]
     c = await connect(server)
-    sid, acct = session_id(), "491700000006"
+    sid, acct = new_session_id(), "491700000006"
     a = await c.ccr(ccr(sid, 1, 0, acct, [MSCCRequest(rating_group=100, requested=Units(time=600))]))
     assert a.mscc[0].granted.time == 120  # 0.025 buys two minutes
     assert a.mscc[0].final_unit_action == C.FinalUnitAction.TERMINATE
@@ -227,13 +206,13 @@ async def test_credit_limit_reached_and_usage_still_debited(server) -> None:  # 
 
 async def test_final_unit_indication_on_last_grant(server) -> None:  # type: ignore[no-untyped-def]
     c = await connect(server)
-    sid, acct = session_id(), "491700000007"
+    sid, acct = new_session_id(), "491700000007"
     a = await c.ccr(ccr(sid, 1, 0, acct, [MSCCRequest(rating_group=100, requested=Units(time=60))]))
     assert a.mscc[0].granted.time == 60 and a.mscc[0].final_unit_action is None  # enough for it
     a = await c.ccr(ccr(sid, 2, 1, acct, [MSCCRequest(rating_group=100, requested=Units(time=600), used=[Units(time=60)])]))
     assert a.mscc[0].granted.time == 120 and a.mscc[0].final_unit_action == C.FinalUnitAction.TERMINATE
     c2 = await connect(server)
-    a = await c2.ccr(ccr(session_id(), 1, 0, "491700000011", [MSCCRequest(rating_group=200, requested=Units(total_octets=5 * MIB))]))
+    a = await c2.ccr(ccr(new_session_id(), 1, 0, "491700000011", [MSCCRequest(rating_group=200, requested=Units(total_octets=5 * MIB))]))
     m = a.mscc[0]
     assert m.granted.total_octets == MIB and m.final_unit_action == C.FinalUnitAction.REDIRECT
     assert m.redirect_server_address == "http://topup.example.net/"
@@ -243,7 +222,7 @@ async def test_final_unit_indication_on_last_grant(server) -> None:  # type: ign
 
 async def test_pipelined_updates_of_one_session_apply_in_order(server) -> None:  # type: ignore[no-untyped-def]
     c = await connect(server)
-    sid, acct = session_id(), "491700000010"
+    sid, acct = new_session_id(), "491700000010"
     await c.ccr(ccr(sid, 1, 0, acct, [MSCCRequest(rating_group=100, requested=Units(time=60)),
                                       MSCCRequest(rating_group=200, requested=Units(total_octets=MIB))]))
     # one CCR-U per MSCC, sent without waiting, as some gateways do
@@ -263,7 +242,7 @@ async def test_200_concurrent_sessions_never_overdraw(server) -> None:  # type: 
 
     async def one(i: int) -> int:
         c = clients[i % 4]
-        sid = session_id()
+        sid = new_session_id()
         a = await c.ccr(ccr(sid, 1, 0, acct, [MSCCRequest(rating_group=100, requested=Units(time=180))]))
         granted = a.mscc[0].granted.time if a.mscc and a.mscc[0].granted else 0
         await c.ccr(ccr(sid, 3, 1, acct, [MSCCRequest(rating_group=100, used=[Units(time=granted + 60)])]))
@@ -283,7 +262,7 @@ async def test_suspended_mid_session_usage_taken_no_new_quota(server) -> None:  
     from balance import ops
     from balance.store import open_store
     c = await connect(server)
-    sid, acct = session_id(), "491700000013"
+    sid, acct = new_session_id(), "491700000013"
     a = await c.ccr(ccr(sid, 1, 0, acct, [MSCCRequest(rating_group=100, requested=Units(time=120))]))
     assert a.mscc[0].granted.time == 120
     store = open_store(server.data)  # the operator suspends the account while the call runs
@@ -300,7 +279,7 @@ async def test_suspended_mid_session_usage_taken_no_new_quota(server) -> None:  
 
 async def test_usage_without_reservation_is_priced_in_its_unit(server) -> None:  # type: ignore[no-untyped-def]
     c = await connect(server)
-    sid, acct = session_id(), "491700000014"
+    sid, acct = new_session_id(), "491700000014"
     await c.ccr(ccr(sid, 1, 0, acct, [MSCCRequest(rating_group=200, requested=Units(total_octets=MIB))]))
     await c.ccr(ccr(sid, 2, 1, acct, [MSCCRequest(rating_group=200, used=[Units(total_octets=MIB)])]))
     assert account(server.data, acct).reserved == 0  # no RSU: the hold is released
@@ -313,7 +292,7 @@ async def test_usage_without_reservation_is_priced_in_its_unit(server) -> None: 
 
 async def test_late_request_number_is_applied_not_refused(server) -> None:  # type: ignore[no-untyped-def]
     c = await connect(server)
-    sid, acct = session_id(), "491700000015"
+    sid, acct = new_session_id(), "491700000015"
     await c.ccr(ccr(sid, 1, 0, acct, [MSCCRequest(rating_group=100, requested=Units(time=600))]))
     a = await c.ccr(ccr(sid, 2, 2, acct, [MSCCRequest(rating_group=100, requested=Units(time=600), used=[Units(time=120)])]))
     assert a.result_code == 2001
@@ -327,7 +306,7 @@ async def test_late_request_number_is_applied_not_refused(server) -> None:  # ty
 async def test_duplicate_replayed_after_several_later_requests(server) -> None:  # type: ignore[no-untyped-def]
     from protocol.ccr import encode_ccr
     c = await connect(server)
-    sid, acct = session_id(), "491700000015"
+    sid, acct = new_session_id(), "491700000015"
     await c.ccr(ccr(sid, 1, 0, acct, [MSCCRequest(rating_group=100, requested=Units(time=60))]))
     frames = []
     for n in range(1, 7):
@@ -346,7 +325,7 @@ async def test_duplicate_replayed_after_several_later_requests(server) -> None: 
 
 async def test_one_rating_group_in_two_msccs_is_granted_once(server) -> None:  # type: ignore[no-untyped-def]
     c = await connect(server)
-    sid, acct = session_id(), "491700000016"
+    sid, acct = new_session_id(), "491700000016"
     a = await c.ccr(ccr(sid, 1, 0, acct, [
         MSCCRequest(rating_group=100, service_identifiers=[1], requested=Units(time=120)),
         MSCCRequest(rating_group=100, service_identifiers=[2], requested=Units(time=120))]))
@@ -364,7 +343,7 @@ async def test_one_rating_group_in_two_msccs_is_granted_once(server) -> None:  #
 
 async def test_single_service_client_gets_top_level_grant(server) -> None:  # type: ignore[no-untyped-def]
     c = await connect(server)
-    sid, acct = session_id(), "491700000017"
+    sid, acct = new_session_id(), "491700000017"
     a = await c.ccr(ccr(sid, 1, 0, acct, [], requested=Units(time=60)))
     assert a.result_code == 2001 and a.mscc == [] and a.granted.time == 60
     a = await c.ccr(ccr(sid, 3, 1, acct, [], used=[Units(time=61)]))
@@ -376,7 +355,7 @@ async def test_single_service_client_gets_top_level_grant(server) -> None:  # ty
 async def test_single_service_last_grant_has_message_level_fui(server) -> None:  # type: ignore[no-untyped-def]
     """Without MSCC there is nowhere else to put it: the CCA's own Final-Unit-Indication."""
     c = await connect(server)
-    sid, acct = session_id(), "491700000019"
+    sid, acct = new_session_id(), "491700000019"
     a = await c.ccr(ccr(sid, 1, 0, acct, [], requested=Units(time=60)))
     assert a.granted.time == 60 and a.validity_time == 900 and a.final_unit is None
     a = await c.ccr(ccr(sid, 2, 1, acct, [], requested=Units(time=600), used=[Units(time=60)]))
@@ -396,11 +375,11 @@ async def test_proxy_info_copied_and_zero_unit_event_refused(server) -> None:  #
     c = await connect(server)
     acct = "491700000018"
     proxy = B.group(284, B.utf8(280, "dra1.test") + B.octets(33, b"state-1"))
-    req = ccr(session_id(), 1, 0, acct, [MSCCRequest(rating_group=100, requested=Units(time=60))])
+    req = ccr(new_session_id(), 1, 0, acct, [MSCCRequest(rating_group=100, requested=Units(time=60))])
     raw = await c.request_raw(encode_ccr(req, *c.next_ids(), extra_avps=proxy))
     infos = decode_message(raw).find_all("Proxy-Info")
     assert len(infos) == 1 and infos[0].find("Proxy-State").value == b"state-1"
-    a = await c.ccr(ccr(session_id(), 4, 0, acct, [MSCCRequest(rating_group=100, requested=Units())]))
+    a = await c.ccr(ccr(new_session_id(), 4, 0, acct, [MSCCRequest(rating_group=100, requested=Units())]))
     assert a.mscc[0].result_code == C.DIAMETER_INVALID_AVP_VALUE
     assert balance(server, acct) == to_micro("10")
     await c.close()
