@@ -9,8 +9,7 @@ from __future__ import annotations
 import itertools
 import time
 
-from server_harness import RunningServer as Server
-from server_harness import account
+from server_harness import RunningServer, account
 
 from ocs.client import DiameterClient
 from protocol import constants as C
@@ -33,10 +32,10 @@ def ccr(sid: str, rtype: int, number: int, msisdn: str | None, mscc: list[MSCCRe
                mscc=mscc, **kw)
 
 
-async def connect(server: Server) -> DiameterClient:
+async def connect(server: RunningServer) -> DiameterClient:
     return await DiameterClient.connect(server.host, server.port)
 
 
-def balance(server: Server, account_id: str) -> int:
+def balance(server: RunningServer, account_id: str) -> int:
     """The account's balance in micro-units, read from the server's store."""
     return account(server.data, account_id).balance

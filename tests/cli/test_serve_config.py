@@ -101,7 +101,7 @@ def test_the_readme_lists_every_setting_and_no_other() -> None:
     from pathlib import Path
 
     from ocs.config import setting_names
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
     table = readme.split("<!-- settings -->")[1].split("<!-- /settings -->")[0]
     keys = []
     for row in table.splitlines()[2:]:

@@ -13,7 +13,7 @@ from protocol.ccr import decode_ccr, encode_ccr
 from protocol.message import decode_message
 from protocol.records import CCR, MSCCRequest, Units
 
-DATA = Path(__file__).parent / "data" / "protocol"
+DATA = Path(__file__).parent / "data"
 
 
 def load_hex(name: str) -> bytes:
