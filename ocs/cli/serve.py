@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         check_listen(addr, "diameter")
     if cfg.metrics:
         check_listen(cfg.metrics, "metrics")
-    # the format of ocs.server.run (whose basicConfig is then a no-op), so this warns in it
+    # the format of ocs.front.server.run (whose basicConfig is then a no-op), so this warns in it
     logging.basicConfig(level=getattr(logging, cfg.log_level, logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     warn_unusable(cfg)

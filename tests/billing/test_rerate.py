@@ -1,4 +1,4 @@
-"""`ocs rerate` and rating/cdr_reader.py over files written by the real CDR exporter formats."""
+"""`ocs rerate` and ocs/billing/cdr_reader.py over files written by the real CDR exporter formats."""
 
 from __future__ import annotations
 

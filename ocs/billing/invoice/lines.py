@@ -1,6 +1,6 @@
 """Invoice lines from one account's period: recurring fee, usage, adjustments, discount, tax, total.
 
-Pure: no store, no files. The figures follow ocs.invoice.rounding.RULE. Usage amounts are what the
+Pure: no store, no files. The figures follow ocs.billing.invoice.rounding.RULE. Usage amounts are what the
 CDRs say was debited (so an invoice equals the money the OCS actually took, bundles included at 0);
 the recurring fee is pro-rated by whole UTC days the account existed in the period (created on day d
 of an N-day month: fee x (N - d + 1) / N; closed on day c: up to and including day c).
