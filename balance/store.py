@@ -92,6 +92,7 @@ class Tx(View):
     """
 
     __slots__ = ("dirty", "now")
+    store: Store  # View types it by shape only (balance.views does not import this module)
 
     def __init__(self, txn: lmdb.Transaction, store: Store, now: int) -> None:
         View.__init__(self, txn, store)

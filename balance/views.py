@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from balance.errors import UnknownAccount
 from balance.records import (
@@ -19,13 +19,18 @@ from balance.records import (
 if TYPE_CHECKING:
     import lmdb
 
-    from balance.store import Store
+
+class HasDbs(Protocol):
+    """What a View needs of its store (balance.store.Store): the named LMDB databases. Typed by
+    shape so this module does not import the store module, which builds its Tx on View."""
+
+    dbs: dict[str, Any]
 
 
 class View:
     __slots__ = ("_t", "dbs", "store")
 
-    def __init__(self, txn: lmdb.Transaction, store: Store) -> None:
+    def __init__(self, txn: lmdb.Transaction, store: HasDbs) -> None:
         self._t = txn  # ops use this directly; `txn` is the public handle
         self.store = store
         self.dbs: dict[str, Any] = store.dbs

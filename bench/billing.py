@@ -26,11 +26,11 @@ import msgpack
 
 from balance import ops
 from balance.store import open_store
-from ocs import cdr as C
+from ocs.billing import cdr as C
 
 
 def populate(store, accounts: int, cdrs: int, year: int, month: int, seed: int = 1) -> None:  # type: ignore[no-untyped-def]
-    from rating.store import TariffStore
+    from rating.tariff_store import TariffStore
     text = resources.files("ocs.data").joinpath("example-tariff.toml").read_text()
     TariffStore(store).load(text, "example-tariff.toml", effective_from=calendar.timegm((year, 1, 1, 0, 0, 0)))
     ids = [f"49170{i:07d}" for i in range(accounts)]
@@ -87,7 +87,7 @@ def reset_export(store) -> None:  # type: ignore[no-untyped-def]
 
 
 def export_once(store, out: Path, fmt: str) -> float:  # type: ignore[no-untyped-def]
-    from ocs.export import CdrExporter
+    from ocs.billing.export import CdrExporter
     reset_export(store)
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
@@ -112,9 +112,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pdf-sample", type=int, default=200)
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = ap.parse_args(argv)
-    from ocs.invoice import Period, run
-    from ocs.invoice.run import render_all
-    from ocs.invoice.usage import collect
+    from ocs.billing.invoice import Period, run
+    from ocs.billing.invoice.run import render_all
+    from ocs.billing.invoice.usage import collect
 
     tmp = Path(tempfile.mkdtemp(prefix="ocs-billing-"))
     try:

@@ -30,7 +30,7 @@ class Conservation:
         return asdict(self)
 
     def describe(self) -> str:
-        from ocs.money import format_micro
+        from balance.money import format_micro
 
         verdict = "OK" if self.ok else "MISMATCH"
         text = (f"conservation {verdict}: debited {format_micro(self.debited)}, expected "

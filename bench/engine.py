@@ -26,12 +26,13 @@ from balance.writer import GroupCommitWriter
 from bench.provision import DEFAULT_TARIFF, provision
 from bench.templates import make_templates, session_tail
 from bench.workload import INITIAL, UPDATE, account_id
-from ocs import credit
+from ocs.charging import credit
+from ocs.charging.settings import ChargingSettings
+from ocs.charging.tariffs import Raters
 from ocs.config import ServeConfig
-from ocs.tariffs import Raters
 from protocol.ccr import decode_ccr
 from rating import rater as rating_rater
-from rating.store import TariffStore
+from rating.tariff_store import TariffStore
 
 ACCOUNTS = 1000
 
@@ -52,7 +53,7 @@ def measure(sync: bool, sessions: int, batch: int, rounds: int,
         provision(root, accounts=ACCOUNTS, balance=10**12, tariff_path=DEFAULT_TARIFF)
         store = open_store(root, sync=sync)
         raters = Raters(TariffStore(store))
-        ctx = credit.Context(ServeConfig(data=root), credit.open_dbs(store), raters)
+        ctx = credit.Context(ChargingSettings.of(ServeConfig(data=root)), credit.open_dbs(store), raters)
         writer = GroupCommitWriter(store)
         rating_rater.warm()
         templates = make_templates(origin_host="bench.client", origin_realm="bench.realm",

@@ -117,7 +117,7 @@ def _validate(args: argparse.Namespace) -> list[int]:
     if not workers or min(workers) < 1:
         raise BenchError("--workers values must be >= 1")
     try:
-        from ocs.money import to_micro
+        from balance.money import to_micro
         if to_micro(args.balance) <= 0:
             raise BenchError("--balance must be > 0")
     except ValueError as exc:
@@ -175,7 +175,7 @@ class _DataDirs:
 def run_ours(args: argparse.Namespace, dirs: _DataDirs, *, label: str, no_sync: bool,
              workers: int, rate: float | None = None, log_dir: Path | None = None) -> Row:
     """Provision a data dir, start `ocs serve`, drive it, stop it, check conservation."""
-    from ocs.money import to_micro
+    from balance.money import to_micro
     from rating.rater import rater_for
     from rating.tariff import load_tariff
 
@@ -200,7 +200,7 @@ def run_ours(args: argparse.Namespace, dirs: _DataDirs, *, label: str, no_sync: 
 
 
 def run_external(args: argparse.Namespace) -> Row:
-    from ocs.money import to_micro
+    from balance.money import to_micro
     from rating.rater import rater_for
     from rating.tariff import load_tariff
 

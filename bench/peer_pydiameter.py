@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from diameter.node import Node
 
-    from ocs.money import to_micro
+    from balance.money import to_micro
     from rating.rater import rater_for
     from rating.tariff import load_tariff
 

@@ -35,7 +35,7 @@ def load_tariff_once(store, text: str, source: str) -> int:  # type: ignore[no-u
 
     Effective from 0 in a data dir without tariffs (so every instant of the run is covered), from
     now otherwise (effective_from 0 would leave an existing version in force)."""
-    from rating.store import TariffStore
+    from rating.tariff_store import TariffStore
 
     tariffs = TariffStore(store)
     sha = hashlib.sha256(text.encode()).hexdigest()
@@ -55,7 +55,7 @@ def missing(data_dir: str | os.PathLike, *, accounts: int, tariff_path: Path) ->
     """What a run on this data dir needs and does not find there (empty: all there). Reads only:
     never creates the dir, a db or anything else."""
     from balance.store import open_store
-    from rating.store import TariffStore
+    from rating.tariff_store import TariffStore
 
     path = Path(data_dir)
     if not (path / "data.mdb").is_file():

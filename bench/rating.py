@@ -180,7 +180,7 @@ def write_cdrs_csv(path: Path, n: int) -> None:
     import pyarrow.compute as pc
     import pyarrow.csv as pa_csv
 
-    from ocs.cdr import COLUMNS
+    from ocs.billing.cdr import COLUMNS
     rng = np.random.default_rng(2)
     kinds = rng.integers(0, 3, n)
     rg = np.array([100, 200, 300])[kinds]

@@ -2,7 +2,7 @@
 
 A numba call costs ~0.7 µs from Python, more than the whole closed formula in Python (~0.4 µs), so
 rates without bands or tiers are priced here in Python and only banded/tiered rates go to the kernel.
-tests/test_rating_equivalence.py proves both paths equal (and equal to rating/reference.py).
+tests/rating/test_rating_equivalence.py proves both paths equal (and equal to rating/reference.py).
 """
 
 from __future__ import annotations

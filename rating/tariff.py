@@ -29,7 +29,7 @@ Schema (everything optional except what the minimum schema in the issue requires
     to = "08:00"                  # from == to: the whole day
     price = "0.005"               # or, when the rate has tiers, a list: one price per tier
 
-Money is parsed with ocs.money into integer micro-units; floats are refused. Minutes of the week not
+Money is parsed with balance.money into integer micro-units; floats are refused. Minutes of the week not
 covered by any band use the rate's own price (band 0). The pricing rules (how increments, bands and
 tiers interact) are in rating/reference.py, the oracle every other implementation is tested against.
 """
@@ -45,7 +45,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from ocs.money import MoneyError, to_micro
+from balance.money import MoneyError, to_micro
 
 UNITS = ("seconds", "octets", "events")
 UNIT_CODES = {name: i for i, name in enumerate(UNITS)}

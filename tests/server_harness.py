@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from balance import ops
+from balance.money import to_micro
 from balance.store import open_store
-from ocs.money import to_micro
-from rating.store import TariffStore
+from rating.tariff_store import TariffStore
 
 TARIFF = """
 currency = "EUR"

@@ -1,0 +1,15 @@
+"""CDR export: file formats (cdr_files.py) and the exactly-once, per-consumer exporter (exporter.py)."""
+
+from ocs.billing.export.cdr_files import FORMATS, FormatError, read_all, read_file
+from ocs.billing.export.exporter import (
+    DEFAULT_CONSUMER,
+    SERVER_FILES,
+    CdrExporter,
+    ExportError,
+    ExportResult,
+    export_pending,
+    recover,
+)
+
+__all__ = ["DEFAULT_CONSUMER", "FORMATS", "SERVER_FILES", "CdrExporter", "ExportError", "ExportResult",
+           "FormatError", "export_pending", "read_all", "read_file", "recover"]

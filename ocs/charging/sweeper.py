@@ -1,0 +1,50 @@
+"""The sweeper: one pass, inside the engine's write transaction, over what time has made due."""
+
+from __future__ import annotations
+
+import logging
+
+from balance import ops
+from ocs.charging import credit, sessions
+
+log = logging.getLogger("ocs.sweeper")
+
+
+def sweep(tx, ctx: credit.Context, limit: int = 512) -> int:  # type: ignore[no-untyped-def]
+    """One sweeper pass inside the writer: close stale sessions, forget old closed ones.
+
+    Returns how many stale sessions it closed."""
+    dbs, now, cfg = ctx.dbs, tx.now, ctx.cfg
+    closed = 0
+    for key, sid in sessions.due_sessions(tx.txn, dbs, sessions.OPEN, now - cfg.timeout(), limit):
+        sess = sessions.load(tx.txn, dbs, sid)
+        if sess is None or sess.state != sessions.OPEN or key != sessions.due_key(sess.filed_state, sess.due, sid):
+            tx.txn.delete(key, db=dbs["session_due"])  # a leftover key
+            if sess is None or sess.state != sessions.OPEN:
+                continue
+        if sess.seen + cfg.timeout() <= now:
+            try:  # one session that cannot be closed must not stop the sweep for all the others
+                with tx.nested() as sub:
+                    credit.close_stale(sub, ctx, sess)
+                    credit.adjust_open_sessions(sub, dbs, -1)
+            except Exception:
+                log.exception("closing stale session %r failed: it stays open, retried next pass", sid)
+                continue
+            closed += 1
+        sessions.save(tx.txn, dbs, sess, force=True)  # re-filed at its real instant or as closed
+    for key, sid in sessions.due_sessions(tx.txn, dbs, sessions.CLOSED, now - cfg.dedup_retention, limit):
+        sess = sessions.load(tx.txn, dbs, sid)
+        if sess is None:
+            tx.txn.delete(key, db=dbs["session_due"])
+        else:
+            sessions.purge(tx.txn, dbs, sess)
+    ops.expire_reservations(tx, now, limit=limit)  # holds whose session record is gone
+    ops.expire_bundles(tx, now, limit=limit)
+    ops.purge_idempotency(tx, now - ops.IDEM_RETENTION, limit=limit)
+    return closed
+
+
+def report(closed: int) -> None:
+    """The log line of a committed pass that closed something (one per pass, none when idle)."""
+    if closed:
+        log.info("closed %d stale sessions (silent for longer than the session timeout)", closed)

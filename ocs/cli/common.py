@@ -1,0 +1,60 @@
+"""What the `ocs` command groups share. One module per group in `ocs.cli`; each exposes `register(subparsers)`.
+
+`ocs.cli` discovers the modules beside this one, so adding a command group never edits a shared file.
+A command signals a user error by raising `CommandError`: the CLI prints it on one line and exits 2.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+class CommandError(Exception):
+    """A bad argument, file or state named in one line; the command changed nothing."""
+
+
+DEFAULT_DATA = "./ocs-data"
+
+
+def add_data_arg(parser) -> None:  # type: ignore[no-untyped-def]
+    parser.add_argument("--data", default=DEFAULT_DATA, metavar="DIR",
+                        help=f"data directory (LMDB environment), default {DEFAULT_DATA}")
+
+
+def require_data(data: str) -> None:
+    """Refuse a data dir that holds no OCS store: a typo in --data must not read (or create) an
+    empty one and answer as if it were the real, empty, system."""
+    if not (Path(data) / "data.mdb").exists():
+        raise CommandError(f"no OCS data at {data}")
+
+
+def open_existing(data: str):  # type: ignore[no-untyped-def]
+    """The store at DIR, which must already hold OCS data (`ocs tariff load` and `ocs serve` create one)."""
+    from balance.store import open_store
+    require_data(data)
+    try:
+        return open_store(data)
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"cannot open data dir {data}: {exc}") from None
+
+
+LAST_INSTANT = 253402300799  # 9999-12-31T23:59:59Z: what every later display of a time can show
+
+
+def parse_instant(text: str, what: str) -> int:
+    """ISO 8601 -> unix seconds (no zone = UTC), 1970 .. 9999 UTC, or a one-line CommandError."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise CommandError(f"bad {what} {text!r}: expected ISO 8601 like 2026-12-31T23:59:59Z") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    ts = int(when.timestamp())
+    if not 0 <= ts <= LAST_INSTANT:
+        raise CommandError(f"bad {what} {text!r}: must be between 1970 and 9999 (UTC)")
+    return ts
+
+
+def format_instant(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,223 @@
+"""The `ocs serve` process: the network front, its charging engine, CDR export, shutdown.
+
+Two processes per server (per worker with --workers N): this one runs the event loop (peers,
+framing, capabilities exchange, watchdogs, per-session order, overload) and never touches the
+store for a request; `ocs.charging.engine` applies the requests to LMDB in durable batches and sends each
+answer back only once its transaction is on disk. Background work that waits on the disk here
+(CDR export, gauges read from LMDB) runs in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+
+from ocs import metrics
+from ocs.config import ServeConfig, split_hostport
+from ocs.front.dispatch import Dispatcher, EngineLink
+from ocs.front.peer import PeerConnection
+from ocs.heap import freeze_warm_heap
+from protocol import constants as C
+
+log = logging.getLogger("ocs.server")
+
+ENGINE_START_SECONDS = 120.0  # numba compile on a cold cache included
+
+
+class Server:
+    def __init__(self, cfg: ServeConfig) -> None:
+        self.cfg = cfg
+        self.peers: set[PeerConnection] = set()
+        self.origin_state_id = int(time.time()) & 0xFFFFFFFF
+        self._open_store()
+        self.dispatcher = Dispatcher(cfg)
+        self.engine_proc: subprocess.Popen | None = None
+        self.listeners: list[asyncio.base_events.Server] = []
+        self.addresses: list[str] = []
+        self.exporter = None
+        self.exit_code = 0
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    def _open_store(self) -> None:
+        """The store, which this process only reads, in the housekeeping thread (gauges, CDR export).
+
+        Imported here rather than at the top: the front's import path stays free of LMDB, numba and
+        the charging rules (a test checks it in a fresh interpreter); requests never reach the
+        store from this process, the engine process applies them."""
+        from balance.store import open_store_capped
+        from balance.totals import ReservedTotal
+        from ocs.charging import credit
+        self.store = open_store_capped(self.cfg.data, sync=self.cfg.sync,
+                                       max_map_size=self.cfg.max_map_size)
+        self.dbs = credit.open_dbs(self.store)
+        self._open_sessions_key = credit.OPEN_SESSIONS_KEY
+        self._reserved = ReservedTotal()
+
+    # -- start ------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        metrics.IN_FLIGHT.set_function(lambda: self.dispatcher.in_flight)
+        await self._start_engine()
+        loop = asyncio.get_running_loop()
+        for addr in self.cfg.listen:
+            host, port = split_hostport(addr, "listen")
+            srv = await loop.create_server(partial(PeerConnection, self), host, port,
+                                           reuse_port=self.cfg.reuse_port or None, backlog=1024)
+            self.listeners.append(srv)
+            for sock in srv.sockets:
+                name = sock.getsockname()
+                shown = f"[{name[0]}]" if sock.family == socket.AF_INET6 else name[0]
+                self.addresses.append(f"{shown}:{name[1]}")
+        if self.cfg.metrics:
+            host, port = split_hostport(self.cfg.metrics, "metrics")
+            metrics.serve_metrics(host, port)
+        if self.cfg.cdr_export:
+            self._start_exporter()
+        self._tasks = [asyncio.create_task(self._housekeeping())]
+
+    async def _start_engine(self) -> None:
+        ours, theirs = socket.socketpair()
+        self.engine_proc = subprocess.Popen(
+            [sys.executable, "-m", "ocs.charging.engine", str(theirs.fileno()), json.dumps(asdict(self.cfg))],
+            pass_fds=[theirs.fileno()])
+        theirs.close()
+        loop = asyncio.get_running_loop()
+        link = EngineLink(self.dispatcher, self._engine_lost)
+        await loop.create_connection(lambda: link, sock=ours)
+        self.dispatcher.engine = link
+        try:
+            await asyncio.wait_for(asyncio.shield(link.ready), ENGINE_START_SECONDS)
+        except (TimeoutError, ConnectionError) as exc:
+            self.engine_proc.kill()
+            raise OSError(f"the charging engine did not start: {exc!r}") from None
+
+    def _engine_lost(self, expected: bool) -> None:
+        if not expected:  # it died: answer what it held, stop rather than accept more
+            self.dispatcher.fail_all(C.DIAMETER_UNABLE_TO_DELIVER)
+            self.exit_code = 1
+            self._stop.set()
+
+    def _start_exporter(self) -> None:
+        from ocs.billing.export.exporter import CdrExporter
+        try:
+            self.exporter = CdrExporter(self.store, Path(self.cfg.data) / "cdr", self.cfg.cdr_format,
+                                        rotate_bytes=self.cfg.cdr_rotate_bytes,
+                                        rotate_seconds=self.cfg.cdr_rotate_seconds)
+        except Exception as exc:  # another process holds the export lock: it exports, we don't
+            log.info("continuous CDR export not started here: %s", exc)
+
+    # -- background work --------------------------------------------------------------------------
+    async def _housekeeping(self) -> None:
+        """Once a second: CDR export and gauges, off the loop thread."""
+        while not self._stop.is_set():
+            try:
+                await asyncio.to_thread(self._housekeep_once)
+            except Exception:
+                log.exception("housekeeping failed")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), 1.0)
+
+    def _housekeep_once(self) -> None:
+        if self.exporter is not None:
+            self.exporter.run_once()
+        with self.store.read() as view:  # adopts a map grown by the engine
+            raw = view.txn.get(self._open_sessions_key, db=self.dbs["meta"])
+            metrics.OPEN_SESSIONS.set(int(raw) if raw else 0)
+            metrics.RESERVED_MONEY.set(self._reserved.update(view))
+        for account_id, status in self._reserved.take_status_changes():
+            log.info("account %s is now %s", account_id, status)
+
+    # -- stop -------------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+
+    async def shutdown(self, grace: float = 10.0) -> None:
+        """Stop accepting, drain in-flight requests, DPR every peer, stop the engine, close."""
+        self._stop.set()
+        self.dispatcher.end_overload()
+        self.dispatcher.stopping = True  # new requests: TOO_BUSY (clients fail over)
+        for srv in self.listeners:
+            srv.close()
+        loop = asyncio.get_running_loop()
+        if self.exit_code == 0:
+            drained = loop.create_future()
+            self.dispatcher.on_idle(lambda: drained.done() or drained.set_result(None))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(drained, grace)
+        waits = []
+        for peer in list(self.peers):
+            fut = loop.create_future()
+            peer.disconnect(lambda f=fut: f.done() or f.set_result(None))
+            waits.append(fut)
+        if waits:
+            await asyncio.wait(waits, timeout=2.0)
+        for peer in list(self.peers):
+            peer.close("shutdown")
+        # _stop is set: housekeeping ends after its current pass. Not cancelled: cancelling the
+        # task would leave its thread inside the exporter while we close it (a CDR in two files).
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.dispatcher.engine is not None:
+            self.dispatcher.engine.close()  # EOF: the engine finishes, syncs and exits
+        if self.engine_proc is not None:
+            try:
+                rc = await asyncio.to_thread(self.engine_proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                self.engine_proc.kill()
+                rc = -9
+            if rc != 0 and self.exit_code == 0:
+                log.error("the charging engine exited with %s", rc)
+                self.exit_code = 1
+        if self.exporter is not None:
+            await asyncio.to_thread(self.exporter.close)
+        self.store.close()
+
+
+def install_uvloop() -> bool:
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+async def _serve(cfg: ServeConfig, on_ready: Callable[[list[str]], None] | None = None) -> int:
+    server = Server(cfg)
+    await server.start()
+    freeze_warm_heap()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.request_stop)
+    if on_ready is not None:
+        on_ready(server.addresses)
+    else:
+        print("OCS ready " + " ".join(server.addresses), flush=True)
+    await server.wait_stopped()
+    log.info("stopping: draining %d requests, DPR to %d peers", server.dispatcher.in_flight,
+             len(server.peers))
+    await server.shutdown()
+    return server.exit_code
+
+
+def run(cfg: ServeConfig, on_ready: Callable[[list[str]], None] | None = None) -> int:
+    logging.basicConfig(level=getattr(logging, cfg.log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if cfg.workers > 1:
+        from ocs.front.workers import run_workers
+        return run_workers(cfg, run)
+    install_uvloop()
+    return asyncio.run(_serve(cfg, on_ready))

@@ -1,0 +1,99 @@
+"""`ocs serve --workers N`: N processes accepting on the same port (SO_REUSEPORT), one LMDB env.
+
+Each worker is a whole server with its own group-commit writer; LMDB serialises their write
+transactions (also across processes), so a debit is as exact with N workers as with one. The
+kernel spreads new connections over the workers; a connection stays with the worker that took it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import multiprocessing as mp
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+
+from ocs.config import ServeConfig, split_hostport
+
+
+def _reserve_ports(listen: list[str]) -> tuple[list[str], list[socket.socket]]:
+    """Turn port 0 into a concrete port all workers can share; hold it until they are up."""
+    out, held = [], []
+    for addr in listen:
+        host, port = split_hostport(addr, "listen")
+        if port == 0:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            s = socket.socket(family, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind((host, 0))
+            held.append(s)
+            port = s.getsockname()[1]
+        out.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    return out, held
+
+
+Serve = Callable[..., int]  # ocs.front.server.run: (cfg, on_ready=...) -> exit code
+
+
+def _worker(cfg: ServeConfig, ready, parent_pid: int, run: Serve) -> None:  # type: ignore[no-untyped-def]
+    from ocs.lifeline import die_with_parent
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards SIGTERM; ^C goes to it
+    die_with_parent(parent_pid)  # SIGTERM (a graceful stop) if the supervisor is killed
+    sys.exit(run(cfg, on_ready=lambda addrs: ready.send(addrs)))
+
+
+def run_workers(cfg: ServeConfig, run: Serve, start_timeout: float = 60.0) -> int:
+    """Supervise cfg.workers processes, each running `run` (the one-process server, passed in so
+    this module does not import the server that imports it; a module-level function pickles by
+    name for the spawned child)."""
+    listen, held = _reserve_ports(cfg.listen)
+    child_cfg = dataclasses.replace(cfg, workers=1, reuse_port=True, listen=listen)
+    ctx = mp.get_context("spawn")
+    procs: list = []
+    pipes = []
+    stopping = False
+
+    def stop(*_a) -> None:  # type: ignore[no-untyped-def]
+        nonlocal stopping
+        stopping = True
+        for p in procs:
+            if p.is_alive() and p.pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)  # before spawning: a SIGTERM now must reach every child
+    signal.signal(signal.SIGINT, stop)
+    for i in range(cfg.workers):
+        parent_end, child_end = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_worker, args=(child_cfg, child_end, os.getpid(), run), name=f"ocs-worker-{i}")
+        p.start()
+        procs.append(p)
+        pipes.append(parent_end)
+    addresses: list[str] = []
+    deadline = time.monotonic() + start_timeout
+    for pipe, p in zip(pipes, procs, strict=True):
+        while not pipe.poll(0.2):
+            if not p.is_alive() or time.monotonic() > deadline or stopping:
+                stop()
+                for q in procs:
+                    q.join(10)
+                    if q.is_alive():
+                        q.kill()
+                print("ocs: error: a worker failed to start", file=sys.stderr)
+                return 1
+        addresses = pipe.recv()
+    for s in held:
+        s.close()
+    print("OCS ready " + " ".join(addresses) + f" workers={cfg.workers}", flush=True)
+    rc = 0
+    while any(p.is_alive() for p in procs):
+        for p in procs:
+            p.join(0.5)
+            if p.exitcode not in (None, 0) and not stopping:
+                stop()  # one worker died: stop the rest rather than serve at reduced capacity silently
+                rc = 1
+    return rc if not any(p.exitcode for p in procs) else 1
