@@ -28,6 +28,7 @@ from balance.totals import ReservedTotal
 from ocs import credit, metrics
 from ocs.config import ServeConfig, split_hostport
 from ocs.dispatch import Dispatcher, EngineLink
+from ocs.export.health import ExportHealth
 from ocs.heap import freeze_warm_heap
 from ocs.peer import PeerConnection
 from protocol import constants as C
@@ -53,6 +54,8 @@ class Server:
         self._reserved = ReservedTotal()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self._export_health = ExportHealth(log)
+        self._housekeeping_errors: set[str] = set()
 
     # -- start ------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -112,14 +115,22 @@ class Server:
         while not self._stop.is_set():
             try:
                 await asyncio.to_thread(self._housekeep_once)
-            except Exception:
-                log.exception("housekeeping failed")
+            except Exception as exc:  # a bug: its traceback once per distinct error, not per second
+                sig = f"{type(exc).__qualname__}: {exc}"
+                if sig not in self._housekeeping_errors:
+                    self._housekeeping_errors.add(sig)
+                    log.exception("housekeeping failed (logged once per distinct error)")
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), 1.0)
 
     def _housekeep_once(self) -> None:
         if self.exporter is not None:
-            self.exporter.run_once()
+            try:   # a full disk is a state: one line when it starts, one when it ends
+                self.exporter.run_once()
+            except Exception as exc:
+                self._export_health.failed(exc)
+            else:
+                self._export_health.ok()
         with self.store.read() as view:  # adopts a map grown by the engine
             raw = view.txn.get(credit.OPEN_SESSIONS_KEY, db=self.dbs["meta"])
             metrics.OPEN_SESSIONS.set(int(raw) if raw else 0)
@@ -171,7 +182,11 @@ class Server:
                 log.error("the charging engine exited with %s", rc)
                 self.exit_code = 1
         if self.exporter is not None:
-            await asyncio.to_thread(self.exporter.close)
+            try:
+                await asyncio.to_thread(self.exporter.close)
+            except Exception as exc:  # e.g. the disk is still full: the next start exports them
+                log.error("CDR export could not seal its last file at shutdown (%s); its CDRs "
+                          "stay in the store and the next start exports them", exc)
         self.store.close()
 
 
