@@ -610,6 +610,9 @@ class CdrExporter:
                 sealed.append(self._seal())
         if self._f is not None and now - self._opened >= self.rotate_seconds:
             sealed.append(self._seal())
+        if self._f is not None:  # rows to the kernel now: a run that returns has written them
+            _fail("flush")
+            self._f.flush()
         return sealed
 
     def close(self) -> list[Path]:
