@@ -198,3 +198,29 @@ def test_cli_export_on_a_full_disk_says_so_and_the_next_run_delivers(tmp_path) -
         check_exactly_once(store, tmp_path, 50)
     finally:
         store.close()
+
+
+def test_health_logs_a_state_not_a_line_a_second(caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    from ocs.export.health import ExportHealth
+    log = logging.getLogger("test.export.health")
+    h = ExportHealth(log)
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    with caplog.at_level(logging.INFO, logger=log.name):
+        for _ in range(50):
+            h.failed(full)
+        h.ok()
+        h.ok()
+        for _ in range(30):   # a bug: its traceback once per distinct error
+            try:
+                raise KeyError("nope")
+            except KeyError as exc:
+                h.failed(exc)
+        h.ok()
+    recs = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert len(recs) == 4, recs
+    assert recs[0][0] == "ERROR" and "No space left on device" in recs[0][1]
+    assert recs[1][0] == "WARNING" and "50 failed attempts" in recs[1][1]
+    assert caplog.records[2].exc_info is not None and "nope" in str(caplog.records[2].exc_info[1])
+    assert "30 failed attempts" in recs[3][1]

@@ -1,4 +1,5 @@
-"""CDR export: file formats (formats.py) and the exactly-once, per-consumer exporter (exporter.py)."""
+"""CDR export: file formats (formats.py), the exactly-once, per-consumer exporter (exporter.py) and
+the server export's failing/working state for the log (health.py)."""
 
 from ocs.export.exporter import (
     DEFAULT_CONSUMER,

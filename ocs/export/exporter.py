@@ -471,7 +471,8 @@ class CdrExporter:
 
     A run that fails (full disk: see balance.errors.is_write_failure) raises, after dropping the open
     temp file; the next run starts over from LMDB (the pending intent, then the checkpoint), so a
-    failure at any point costs a rewrite, never a duplicate or a torn row.
+    failure at any point costs a rewrite, never a duplicate or a torn row. A run that returns has
+    flushed what it wrote to the kernel, so "it returned" means "it could write" (ocs.export.health).
     """
 
     def __init__(self, store, out_dir: str | os.PathLike, fmt: str = "csv", *,  # type: ignore[no-untyped-def]
