@@ -23,6 +23,7 @@ from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
+from balance.errors import is_write_failure
 from balance.store import open_store
 from balance.totals import ReservedTotal
 from ocs import credit, metrics
@@ -185,6 +186,8 @@ class Server:
             try:
                 await asyncio.to_thread(self.exporter.close)
             except Exception as exc:  # e.g. the disk is still full: the next start exports them
+                if not is_write_failure(exc):
+                    log.exception("CDR export failed at shutdown")
                 log.error("CDR export could not seal its last file at shutdown (%s); its CDRs "
                           "stay in the store and the next start exports them", exc)
         self.store.close()
