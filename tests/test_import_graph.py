@@ -27,6 +27,8 @@ LAZY = {
     ("ocs.front.server", "balance.totals"): "the reserved-money gauge",
     ("ocs.front.server", "ocs.charging.credit"): "the server's dbs and the open-session count key",
     ("ocs.front.server", "ocs.billing.export.exporter"): "continuous CDR export, in housekeeping",
+    ("ocs.front.server", "ocs.billing.export.health"): "the export's failing/working state, the same",
+    ("ocs.front.server", "balance.errors"): "telling a full disk from a bug at shutdown",
     ("ocs.cli.bench", "bench.loadgen"): "`ocs bench` runs the load generator",
     ("ocs.cli.demo_run", "bench.client"): "`ocs demo` drives traffic with the bench client",
     ("ocs.cli.demo_run", "bench.provision"): "the same: it provisions the subscribers",

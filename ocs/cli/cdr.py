@@ -7,6 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from balance.errors import is_write_failure
 from balance.money import format_micro
 from ocs.billing import cdr as cdrmod
 from ocs.billing.export import (
@@ -83,8 +84,14 @@ def cmd_export(args) -> int:  # type: ignore[no-untyped-def]
         res = export_pending(store, args.out, fmt, args.consumer, allow_empty=args.allow_empty)
     except (ExportError, FormatError) as exc:
         raise CommandError(str(exc)) from None
-    except OSError as exc:
-        raise CommandError(f"{args.out}: {exc.strerror or exc}") from None
+    except Exception as exc:
+        if is_write_failure(exc):   # full disk: the next run redoes the unsealed file from scratch
+            raise CommandError(f"{args.out}: cannot write ({exc}); the CDRs of the unsealed file stay "
+                               f"pending for consumer {args.consumer}: run the export again when "
+                               "there is space") from None
+        if isinstance(exc, OSError):
+            raise CommandError(f"{args.out}: {exc.strerror or exc}") from None
+        raise
     finally:
         store.close()
     who = f"consumer {args.consumer}"

@@ -49,6 +49,7 @@ class Server:
         self.exit_code = 0
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self._housekeeping_errors: set[str] = set()
 
     def _open_store(self) -> None:
         """The store, which this process only reads, in the housekeeping thread (gauges, CDR export).
@@ -58,7 +59,9 @@ class Server:
         store from this process, the engine process applies them."""
         from balance.store import open_store_capped
         from balance.totals import ReservedTotal
+        from ocs.billing.export.health import ExportHealth
         from ocs.charging import credit
+        self._export_health = ExportHealth(log)
         self.store = open_store_capped(self.cfg.data, sync=self.cfg.sync,
                                        max_map_size=self.cfg.max_map_size)
         self.dbs = credit.open_dbs(self.store)
@@ -123,14 +126,22 @@ class Server:
         while not self._stop.is_set():
             try:
                 await asyncio.to_thread(self._housekeep_once)
-            except Exception:
-                log.exception("housekeeping failed")
+            except Exception as exc:  # a bug: its traceback once per distinct error, not per second
+                sig = f"{type(exc).__qualname__}: {exc}"
+                if sig not in self._housekeeping_errors:
+                    self._housekeeping_errors.add(sig)
+                    log.exception("housekeeping failed (logged once per distinct error)")
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), 1.0)
 
     def _housekeep_once(self) -> None:
         if self.exporter is not None:
-            self.exporter.run_once()
+            try:   # a full disk is a state: one line when it starts, one when it ends
+                self.exporter.run_once()
+            except Exception as exc:
+                self._export_health.failed(exc)
+            else:
+                self._export_health.ok()
         with self.store.read() as view:  # adopts a map grown by the engine
             raw = view.txn.get(self._open_sessions_key, db=self.dbs["meta"])
             metrics.OPEN_SESSIONS.set(int(raw) if raw else 0)
@@ -182,7 +193,14 @@ class Server:
                 log.error("the charging engine exited with %s", rc)
                 self.exit_code = 1
         if self.exporter is not None:
-            await asyncio.to_thread(self.exporter.close)
+            try:
+                await asyncio.to_thread(self.exporter.close)
+            except Exception as exc:  # e.g. the disk is still full: the next start exports them
+                from balance.errors import is_write_failure  # off the front's import path
+                if not is_write_failure(exc):
+                    log.exception("CDR export failed at shutdown")
+                log.error("CDR export could not seal its last file at shutdown (%s); its CDRs "
+                          "stay in the store and the next start exports them", exc)
         self.store.close()
 
 

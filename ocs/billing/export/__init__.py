@@ -1,4 +1,5 @@
-"""CDR export: file formats (cdr_files.py) and the exactly-once, per-consumer exporter (exporter.py)."""
+"""CDR export: file formats (cdr_files.py), the exactly-once, per-consumer exporter (exporter.py) and
+the server export's failing/working state for the log (health.py)."""
 
 from ocs.billing.export.cdr_files import FORMATS, FormatError, read_all, read_file
 from ocs.billing.export.exporter import (

@@ -11,6 +11,7 @@ pyarrow, DuckDB and Spark read back as a UTC timestamp.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -90,7 +91,8 @@ def file_values(vals: list[Any]) -> list[Any]:
     return vals
 
 
-# --- writers: one object per open file; write(list of stored value lists); finish() flushes ---
+# --- writers: one object per open file; write(list of stored value lists); finish() flushes;
+# abort() lets go after a failed write (the caller deletes the file, so nothing more need land) ---
 
 class CsvWriter:
     def __init__(self, f: BinaryIO) -> None:
@@ -112,6 +114,10 @@ class CsvWriter:
     def finish(self) -> None:
         self.f.flush()
 
+    def abort(self) -> None:
+        self.buf.seek(0)
+        self.buf.truncate()
+
 
 class JsonlWriter:
     def __init__(self, f: BinaryIO) -> None:
@@ -125,6 +131,9 @@ class JsonlWriter:
 
     def finish(self) -> None:
         self.f.flush()
+
+    def abort(self) -> None:
+        pass
 
 
 def parquet_schema():  # type: ignore[no-untyped-def]
@@ -179,6 +188,12 @@ class ParquetWriter:
     def finish(self) -> None:
         self.w.close()
         self.f.flush()
+
+    def abort(self) -> None:
+        """Close the pyarrow writer now (its footer may fail to land: fine, the file is junk), or
+        it would try at garbage collection, into a closed file, with a traceback on stderr."""
+        with contextlib.suppress(Exception):
+            self.w.close()
 
 
 WRITERS = {"csv": CsvWriter, "jsonl": JsonlWriter, "parquet": ParquetWriter}
@@ -290,15 +305,19 @@ def write_rows(f: BinaryIO, fmt: str, rows: Iterable[list[Any]], chunk: int = 40
     w = WRITERS[fmt](f)
     n = 0
     buf: list[list[Any]] = []
-    for r in rows:
-        buf.append(r)
-        if len(buf) >= chunk:
-            w.write(buf)
-            n += len(buf)
-            buf = []
-    w.write(buf)
-    n += len(buf)
-    w.finish()
+    try:
+        for r in rows:
+            buf.append(r)
+            if len(buf) >= chunk:
+                w.write(buf)
+                n += len(buf)
+                buf = []
+        w.write(buf)
+        n += len(buf)
+        w.finish()
+    except BaseException:
+        w.abort()
+        raise
     return n
 
 

@@ -13,6 +13,11 @@ after 1 leaves the intent: the consumer's next run redoes it first, regenerating
 same path (CDRs are immutable) before it exports anything new, so a file may be rewritten but a CDR is
 never dropped or written into two files of one consumer.
 
+A failed write, flush, fsync, rename or state txn (a full disk) is handled like that crash, in process:
+the temp file is dropped (never appended to after an error: a buffered writer may hold half a row), and
+the next run starts again from the state in LMDB (intent first, then the checkpoint), writing a new
+temp file from scratch. So a file under its final name always holds every row of its range, synced.
+
 Consumers are independent: each has its own checkpoint, intent, file log and lock. The server's
 continuous file export (DATA/cdr/) is the reserved consumer `server-files`; its state keeps the
 original keys (b"checkpoint", b"intent", b"file:..."), every other consumer's keys are prefixed
@@ -26,6 +31,8 @@ lagging consumer costs one checkpoint, never extra data.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -39,6 +46,7 @@ from typing import Any, BinaryIO
 
 import msgpack
 
+from balance.errors import is_write_failure
 from ocs.billing.export import cdr_files as formats
 
 SERVER_FILES = "server-files"   # the server's continuous export to DATA/cdr/
@@ -51,6 +59,8 @@ CONSUMER_PREFIX = b"c/"
 READ_CHUNK = 4096          # CDRs per read txn: keep read txns short (they pin pages, block map growth)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 PAUSE_ENV = "OCS_TEST_EXPORT_PAUSE"   # test seam: "after-temp" | "after-rename" (see _test_pause)
+FAIL_ENV = "OCS_TEST_EXPORT_FAIL"     # test seam: "point:N[,point:N...]" (see fault)
+FAULT_POINTS = ("write", "flush", "fsync", "rename", "dirsync", "intent", "checkpoint")
 
 
 class ExportError(Exception):
@@ -200,7 +210,80 @@ def _raw_rows(store, first: int, last: int) -> Iterator[list[Any]]:  # type: ign
         yield from got
 
 
+# --- test seam: OCS_TEST_EXPORT_FAIL=point:N makes the Nth call at `point` fail with ENOSPC ---
+
+_fault_calls: dict[tuple[str, str], int] = {}
+
+
+def reset_faults() -> None:
+    """Forget the calls counted so far (tests: each case counts from 1)."""
+    _fault_calls.clear()
+
+
+def fault(point: str) -> bool:
+    """True (and counted) when the spec says this call at `point` fails; no env var: False, cheaply."""
+    spec = os.environ.get(FAIL_ENV)
+    if not spec:
+        return False
+    for part in spec.split(","):
+        name, _, nth = part.partition(":")
+        if name == point:
+            key = (spec, point)
+            _fault_calls[key] = n = _fault_calls.get(key, 0) + 1
+            return str(n) == nth.strip()
+    return False
+
+
+def _fail(point: str) -> None:
+    if fault(point):
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (injected at {point})")
+
+
+class _FaultyFile:
+    """The temp file under OCS_TEST_EXPORT_FAIL: a failing write lands half its bytes first, like a
+    disk that fills in the middle of a row."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+
+    def write(self, data: bytes) -> int:
+        if fault("write"):
+            self._f.write(bytes(data)[: len(data) // 2])
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (injected at write)")
+        return self._f.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+
+def _open_temp(path: Path) -> BinaryIO:
+    """A new, empty temp file (truncated if a failed earlier attempt left one)."""
+    f = open(path, "wb")  # noqa: SIM115 (the caller closes it)
+    return _FaultyFile(f) if os.environ.get(FAIL_ENV) else f  # type: ignore[return-value]
+
+
+def _sync_file(f: BinaryIO) -> None:
+    _fail("flush")
+    f.flush()
+    _fail("fsync")
+    os.fsync(f.fileno())
+
+
+def _drop_temp(f: BinaryIO | None, path: Path, writer: Any = None) -> None:
+    """After a failure: close without caring whether buffered bytes land, then delete the temp file
+    (it frees the space, and nothing is ever appended to a file a write failed on)."""
+    if writer is not None:
+        with contextlib.suppress(Exception):
+            writer.abort()
+    if f is not None:
+        with contextlib.suppress(Exception):
+            f.close()
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
 def _fsync_dir(path: Path) -> None:
+    _fail("dirsync")
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -213,6 +296,7 @@ def temp_name(final: Path) -> Path:
 
 
 def _seal_file(tmp: Path, final: Path) -> None:
+    _fail("rename")
     os.replace(tmp, final)
     _fsync_dir(final.parent)
 
@@ -254,6 +338,8 @@ class ConsumerLock:
 
 
 def _record_intent(store, intent: Intent, consumer: str = SERVER_FILES) -> None:  # type: ignore[no-untyped-def]
+    _fail("intent")
+
     def fn(tx):  # type: ignore[no-untyped-def]
         if pending_intent(tx, consumer) is not None:
             raise ExportError(f"consumer {consumer} has an unfinished export intent")
@@ -265,6 +351,8 @@ def _record_intent(store, intent: Intent, consumer: str = SERVER_FILES) -> None:
 
 
 def _complete_intent(store, intent: Intent, size: int, consumer: str = SERVER_FILES) -> None:  # type: ignore[no-untyped-def]
+    _fail("checkpoint")
+
     def fn(tx):  # type: ignore[no-untyped-def]
         tx.put("export", _key(consumer, CHECKPOINT), intent.last.to_bytes(8, "big"))
         tx.delete("export", _key(consumer, INTENT))
@@ -282,13 +370,18 @@ def _write_range(store, intent: Intent) -> int:  # type: ignore[no-untyped-def]
     """(Re)generate the intent's file from the store: temp, fsync, rename, fsync dir. Returns bytes."""
     final = Path(intent.path)
     tmp = temp_name(final)
-    with open(tmp, "wb") as f:
+    f = _open_temp(tmp)
+    try:
         formats.write_rows(f, intent.fmt, _raw_rows(store, intent.first, intent.last))
-        f.flush()
-        os.fsync(f.fileno())
+        _sync_file(f)
         size = f.tell()
-    _test_pause("after-temp")
-    _seal_file(tmp, final)
+        f.close()
+        f = None
+        _test_pause("after-temp")
+        _seal_file(tmp, final)
+    except BaseException:
+        _drop_temp(f, tmp)
+        raise
     _test_pause("after-rename")
     return size
 
@@ -344,10 +437,16 @@ def export_pending(store, out: str | os.PathLike, fmt: str, consumer: str = DEFA
             path = None
             if allow_empty:
                 tmp = temp_name(final)
-                with open(tmp, "wb") as f:
+                f = _open_temp(tmp)
+                try:
                     formats.write_rows(f, fmt, [])
-                    os.fsync(f.fileno())
-                _seal_file(tmp, final)
+                    _sync_file(f)
+                    f.close()
+                    f = None
+                    _seal_file(tmp, final)
+                except BaseException:
+                    _drop_temp(f, tmp)
+                    raise
                 path = final
             _mark_ran(store, consumer)
             return ExportResult(0, first, last, path, done)
@@ -369,6 +468,11 @@ class CdrExporter:
     rotate_bytes (checked after each chunk, and chunks are sized from the average row so files land
     just past the limit) or when its first CDR is rotate_seconds old. Files are named
     cdrs-<first id>-<last id>.<fmt>, zero padded, so name order is id order.
+
+    A run that fails (full disk: see balance.errors.is_write_failure) raises, after dropping the open
+    temp file; the next run starts over from LMDB (the pending intent, then the checkpoint), so a
+    failure at any point costs a rewrite, never a duplicate or a torn row. A run that returns has
+    flushed what it wrote to the kernel, so "it returned" means "it could write" (ocs.billing.export.health).
     """
 
     def __init__(self, store, out_dir: str | os.PathLike, fmt: str = "csv", *,  # type: ignore[no-untyped-def]
@@ -387,27 +491,30 @@ class CdrExporter:
         self._lock = ConsumerLock(store.path, SERVER_FILES)
         self.files_sealed = 0
         self.cdrs_exported = 0
-        try:
-            for junk in self.out_dir.glob(".cdrs-*.part"):
-                junk.unlink()
-            if recover(store) is not None:
-                self.files_sealed += 1
-            _mark_ran(store, SERVER_FILES)     # listed by `ocs cdr consumers` from the start
-            with store.read() as view:
-                self._after = checkpoint(view)
-        except BaseException:
-            self._lock.release()
-            raise
         self._f: BinaryIO | None = None
         self._w: Any = None
         self._first = 0
         self._opened = 0.0
         self._bytes = 0            # bytes / rows written so far: sizes the next chunk
         self._rows = 0
+        self._after = 0
+        self._stale = True         # in-memory position unknown: (re)start from LMDB first
         # run_once and close may come from two threads (housekeeping, shutdown): one at a time,
         # and nothing after close, or one CDR would land in two files
         self._mutex = threading.Lock()
         self._closed = False
+        try:
+            for junk in self.out_dir.glob(".cdrs-*.part"):
+                junk.unlink()
+            try:
+                self._restart()
+                _mark_ran(store, SERVER_FILES)     # listed by `ocs cdr consumers` from the start
+            except Exception as exc:
+                if not is_write_failure(exc):  # a full disk at start: run_once retries (and says so)
+                    raise
+        except BaseException:
+            self._lock.release()
+            raise
 
     @property
     def lag(self) -> int:
@@ -415,38 +522,70 @@ class CdrExporter:
         with self.store.read() as view:
             return last_cdr_id(view) - checkpoint(view)
 
+    def _restart(self) -> None:
+        """Take the position from LMDB: finish a pending intent, then continue after the checkpoint."""
+        if recover(self.store) is not None:
+            self.files_sealed += 1
+        with self.store.read() as view:
+            self._after = checkpoint(view)
+        self._stale = False
+
+    def _temp(self, first: int) -> Path:
+        return self.out_dir / f".cdrs-{first:016d}.part"
+
     def _open(self, first: int, now: float) -> None:
         self._first = first
         self._opened = now
-        self._f = open(self.out_dir / f".cdrs-{first:016d}.part", "wb")  # noqa: SIM115 (spans calls)
+        self._f = _open_temp(self._temp(first))
         self._w = formats.WRITERS[self.fmt](self._f)
+
+    def _abandon(self) -> None:
+        """A step failed: drop the open temp file and forget the in-memory position."""
+        if self._f is not None or self._w is not None:
+            _drop_temp(self._f, self._temp(self._first), self._w)
+        self._f = self._w = None
+        self._stale = True
 
     def _seal(self) -> Path:
         assert self._f is not None
         first, last = self._first, self._after
         final = self.out_dir / f"cdrs-{first:016d}-{last:016d}{formats.SUFFIX[self.fmt]}"
         self._w.finish()
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        _sync_file(self._f)
         size = self._f.tell()
         self._f.close()
-        tmp = Path(self._f.name)
+        tmp = self._temp(first)
         self._f = self._w = None
         intent = Intent(str(final.absolute()), self.fmt, first, last)
-        _record_intent(self.store, intent)
-        _seal_file(tmp, final)
-        _complete_intent(self.store, intent, size)
+        try:
+            _record_intent(self.store, intent)
+            _seal_file(tmp, final)
+            _complete_intent(self.store, intent, size)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
         self.files_sealed += 1
         self.cdrs_exported += last - first + 1
         return final
 
     def run_once(self, now: float | None = None) -> list[Path]:
-        """Append new CDRs to the open file; seal files that are full or old. Returns sealed paths."""
+        """Append new CDRs to the open file; seal files that are full or old. Returns sealed paths.
+
+        Raises what a failed step raised (e.g. OSError ENOSPC), with nothing half done left behind."""
         with self._mutex:
-            return [] if self._closed else self._run(now)
+            if self._closed:
+                return []
+            try:
+                return self._run(now)
+            except BaseException:
+                self._abandon()
+                raise
 
     def _run(self, now: float | None) -> list[Path]:
         now = time.time() if now is None else now
+        if self._stale:
+            self._restart()
         sealed: list[Path] = []
         budget = self.max_rows_per_call
         while budget > 0:
@@ -472,10 +611,14 @@ class CdrExporter:
                 sealed.append(self._seal())
         if self._f is not None and now - self._opened >= self.rotate_seconds:
             sealed.append(self._seal())
+        if self._f is not None:  # rows to the kernel now: a run that returns has written them
+            _fail("flush")
+            self._f.flush()
         return sealed
 
     def close(self) -> list[Path]:
-        """Export what is left and seal the open file, then release the lock."""
+        """Export what is left and seal the open file, then release the lock. If that fails (full
+        disk) it raises, the temp file gone: the CDRs wait in LMDB for the next start."""
         sealed: list[Path] = []
         with self._mutex:
             if self._closed:
@@ -485,6 +628,9 @@ class CdrExporter:
                 sealed = self._run(float("inf"))
                 if self._f is not None:
                     sealed.append(self._seal())
+            except BaseException:
+                self._abandon()
+                raise
             finally:
                 if self._f is not None:
                     self._f.close()
