@@ -76,13 +76,15 @@ def result_code_of(answer: bytes) -> int:
 
 @dataclass(slots=True)
 class WaitBound:
-    """How many requests may be in flight so that a new one is answered within `target` seconds.
+    """How many requests may be in flight so that a new one waits at most `target` seconds.
 
-    By Little's law the wait of a request admitted now is in-flight / answer rate, where the rate
+    By Little's law the time of a request admitted now is in-flight / answer rate, where the rate
     is what the engine achieves when it has work queued: an EWMA of answers per busy second (some
     request in flight), sampled only in windows that end with at least SATURATED in flight. So
     the rate is the engine's capacity, not the offered load: a quiet period neither drags it down
-    nor makes the next burst look like overload. Below ADMIT_FLOOR in flight nothing is shed by
+    nor makes the next burst look like overload. Of that time, `service` (the engine's commit and
+    sync of one batch, from its stats) is not queueing: a slow disk makes every answer slower,
+    and refusing more would not make it faster. Below ADMIT_FLOOR in flight nothing is shed by
     wait (bursts from idle and the start need no rate; that many drain in a few commits), and
     before any rate is known only the count bounds apply. The result is one number, `cap`,
     recomputed once per window, so the per-request check is a comparison. A peer may hold the
@@ -94,6 +96,7 @@ class WaitBound:
     cap: int = 0            # in flight allowed now; 0 = no bound (off, or no rate known yet)
     peer_cap: int = 0       # in flight allowed now per Origin-Host; 0 = no bound
     rate: float = 0.0       # answers per busy second with work queued; 0 = not known yet
+    service: float = 0.0    # seconds the engine takes to commit and sync one batch
     answers: int = 0        # in the current window
     busy: float = 0.0       # busy seconds in the current window, until busy_since
     busy_since: float = 0.0
@@ -109,15 +112,23 @@ class WaitBound:
                 and busy >= MIN_BUSY_SECONDS:
             sample = self.answers / busy
             self.rate = sample if self.rate == 0 else self.rate + RATE_ALPHA * (sample - self.rate)
-            self.cap = max(ADMIT_FLOOR, int(self.rate * self.target))
+            self.cap = max(ADMIT_FLOOR, int(self.rate * (self.target + self.service)))
             self.peer_cap = max(ADMIT_FLOOR, int(self.cap * self.peer_share))
         self.answers = 0
         self.busy = 0.0
         self.busy_since = self.window_start = now
 
     def expected_wait(self, in_flight: int) -> float:
-        """Seconds a request admitted now would wait (0 while the rate is not known)."""
-        return in_flight / self.rate if self.rate > 0 else 0.0
+        """Seconds a request admitted now would wait in a queue (0 while the rate is not known)."""
+        return max(0.0, in_flight / self.rate - self.service) if self.rate > 0 else 0.0
+
+    def engine_stats(self, batches: int, commit_seconds: float, syncs: int,
+                     sync_seconds: float) -> None:
+        """The engine's work since its previous stats (about a second): one batch's service."""
+        if batches > 0 and syncs > 0:
+            sample = commit_seconds / batches + sync_seconds / syncs
+            self.service = sample if self.service == 0 else \
+                self.service + RATE_ALPHA * (sample - self.service)
 
 
 class EngineLink(asyncio.Protocol):
@@ -132,6 +143,7 @@ class EngineLink(asyncio.Protocol):
         self._buf = bytearray()
         self._writes = Coalescer()
         self._stale_seen = 0
+        self._last_stats: dict = {}
 
     def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
         self.transport = transport
@@ -160,6 +172,11 @@ class EngineLink(asyncio.Protocol):
         if st["batches"]:
             metrics.COMMIT_LATENCY.observe(st["commit_seconds"] / st["batches"])
         metrics.STORE_DEGRADED.set(1 if st.get("degraded") else 0)
+        last = self._last_stats or st
+        self.dispatcher.wait.engine_stats(
+            st["batches"] - last["batches"], st["commit_seconds"] - last["commit_seconds"],
+            st["syncs"] - last["syncs"], st["sync_seconds"] - last["sync_seconds"])
+        self._last_stats = st
         if st["stale_closed"] > self._stale_seen:
             metrics.STALE_SESSIONS.inc(st["stale_closed"] - self._stale_seen)
             self._stale_seen = st["stale_closed"]
@@ -253,8 +270,8 @@ class Dispatcher:
                      f"max_in_flight_bytes {cfg.max_in_flight_bytes}")
         elif 0 < wait.cap <= self.in_flight:
             bound = (f"expected wait {wait.expected_wait(self.in_flight) * 1000:.0f} ms: "
-                     f"{self.in_flight} in flight at {wait.rate:.0f} answers/s, "
-                     f"max_queue_ms {cfg.max_queue_ms}")
+                     f"{self.in_flight} in flight at {wait.rate:.0f} answers/s, commits of "
+                     f"{wait.service * 1000:.0f} ms, max_queue_ms {cfg.max_queue_ms}")
         else:
             bound = (f"peer {host} has {held} in flight, its share of the {wait.cap} that "
                      f"max_queue_ms {cfg.max_queue_ms} allows at {wait.rate:.0f} answers/s")
@@ -296,7 +313,7 @@ class Dispatcher:
         if queue:
             nxt = queue.popleft()
             target = self.wait.target
-            if target and now - nxt[4] > target:
+            if target and now - nxt[4] > target + self.wait.service:
                 self._shed_session_queue(key, nxt, queue, now)
             else:
                 self._start(nxt)
@@ -308,8 +325,8 @@ class Dispatcher:
                 w()
 
     def _shed_session_queue(self, key: bytes, first, queue: deque, now: float) -> None:  # type: ignore[no-untyped-def]
-        """`first` waited in the front longer than max_queue_ms behind its session's previous
-        request: nothing of it reached the engine, so 3004 is still honest. Those queued behind it
+        """`first` waited in the front longer than max_queue_ms (beyond one engine commit) behind
+        its session's previous request: nothing of it reached the engine, so 3004 is still honest. Those queued behind it
         get 3004 too, so the session's requests never reach the engine out of order."""
         cfg = self.cfg
         waited = now - first[4]
