@@ -109,6 +109,7 @@ class RunResult:
     connect_errors: int = 0
     series: list[dict] = field(default_factory=list)
     usage: list[Usage] = field(default_factory=list)
+    by_code: dict[int, Histogram] = field(default_factory=dict)  # message Result-Code -> latency
 
     @property
     def throughput(self) -> float:
@@ -123,7 +124,8 @@ class RunResult:
                 "by_kind": dict(self.by_kind), "errors": self.errors,
                 "timeouts": self.timeouts, "late": self.late,
                 "connect_errors": self.connect_errors, "series": self.series,
-                "histogram": self.histogram.to_dict()}
+                "histogram": self.histogram.to_dict(),
+                "latency_us_by_code": {str(k): h.summary() for k, h in sorted(self.by_code.items())}}
 
 
 class _Conn(asyncio.Protocol):
@@ -252,6 +254,10 @@ class _Engine:
         if sched_ns >= self.measure_from_ns:
             lat = (now - sched_ns) // 1000
             res.histogram.record(lat)
+            by_code = res.by_code.get(result)
+            if by_code is None:
+                by_code = res.by_code[result] = Histogram()
+            by_code.record(lat)
             res.answered += 1
             res.result_codes[mscc_result if result == SUCCESS and mscc_result else result] += 1
             res.by_kind[kind] += 1

@@ -39,6 +39,7 @@ class ServeConfig:
     max_in_flight: int = 20000                  # whole process; beyond it: 3004 TOO_BUSY
     max_in_flight_per_peer: int = 5000         # per Origin-Host, over all its connections
     max_in_flight_bytes: int = 64 * 1024 * 1024  # request bytes held for the engine, whole process
+    max_queue_ms: int = 50                      # expected wait beyond which: 3004 TOO_BUSY; 0 = off
     max_connections: int = 512                 # beyond it a new connection is closed at once
     dedup_retention: int = 300                  # seconds answers of closed sessions stay replayable
     sweep_interval: float = 5.0
@@ -165,6 +166,8 @@ def load(path: str | Path | None, overrides: dict[str, Any]) -> ServeConfig:
     for name in ("max_connections", "max_in_flight", "max_in_flight_per_peer", "max_in_flight_bytes"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.max_queue_ms < 0:
+        raise ConfigError(f"max_queue_ms must be >= 0 (0 = off), got {cfg.max_queue_ms}")
     _check_quota_settings(cfg)
     if not isinstance(cfg.log_level, str) or cfg.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {cfg.log_level!r}")

@@ -23,6 +23,11 @@ PEERS = Gauge("ocs_peers_connected", "Diameter peers in the open state", registr
 TOO_BUSY = Counter("ocs_too_busy", "Requests refused with DIAMETER_TOO_BUSY", registry=REGISTRY)
 PROTOCOL_ERRORS = Counter("ocs_protocol_errors", "Malformed or refused messages, by Result-Code",
                           ["result_code"], registry=REGISTRY)
+STORE_DEGRADED = Gauge("ocs_store_degraded", "1 while the store cannot write (disk full, I/O errors)",
+                       registry=REGISTRY)
+ADMISSION_WAIT = Gauge("ocs_admission_wait_seconds",
+                       "Expected wait of a request admitted now: in flight / recent answer rate",
+                       registry=REGISTRY)
 STALE_SESSIONS = Counter("ocs_stale_sessions_closed", "Sessions closed by the sweeper", registry=REGISTRY)
 
 # Per-request figures are plain counters on the loop thread (a prometheus_client child costs a lock
