@@ -139,6 +139,13 @@ async def test_topup_suspension_bundle_and_retire_in_force_at_once(server, tmp_p
         dear.write_text(TARIFF.format(price="2.00"))
         out = await ocs(server.data, "tariff", "load", str(dear))
         version = int(out.split("version ")[1].split()[0])
+        # The dear version is in force for the very next new session ...
+        dearacct = "491799000005"
+        await ocs(server.data, "account", "create", dearacct, "--balance", "10", "--currency", "EUR")
+        a = await c.ccr(ccr("pgw.live;dear;1", 1, 0, dearacct, voice(requested=60)))
+        a = await c.ccr(ccr("pgw.live;dear;1", 3, 1, dearacct, voice(used=60)))
+        assert account(server.data, dearacct).balance == to_micro("10") - to_micro("2.00")
+        # ... and once retired, the previous one is back for the next.
         await ocs(server.data, "tariff", "retire", str(version))
         ret = "491799000004"
         await ocs(server.data, "account", "create", ret, "--balance", "10", "--currency", "EUR")
