@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Callable
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -69,12 +71,31 @@ class _RequestCollector:
 REGISTRY.register(_RequestCollector())
 
 
-def serve_metrics(host: str, port: int) -> None:
-    """Exposition on its own thread (prometheus-client's), off the event loop. A port it cannot
-    take is a ListenError naming the address (prometheus-client's own says only 'in use')."""
+def serve_metrics(host: str, port: int,
+                  wrap: Callable[[Any], Any] | None = None) -> None:
+    """Exposition on its own threads, off the event loop; `wrap` puts other paths (the readiness
+    probe) in front of it. A port it cannot take is a ListenError naming the address."""
+    import socket
+    import threading
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
     from ocs.config import listen_error
+
+    class _Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    class _Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    app = make_wsgi_app(REGISTRY)
+    if wrap is not None:
+        app = wrap(app)
     try:
-        start_http_server(port, addr=host, registry=REGISTRY)
+        httpd = make_server(host, port, app, _Server, handler_class=_Quiet)
     except OSError as exc:
         shown = f"[{host}]" if ":" in host else host
         raise listen_error(exc, f"{shown}:{port}", "metrics") from None
+    threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True).start()

@@ -87,6 +87,7 @@ class Engine:
         cfg = self.cfg
         next_sweep = time.monotonic() + cfg.sweep_interval
         next_tick = time.monotonic() + 1.0
+        degraded_sent = False
         while True:
             with self._cond:
                 if not self._decoded and not self._eof:
@@ -97,12 +98,14 @@ class Engine:
             if now >= next_sweep:
                 next_sweep = now + cfg.sweep_interval
                 batch.append((partial(sweeper.sweep, ctx=self.ctx), None))
-            if now >= next_tick:
+            degraded = self.degraded.active
+            if now >= next_tick or degraded != degraded_sent:  # a state change: the probe at once
                 next_tick = now + 1.0
+                degraded_sent = degraded
                 if not batch:  # idle: still log a scheduled version taking effect on time
                     self._follow_tariffs()
                 stats = {**asdict(self.writer.stats), "stale_closed": self.stale_closed,
-                         "degraded": self.degraded.active}
+                         "degraded": degraded}
                 self._send(frame_message(TOKEN_STATS, msgpack.packb(stats)))
             if batch:
                 # After the batch is taken, so after every command that returned before one of

@@ -24,6 +24,7 @@ from typing import Protocol
 
 from ocs import metrics
 from ocs.front.coalesce import Coalescer
+from ocs.front.health import Readiness
 from ocs.link import MSG, TOKEN_READY, TOKEN_STATS, split_messages
 from protocol import constants as C
 from protocol.answer import encode_error_answer
@@ -134,9 +135,11 @@ class WaitBound:
 class EngineLink(asyncio.Protocol):
     """The front's end of the socketpair to the charging engine."""
 
-    def __init__(self, dispatcher: Dispatcher, on_lost) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, dispatcher: Dispatcher, on_lost,  # type: ignore[no-untyped-def]
+                 readiness: Readiness | None = None) -> None:
         self.dispatcher = dispatcher
         self.on_lost = on_lost
+        self.readiness = readiness
         self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
         self.closing = False
@@ -171,7 +174,10 @@ class EngineLink(asyncio.Protocol):
         metrics.BATCH_SIZE.observe(st["last_batch"])
         if st["batches"]:
             metrics.COMMIT_LATENCY.observe(st["commit_seconds"] / st["batches"])
-        metrics.STORE_DEGRADED.set(1 if st.get("degraded") else 0)
+        degraded = bool(st.get("degraded"))
+        metrics.STORE_DEGRADED.set(1 if degraded else 0)
+        if self.readiness is not None:
+            self.readiness.store_degraded = degraded
         last = self._last_stats or st
         self.dispatcher.wait.engine_stats(
             st["batches"] - last["batches"], st["commit_seconds"] - last["commit_seconds"],

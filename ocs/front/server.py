@@ -26,6 +26,7 @@ from pathlib import Path
 from ocs import metrics
 from ocs.config import ServeConfig, split_hostport
 from ocs.front.dispatch import Dispatcher, EngineLink
+from ocs.front.health import Readiness, probe_app
 from ocs.front.peer import PeerConnection
 from ocs.heap import freeze_warm_heap
 from protocol import constants as C
@@ -47,6 +48,7 @@ class Server:
         self.addresses: list[str] = []
         self.exporter = None
         self.exit_code = 0
+        self.readiness = Readiness()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._housekeeping_errors: set[str] = set()
@@ -84,10 +86,11 @@ class Server:
                 self.addresses.append(f"{shown}:{name[1]}")
         if self.cfg.metrics:
             host, port = split_hostport(self.cfg.metrics, "metrics")
-            metrics.serve_metrics(host, port)
+            metrics.serve_metrics(host, port, partial(probe_app, self.readiness))
         if self.cfg.cdr_export:
             self._start_exporter()
         self._tasks = [asyncio.create_task(self._housekeeping())]
+        self.readiness.started = True
 
     async def _start_engine(self) -> None:
         ours, theirs = socket.socketpair()
@@ -96,7 +99,7 @@ class Server:
             pass_fds=[theirs.fileno()])
         theirs.close()
         loop = asyncio.get_running_loop()
-        link = EngineLink(self.dispatcher, self._engine_lost)
+        link = EngineLink(self.dispatcher, self._engine_lost, self.readiness)
         await loop.create_connection(lambda: link, sock=ours)
         self.dispatcher.engine = link
         try:
@@ -107,6 +110,7 @@ class Server:
 
     def _engine_lost(self, expected: bool) -> None:
         if not expected:  # it died: answer what it held, stop rather than accept more
+            self.readiness.engine_lost = True
             self.dispatcher.fail_all(C.DIAMETER_UNABLE_TO_DELIVER)
             self.exit_code = 1
             self._stop.set()
@@ -142,6 +146,7 @@ class Server:
                 self._export_health.failed(exc)
             else:
                 self._export_health.ok()
+            self.readiness.export_failing = self._export_health.failing
         with self.store.read() as view:  # adopts a map grown by the engine
             raw = view.txn.get(self._open_sessions_key, db=self.dbs["meta"])
             metrics.OPEN_SESSIONS.set(int(raw) if raw else 0)
@@ -159,6 +164,7 @@ class Server:
     async def shutdown(self, grace: float = 10.0) -> None:
         """Stop accepting, drain in-flight requests, DPR every peer, stop the engine, close."""
         self._stop.set()
+        self.readiness.stopping = True
         self.dispatcher.end_overload()
         self.dispatcher.stopping = True  # new requests: TOO_BUSY (clients fail over)
         for srv in self.listeners:

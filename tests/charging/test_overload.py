@@ -18,7 +18,7 @@ import os
 import pytest
 from server_harness import account, provision, start_server
 from test_disk_full import fill, session, small_fs
-from test_server_sessions_open import free_port, scrape, wait_metrics
+from test_server_sessions_open import free_port, probe, scrape, wait_metrics
 
 from balance.money import to_micro
 from bench.overload import SUCCESS, TOO_BUSY, one_run
@@ -112,6 +112,8 @@ async def test_store_degraded_and_admission_wait_are_exported(tmp_path) -> None:
         try:
             values = await wait_metrics(port, lambda v: "ocs_store_degraded" in v, 10)
             assert values["ocs_store_degraded"] == 0
+            status, _, body = await asyncio.to_thread(probe, port)
+            assert status == 200 and body["status"] == "ready", body
             assert values["ocs_admission_wait_seconds"] >= 0
             c = await DiameterClient.connect(srv.host, srv.port)
             ids = itertools.cycle(accounts)
@@ -122,11 +124,19 @@ async def test_store_degraded_and_admission_wait_are_exported(tmp_path) -> None:
                 if C.DIAMETER_TOO_BUSY in codes:
                     break
             assert C.DIAMETER_TOO_BUSY in codes, "the disk never filled up"
+            # The engine reports the state change before the next request's batch, so once one
+            # more request is answered the readiness probe says so: no polling.
+            await session(c, next(ids))
+            status, ctype, body = await asyncio.to_thread(probe, port)
+            assert (status, ctype) == (503, "application/json"), (status, body)
+            assert body["store"] == "cannot write" and body["status"] == "not ready", body
             values = await wait_metrics(port, lambda v: v["ocs_store_degraded"] == 1, 10)
             assert values["ocs_store_degraded"] == 1
             ballast.unlink()
             ballast = None
             assert set(await session(c, next(ids))) == {C.DIAMETER_SUCCESS}
+            status, _, body = await asyncio.to_thread(probe, port)
+            assert status == 200 and body["store"] == "writable", body
             values = await wait_metrics(port, lambda v: v["ocs_store_degraded"] == 0, 10)
             assert values["ocs_store_degraded"] == 0
             assert scrape(port)["ocs_admission_wait_seconds"] >= 0

@@ -5,10 +5,12 @@ retransmission still gets the first answer byte for byte, and the Session-Id can
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 from server_harness import provision, start_server
@@ -55,6 +57,17 @@ def scrape(port: int) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             out[name] = float(value)
     return out
+
+
+def probe(port: int, path: str = "/readyz", method: str = "GET") -> tuple[int, str, dict]:
+    """(status, content type, JSON body) of a probe, a 503 included."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            status, ctype, raw = r.status, r.headers["Content-Type"], r.read()
+    except urllib.error.HTTPError as e:
+        status, ctype, raw = e.code, e.headers["Content-Type"], e.read()
+    return status, ctype, json.loads(raw) if raw else {}
 
 
 async def wait_metrics(port: int, ok, seconds: float = 30.0) -> dict[str, float]:  # type: ignore[no-untyped-def]

@@ -281,3 +281,65 @@ async def test_workers_stop_when_the_supervisor_is_killed(tmp_path) -> None:  # 
     for p in left:  # never leave them behind, even when the test fails
         os.kill(p, signal.SIGKILL)
     assert left == []
+
+
+async def test_readiness_probe_ready_then_draining(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """/readyz on the metrics address: 200 while the server charges; 503 naming the reason once
+    SIGTERM has started the drain (a request held in flight by a stopped engine keeps it draining);
+    /livez 200; only GET and HEAD, anything else a problem+json 405; /metrics is unchanged."""
+    import os
+    import signal
+    import time
+    import urllib.request
+
+    from test_server_sessions_open import free_port, probe
+
+    data = tmp_path / "d"
+    provision(data, {"491720000011": {"balance": "10"}})
+    port = free_port()
+    srv = start_server(data, "--no-cdr-export", "--metrics", f"127.0.0.1:{port}")
+    engine = None
+    try:
+        status, ctype, body = await asyncio.to_thread(probe, port)
+        assert (status, ctype) == (200, "application/json"), (status, body)
+        assert body == {"status": "ready", "store": "writable", "cdr_export": "ok", "reasons": []}
+        assert (await asyncio.to_thread(probe, port, "/livez"))[:2] == (200, "application/json")
+        status, _, head = await asyncio.to_thread(probe, port, "/readyz", "HEAD")
+        assert (status, head) == (200, {})
+        status, ctype, problem = await asyncio.to_thread(probe, port, "/readyz", "POST")
+        assert (status, ctype, problem["status"]) == (405, "application/problem+json", 405), problem
+        text = (await asyncio.to_thread(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()))
+        assert b"ocs_store_degraded" in text
+
+        c = await DiameterClient.connect(srv.host, srv.port)
+        first = await c.ccr(a_ccr("pgw;ready;1", "491720000011", 1, 0,
+                                  [MSCCRequest(rating_group=100, requested=Units(time=60))]))
+        assert first.result_code == 2001
+        children = subprocess.run(["pgrep", "-P", str(srv.proc.pid)], capture_output=True,
+                                  text=True).stdout.split()
+        assert len(children) == 1, children
+        engine = int(children[0])
+        os.kill(engine, signal.SIGSTOP)  # the next request stays in flight
+        held = asyncio.ensure_future(c.ccr(a_ccr("pgw;ready;1", "491720000011", 3, 1, [
+            MSCCRequest(rating_group=100, used=[Units(time=30)])])))
+        await asyncio.sleep(0.3)  # the request reaches the front (not a wait for a state change)
+        os.kill(srv.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5  # a signal is handled when the loop gets to it
+        while True:
+            status, _, body = await asyncio.to_thread(probe, port)
+            if status == 503 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        assert status == 503 and body["status"] == "not ready", body
+        assert any(r.startswith("shutting down") for r in body["reasons"]), body
+        os.kill(engine, signal.SIGCONT)
+        engine = None
+        done = await asyncio.wait_for(held, 20)
+        assert done.result_code == 2001  # the drain answers what it holds
+        assert await asyncio.to_thread(srv.proc.wait, 30) == 0
+        await c.close()
+    finally:
+        if engine is not None:
+            os.kill(engine, signal.SIGCONT)
+        srv.stop()
