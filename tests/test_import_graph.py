@@ -10,7 +10,6 @@ line on purpose is listed in LAZY with its reason.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[1]
 OURS = ("protocol", "rating", "balance", "ocs", "bench")
 WATCHED = ("lmdb", "numba")  # third-party imports the front must not make
 
@@ -37,15 +37,16 @@ LAZY = {
 
 
 def _modules() -> dict[str, Path]:
+    """Our packages as they sit in the checkout (not via sys.path, where tests/rating and
+    tests/balance, folders without __init__.py, could stand in for the real ones)."""
     found = {}
     for pkg in OURS:
-        spec = importlib.util.find_spec(pkg)
-        assert spec is not None and spec.submodule_search_locations, pkg
-        for root in map(Path, spec.submodule_search_locations):
-            for path in root.rglob("*.py"):
-                parts = (pkg, *path.relative_to(root).with_suffix("").parts)
-                name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-                found[name] = path
+        root = REPO / pkg
+        assert (root / "__init__.py").is_file(), pkg
+        for path in root.rglob("*.py"):
+            parts = (pkg, *path.relative_to(root).with_suffix("").parts)
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            found[name] = path
     return found
 
 
