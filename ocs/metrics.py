@@ -72,9 +72,10 @@ REGISTRY.register(_RequestCollector())
 
 
 def serve_metrics(host: str, port: int,
-                  wrap: Callable[[Any], Any] | None = None) -> None:
+                  wrap: Callable[[Any], Any] | None = None) -> str:
     """Exposition on its own threads, off the event loop; `wrap` puts other paths (the readiness
-    probe) in front of it. A port it cannot take is a ListenError naming the address."""
+    probe) in front of it. A port it cannot take is a ListenError naming the address. Returns the
+    address it serves on (port 0 becomes the port it was given)."""
     import socket
     import threading
     from socketserver import ThreadingMixIn
@@ -99,3 +100,5 @@ def serve_metrics(host: str, port: int,
         shown = f"[{host}]" if ":" in host else host
         raise listen_error(exc, f"{shown}:{port}", "metrics") from None
     threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True).start()
+    shown = f"[{host}]" if ":" in host else host
+    return f"{shown}:{httpd.server_address[1]}"

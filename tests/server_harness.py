@@ -142,7 +142,7 @@ def start_server(data: Path, *extra: str, timeout: float = 60.0) -> RunningServe
         proc.wait(5)
         raise RuntimeError(f"server did not start: {line!r}\n{err.read_text()}")
     addresses = line.split()[2:]
-    first = next(a for a in addresses if not a.startswith("workers="))
+    first = next(a for a in addresses if "=" not in a)  # not workers=N, metrics=ADDR
     host, _, port = first.rpartition(":")
     return RunningServer(data, proc, host.strip("[]"), int(port), addresses, err)
 

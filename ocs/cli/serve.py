@@ -107,7 +107,13 @@ def run(args: argparse.Namespace) -> int:
     for addr in cfg.listen:
         check_listen(addr, "diameter")
     if cfg.metrics:
-        check_listen(cfg.metrics, "metrics")
+        from ocs.front.workers import worker_metrics
+        try:
+            every = worker_metrics(cfg.metrics, cfg.workers) if cfg.workers > 1 else [cfg.metrics]
+        except ConfigError as exc:
+            raise CommandError(str(exc)) from None
+        for addr in every:
+            check_listen(addr, "metrics")
     # the format of ocs.front.server.run (whose basicConfig is then a no-op), so this warns in it
     logging.basicConfig(level=getattr(logging, cfg.log_level, logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)

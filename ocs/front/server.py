@@ -46,6 +46,7 @@ class Server:
         self.engine_proc: subprocess.Popen | None = None
         self.listeners: list[asyncio.base_events.Server] = []
         self.addresses: list[str] = []
+        self.metrics_address = ""  # where --metrics serves, once it does (port 0 resolved)
         self.exporter = None
         self.exit_code = 0
         self.readiness = Readiness()
@@ -86,7 +87,7 @@ class Server:
                 self.addresses.append(f"{shown}:{name[1]}")
         if self.cfg.metrics:
             host, port = split_hostport(self.cfg.metrics, "metrics")
-            metrics.serve_metrics(host, port, partial(probe_app, self.readiness))
+            self.metrics_address = metrics.serve_metrics(host, port, partial(probe_app, self.readiness))
         if self.cfg.cdr_export:
             self._start_exporter()
         self._tasks = [asyncio.create_task(self._housekeeping())]
@@ -226,10 +227,11 @@ async def _serve(cfg: ServeConfig, on_ready: Callable[[list[str]], None] | None 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_stop)
+    shown = server.addresses + ([f"metrics={server.metrics_address}"] if server.metrics_address else [])
     if on_ready is not None:
-        on_ready(server.addresses)
+        on_ready(shown)
     else:
-        print("OCS ready " + " ".join(server.addresses), flush=True)
+        print("OCS ready " + " ".join(shown), flush=True)
     await server.wait_stopped()
     log.info("stopping: draining %d requests, DPR to %d peers", server.dispatcher.in_flight,
              len(server.peers))

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from ocs.config import ServeConfig, split_hostport
+from ocs.config import ConfigError, ServeConfig, split_hostport
 
 
 def _reserve_ports(listen: list[str]) -> tuple[list[str], list[socket.socket]]:
@@ -36,6 +36,20 @@ def _reserve_ports(listen: list[str]) -> tuple[list[str], list[socket.socket]]:
     return out, held
 
 
+def worker_metrics(metrics: str | None, workers: int) -> list[str]:
+    """Worker i serves its own metrics and probes on PORT+i: counters are per process, and a
+    scrape (or a readiness probe) must land on the same worker each time, so the workers cannot
+    share one port. Prometheus scrapes them as N targets; port 0 gives each a free port."""
+    if not metrics:
+        return []
+    host, port = split_hostport(metrics, "metrics")
+    if port and port + workers - 1 > 65535:
+        raise ConfigError(f"metrics {metrics}: --workers {workers} needs ports {port}..{port + workers - 1}"
+                          " (worker i serves on PORT+i)")
+    shown = f"[{host}]" if ":" in host else host
+    return [f"{shown}:{port + i if port else 0}" for i in range(workers)]
+
+
 Serve = Callable[..., int]  # ocs.front.server.run: (cfg, on_ready=...) -> exit code
 
 
@@ -52,6 +66,7 @@ def run_workers(cfg: ServeConfig, run: Serve, start_timeout: float = 60.0) -> in
     name for the spawned child)."""
     listen, held = _reserve_ports(cfg.listen)
     child_cfg = dataclasses.replace(cfg, workers=1, reuse_port=True, listen=listen)
+    metrics_at = worker_metrics(cfg.metrics, cfg.workers)
     ctx = mp.get_context("spawn")
     procs: list = []
     pipes = []
@@ -69,11 +84,13 @@ def run_workers(cfg: ServeConfig, run: Serve, start_timeout: float = 60.0) -> in
     signal.signal(signal.SIGINT, stop)
     for i in range(cfg.workers):
         parent_end, child_end = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_worker, args=(child_cfg, child_end, os.getpid(), run), name=f"ocs-worker-{i}")
+        own = dataclasses.replace(child_cfg, metrics=metrics_at[i]) if cfg.metrics else child_cfg
+        p = ctx.Process(target=_worker, args=(own, child_end, os.getpid(), run), name=f"ocs-worker-{i}")
         p.start()
         procs.append(p)
         pipes.append(parent_end)
     addresses: list[str] = []
+    served: list[str] = []  # each worker's metrics address, as it bound it
     deadline = time.monotonic() + start_timeout
     for pipe, p in zip(pipes, procs, strict=True):
         while not pipe.poll(0.2):
@@ -85,10 +102,13 @@ def run_workers(cfg: ServeConfig, run: Serve, start_timeout: float = 60.0) -> in
                         q.kill()
                 print("ocs: error: a worker failed to start", file=sys.stderr)
                 return 1
-        addresses = pipe.recv()
+        sent = pipe.recv()
+        addresses = [a for a in sent if not a.startswith("metrics=")]
+        served += [a.removeprefix("metrics=") for a in sent if a.startswith("metrics=")]
     for s in held:
         s.close()
-    print("OCS ready " + " ".join(addresses) + f" workers={cfg.workers}", flush=True)
+    shown = f" metrics={','.join(served)}" if served else ""
+    print("OCS ready " + " ".join(addresses) + f" workers={cfg.workers}{shown}", flush=True)
     rc = 0
     while any(p.is_alive() for p in procs):
         for p in procs:

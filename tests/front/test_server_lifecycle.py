@@ -6,6 +6,7 @@ import asyncio
 import json
 import shutil
 import subprocess
+import sys
 
 import pytest
 from server_harness import account, provision, serving, start_server
@@ -343,3 +344,47 @@ async def test_readiness_probe_ready_then_draining(tmp_path) -> None:  # type: i
         if engine is not None:
             os.kill(engine, signal.SIGCONT)
         srv.stop()
+
+
+async def test_workers_each_serve_their_own_metrics_and_probes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`--workers 2 --metrics HOST:0`: each worker serves /metrics and /readyz on its own port (the
+    ready line names both), a CCR is counted by exactly one of them; a fixed PORT gives PORT+i, and
+    one that would run past 65535 is refused with one line and exit 2."""
+    import urllib.request
+
+    from test_server_sessions_open import free_port, probe
+
+    data = tmp_path / "d"
+    provision(data, {"491720000021": {"balance": "10"}})
+    srv = start_server(data, "--workers", "2", "--no-cdr-export", "--metrics", "127.0.0.1:0")
+    try:
+        served = next(a for a in srv.addresses if a.startswith("metrics=")).removeprefix("metrics=")
+        ports = [int(a.rpartition(":")[2]) for a in served.split(",")]
+        assert len(ports) == 2 and len(set(ports)) == 2 and 0 not in ports, srv.addresses
+        for port in ports:
+            status, _, body = await asyncio.to_thread(probe, port)
+            assert (status, body["status"]) == (200, "ready"), (port, body)
+        c = await DiameterClient.connect(srv.host, srv.port)
+        a = await c.ccr(a_ccr("pgw;workers-metrics;1", "491720000021", 1, 0,
+                              [MSCCRequest(rating_group=100, requested=Units(time=60))]))
+        assert a.result_code == 2001
+        await c.close()
+
+        def counted(port: int) -> float:
+            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+            return sum(float(line.rpartition(b" ")[2]) for line in body.splitlines()
+                       if line.startswith(b"ocs_requests_total{") and b'command="CCR"' in line)
+        assert sorted([await asyncio.to_thread(counted, p) for p in ports]) == [0.0, 1.0]
+    finally:
+        assert srv.stop() == 0
+
+    fixed = free_port()
+    srv = start_server(data, "--workers", "2", "--no-cdr-export", "--metrics", f"127.0.0.1:{fixed}")
+    try:
+        assert f"metrics=127.0.0.1:{fixed},127.0.0.1:{fixed + 1}" in srv.addresses, srv.addresses
+    finally:
+        assert srv.stop() == 0
+    r = subprocess.run([sys.executable, "-m", "ocs", "serve", "--data", str(data), "--workers", "2",
+                        "--metrics", "127.0.0.1:65535"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "65535..65536" in r.stderr, r.stderr
