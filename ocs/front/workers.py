@@ -57,7 +57,12 @@ def _worker(cfg: ServeConfig, ready, parent_pid: int, run: Serve) -> None:  # ty
     from ocs.lifeline import die_with_parent
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards SIGTERM; ^C goes to it
     die_with_parent(parent_pid)  # SIGTERM (a graceful stop) if the supervisor is killed
-    sys.exit(run(cfg, on_ready=lambda addrs: ready.send(addrs)))
+    try:
+        code = run(cfg, on_ready=lambda addrs: ready.send(addrs))
+    except OSError as exc:  # a port taken since the check, a store it cannot open: one line, no traceback
+        print(f"ocs: error: worker {mp.current_process().name}: {exc}", file=sys.stderr, flush=True)
+        code = 2
+    sys.exit(code)
 
 
 def run_workers(cfg: ServeConfig, run: Serve, start_timeout: float = 60.0) -> int:
@@ -92,17 +97,24 @@ def run_workers(cfg: ServeConfig, run: Serve, start_timeout: float = 60.0) -> in
     addresses: list[str] = []
     served: list[str] = []  # each worker's metrics address, as it bound it
     deadline = time.monotonic() + start_timeout
+
+    def failed() -> int:
+        stop()
+        for q in procs:
+            q.join(10)
+            if q.is_alive():
+                q.kill()
+        print("ocs: error: a worker failed to start", file=sys.stderr)
+        return 2 if any(q.exitcode == 2 for q in procs) else 1
+
     for pipe, p in zip(pipes, procs, strict=True):
         while not pipe.poll(0.2):
             if not p.is_alive() or time.monotonic() > deadline or stopping:
-                stop()
-                for q in procs:
-                    q.join(10)
-                    if q.is_alive():
-                        q.kill()
-                print("ocs: error: a worker failed to start", file=sys.stderr)
-                return 1
-        sent = pipe.recv()
+                return failed()
+        try:
+            sent = pipe.recv()
+        except EOFError:  # the worker exited before it was ready (it said why on stderr)
+            return failed()
         addresses = [a for a in sent if not a.startswith("metrics=")]
         served += [a.removeprefix("metrics=") for a in sent if a.startswith("metrics=")]
     for s in held:
