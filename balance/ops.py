@@ -338,11 +338,11 @@ def update_account(tx: Tx, key: Key, account_id: str, **changes: object) -> Acco
             raise InvalidArgument(f"bad status {status!r}")
         if status == "closed" and (acct.reserved or tx.reservations(account_id)):
             raise AccountBusy(f"account {account_id!r} has open reservations")
-        acct.status = status  # type: ignore[assignment]
+        acct.status = status
     if "plan" in changes:
         if not isinstance(changes["plan"], str) or not changes["plan"]:
             raise InvalidArgument(f"bad plan {changes['plan']!r}")
-        acct.plan = changes["plan"]  # type: ignore[assignment]
+        acct.plan = changes["plan"]
     if "credit_limit" in changes:
         acct.credit_limit = _units(changes["credit_limit"], "credit limit")
     if "currency" in changes and changes["currency"] != acct.currency:

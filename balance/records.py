@@ -191,7 +191,8 @@ class LedgerEntry:
 
     @classmethod
     def unpack(cls, key: bytes, raw: bytes) -> LedgerEntry:
-        return cls(*_unpack(raw), position=int.from_bytes(key, "big"))
+        # misc: mypy cannot know the stored array holds exactly the fields before `position`
+        return cls(*_unpack(raw), position=int.from_bytes(key, "big"))  # type: ignore[misc]
 
 
 def pack_ledger(account_id: str, seq: int, prev: int, ts: int, kind: str, delta: int,

@@ -94,13 +94,13 @@ class Tx(View):
     __slots__ = ("dirty", "now")
     store: Store  # View types it by shape only (balance.views does not import this module)
 
-    def __init__(self, txn: lmdb.Transaction, store: Store, now: int) -> None:
+    def __init__(self, txn: lmdb.Transaction[bytes], store: Store, now: int) -> None:
         View.__init__(self, txn, store)
         self.now = now
         self.dirty = False
 
     @property
-    def txn(self) -> lmdb.Transaction:
+    def txn(self) -> lmdb.Transaction[bytes]:
         self.dirty = True
         return self._t
 
@@ -161,7 +161,7 @@ class Store:
         return self.dbs[name]
 
     # -- transactions -------------------------------------------------------------------------
-    def begin_write(self) -> lmdb.Transaction:
+    def begin_write(self) -> lmdb.Transaction[bytes]:
         """Begin a write txn holding the shared guard (release with `end`); adopts foreign resizes."""
         for _ in range(MAX_RETRIES):
             self._shared.guard.acquire()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from balance.errors import UnknownAccount
 from balance.records import (
@@ -30,13 +30,13 @@ class HasDbs(Protocol):
 class View:
     __slots__ = ("_t", "dbs", "store")
 
-    def __init__(self, txn: lmdb.Transaction, store: HasDbs) -> None:
+    def __init__(self, txn: lmdb.Transaction[bytes], store: HasDbs) -> None:
         self._t = txn  # ops use this directly; `txn` is the public handle
         self.store = store
         self.dbs: dict[str, Any] = store.dbs
 
     @property
-    def txn(self) -> lmdb.Transaction:
+    def txn(self) -> lmdb.Transaction[bytes]:
         return self._t
 
     def get(self, dbname: str, key: bytes) -> bytes | None:
@@ -104,7 +104,8 @@ class View:
         found = []
         while pos:
             key = be8(pos)
-            e = LedgerEntry.unpack(key, self._t.get(key, db=db))
+            # ledger entries are never deleted: every position on an account's chain is present
+            e = LedgerEntry.unpack(key, cast(bytes, self._t.get(key, db=db)))
             if e.seq <= after_seq:
                 break
             found.append(e)

@@ -203,9 +203,10 @@ class GroupCommitWriter:
             return outcomes
         raise StoreFullError(f"{store.path}: batch does not fit after {MAX_RETRIES} growths")
 
-    def _run_ops(self, txn: lmdb.Transaction, batch: list, now: int, isolated: bool) -> list | None:
+    def _run_ops(self, txn: lmdb.Transaction[bytes], batch: list, now: int,
+                 isolated: bool) -> list | None:
         store = self.store
-        outcomes = []
+        outcomes: list[tuple[Any, Any, Exception | None]] = []
         append = outcomes.append
         if not isolated:
             for fn, fut in batch:

@@ -111,7 +111,7 @@ class Histogram:
                 "max": self.max, "buckets": {str(i): c for i, c in enumerate(self.counts) if c}}
 
     @classmethod
-    def from_dict(cls, data: dict) -> Histogram:  # type: ignore[type-arg]
+    def from_dict(cls, data: dict) -> Histogram:
         if data.get("sub_bits") != SUB_BITS:
             raise ValueError(f"histogram with sub_bits={data.get('sub_bits')}, want {SUB_BITS}")
         h = cls(count=int(data["count"]), total=int(data["total"]), min=int(data["min"]),

@@ -18,6 +18,7 @@ import re
 import secrets
 import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bench import wire
 from bench.workload import (
@@ -30,6 +31,9 @@ from bench.workload import (
     Service,
     account_id,
 )
+
+if TYPE_CHECKING:
+    from protocol.records import CCR
 
 AVP_SESSION_ID = 263
 AVP_CC_REQUEST_NUMBER = 415
@@ -80,7 +84,7 @@ class Template:
 
 def build_ccr(service: Service, request_type: int, *, origin_host: str, origin_realm: str,
               destination_realm: str, session_id: str, account: str, number: int,
-              used: int | None):
+              used: int | None) -> CCR:
     """The CCR record our templates are made of (also used by tests to state the intent)."""
     from protocol.records import CCR, MSCCRequest, Units
 

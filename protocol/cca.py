@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Final, Literal, overload
 
 from protocol import build as B
 from protocol import constants as C
@@ -109,7 +110,11 @@ def encode_cca(cca: CCA, hop_by_hop: int, end_to_end: int) -> bytes:
 
 # --- decode (clients and tests) ---
 
-_STR, _U, _I, _TIME = 0, 1, 2, 3
+# Final, so each is its Literal type: _scalar's overloads give the value's type per kind.
+_STR: Final = 0
+_U: Final = 1
+_I: Final = 2
+_TIME: Final = 3
 _TOP = {
     263: (0, _STR),  # Session-Id
     268: (1, _U),  # Result-Code
@@ -144,7 +149,13 @@ _MSCC_U32 = {
 }
 
 
-def _scalar(buf: bytes, key: int, pos: int, d: int, nxt: int, kind: int) -> object:
+@overload
+def _scalar(buf: bytes, key: int, pos: int, d: int, nxt: int, kind: Literal[0]) -> str: ...
+@overload
+def _scalar(buf: bytes, key: int, pos: int, d: int, nxt: int, kind: Literal[1, 2, 3]) -> int: ...
+@overload
+def _scalar(buf: bytes, key: int, pos: int, d: int, nxt: int, kind: int) -> str | int: ...
+def _scalar(buf: bytes, key: int, pos: int, d: int, nxt: int, kind: int) -> str | int:
     if kind == _STR:
         try:
             return buf[d:nxt].decode()

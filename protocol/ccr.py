@@ -7,6 +7,7 @@ grouped AVP (Service-Information, Proxy-Info, ...) is validated and skipped by l
 from __future__ import annotations
 
 import struct
+from typing import cast
 
 from protocol import build as B
 from protocol import constants as C
@@ -57,8 +58,9 @@ assert all(_DEFS[i].nul_ok == (i >= _FIRST_NUL_OK) for i in range(_FIRST_INT)), 
 _ENUM_SLOTS = tuple(
     (i, d.key, d.values) for i, d in sorted(_DEFS.items()) if d.type == "Enumerated" and d.values
 )
-_RR_VALUES = D.BY_KEY[_REPORTING_REASON].values
-_SUB_TYPE_VALUES = D.by_name("Subscription-Id-Type").values
+# Both are Enumerated with dictionary values (D.ENUMS), so neither is None.
+_RR_VALUES = cast(frozenset[int], D.BY_KEY[_REPORTING_REASON].values)
+_SUB_TYPE_VALUES = cast(frozenset[int], D.by_name("Subscription-Id-Type").values)
 _REQUIRED = (
     (0, "Session-Id"),
     (1, "Origin-Host"),
@@ -248,7 +250,8 @@ def _subscription(buf: bytes, d: int, end: int, outer: int) -> tuple[int, str]:
 
     The data's bounds are those of the Extension member for its type (an E.164 number is short
     whichever way it comes); the type must be one of Subscription-Id-Type's values."""
-    typ = data = None
+    typ: int | None = None
+    data: str | None = None
     tpos = tnxt = dpos = dnxt = 0
     for key, pos, dd, nxt in S.split(buf, d, end):
         if outer == 443:
@@ -289,6 +292,7 @@ def _subscription(buf: bytes, d: int, end: int, outer: int) -> tuple[int, str]:
             raise S.broken_rule(buf, 450, tpos, tnxt)
     elif data is None:
         raise S.missing_avp("Subscription-Id-E164")
+    typ = cast(int, typ)  # an Extension member sets the type and the data together
     lo, hi, nul_ok = _SUB_DATA_BOUNDS[typ]
     size = dnxt - dpos - (12 if buf[dpos + 4] & 0x80 else 8)
     if not lo <= size <= hi or (not nul_ok and "\0" in data):

@@ -40,7 +40,7 @@ def avp_bytes(buf: bytes, pos: int, nxt: int) -> bytes:
 
 
 def split(buf: bytes, pos: int, end: int) -> list[tuple[int, int, int, int]]:
-    out = []
+    out: list[tuple[int, int, int, int]] = []
     append = out.append
     while pos < end:
         if end - pos < 8:

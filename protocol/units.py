@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import cast
 
 from protocol import build as B
 from protocol import dictionary as D
@@ -23,7 +24,10 @@ _U = {
     _REPORTING_REASON: (8, -4),  # Enumerated (signed; checked against the dictionary's values)
     452: (9, -4),  # Tariff-Change-Usage
 }
-_ENUM_VALUES = {k: D.BY_KEY[k].values for k, (_slot, size) in _U.items() if size == -4}
+# Both Enumerated keys have dictionary values (D.ENUMS), so none of these is None.
+_ENUM_VALUES = {
+    k: cast(frozenset[int], D.BY_KEY[k].values) for k, (_slot, size) in _U.items() if size == -4
+}
 _U32, _U64, _I32 = S.U32, S.U64, S.I32
 _II = struct.Struct(">II").unpack_from
 

@@ -42,7 +42,7 @@ MAX_OTHER = 1 << 62
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _n_starts(x, first, inc):
+def _n_starts(x: int, first: int, inc: int) -> int:
     """Number of increment starts below position x."""
     if x <= 0:
         return 0
@@ -52,14 +52,14 @@ def _n_starts(x, first, inc):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _start_of(k, first, inc):
+def _start_of(k: int, first: int, inc: int) -> int:
     if k == 0:
         return 0
     return first + (k - 1) * inc
 
 
 @njit(cache=True, error_model="numpy")
-def _band_at(T, week, tz, t):
+def _band_at(T: np.ndarray, week: int, tz: int, t: int) -> tuple[int, int]:
     """(band code, instant the band may next change) for unix second t."""
     n = T[tz]
     off = T[tz + 1]
@@ -101,7 +101,7 @@ def _band_at(T, week, tz, t):
 
 
 @njit(cache=True, error_model="numpy")
-def band_until_one(T, r, t):
+def band_until_one(T: np.ndarray, r: int, t: int) -> int:
     """The instant rate r's band may next change at or after unix second t (FAR: no bands)."""
     rec = T[H_RATES] + r * RF
     week = T[rec + R_WEEK]
@@ -112,7 +112,8 @@ def band_until_one(T, r, t):
 
 
 @njit(cache=True, error_model="numpy")
-def cost_one(T, r, before, units, start, period_used):
+def cost_one(T: np.ndarray, r: int, before: int, units: int, start: int,
+             period_used: int) -> int:
     """Micro-units for units [before, before+units) of rate r (see rating/reference.py)."""
     if units <= 0:
         return 0
@@ -165,7 +166,8 @@ def cost_one(T, r, before, units, start, period_used):
 
 
 @njit(cache=True, error_model="numpy")
-def max_units_one(T, r, budget, before, start, period_used, limit):
+def max_units_one(T: np.ndarray, r: int, budget: int, before: int, start: int,
+                  period_used: int, limit: int) -> int:
     """Largest U <= limit with cost_one(T, r, before, U, start, period_used) <= budget."""
     if budget < 0 or limit <= 0:
         return 0
@@ -224,7 +226,7 @@ def max_units_one(T, r, budget, before, start, period_used, limit):
 
 
 @njit(cache=True, error_model="numpy")
-def find_rate(T, plan, rg):
+def find_rate(T: np.ndarray, plan: int, rg: int) -> int:
     """Rate index for (plan index, rating group): exact first, then the plan's wildcard; -1 none."""
     if plan < 0 or plan >= T[H_NPLANS]:
         return -1
@@ -243,7 +245,9 @@ def find_rate(T, plan, rg):
 
 
 @njit(cache=True, error_model="numpy")
-def rate_batch(T, plan, rg, units, start, period_used, before, out_cost, out_rate):
+def rate_batch(T: np.ndarray, plan: np.ndarray, rg: np.ndarray, units: np.ndarray,
+               start: np.ndarray, period_used: np.ndarray, before: np.ndarray,
+               out_cost: np.ndarray, out_rate: np.ndarray) -> None:
     """Rate arrays of reports at once. out_rate[i] = rate index or -1 (no rate: out_cost[i] = 0).
     Consecutive records with the same (plan, rating group) reuse the previous lookup."""
     last_plan, last_rg, r = -1, -1, -1
@@ -258,7 +262,8 @@ def rate_batch(T, plan, rg, units, start, period_used, before, out_cost, out_rat
 
 
 @njit(cache=True, error_model="numpy")
-def rate_batch_idx(T, rate, units, start, period_used, before, out_cost):
+def rate_batch_idx(T: np.ndarray, rate: np.ndarray, units: np.ndarray, start: np.ndarray,
+                   period_used: np.ndarray, before: np.ndarray, out_cost: np.ndarray) -> None:
     """Rate arrays of reports whose rate indexes are already resolved (rate[i] >= 0)."""
     for i in range(units.shape[0]):
         out_cost[i] = cost_one(T, rate[i], before[i], units[i], start[i], period_used[i])

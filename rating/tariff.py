@@ -324,7 +324,7 @@ def _parse_clock(ctx: _Ctx, value: Any, what: str, line: int) -> int:
 def band_minutes(band: Band) -> list[int]:
     """Minutes of the week (Monday 00:00 = 0) the band covers."""
     length = (band.end_minute - band.start_minute) % 1440 or 1440
-    out = []
+    out: list[int] = []
     for d in band.days:
         base = d * 1440 + band.start_minute
         out.extend((base + k) % MINUTES_PER_WEEK for k in range(length))
@@ -535,15 +535,15 @@ def parse_tariff(text: str, source: str = "<tariff>") -> Tariff:
     rates: list[Rate] = []
     for i, raw in enumerate(raw_rates):
         rate = _parse_rate(ctx, raw, i)
-        plan = plans.get(rate.plan)
-        if plan is None:
-            plan = plans[rate.plan] = Plan(name=rate.plan, line=rate.line)
-        other = plan.rates.get(rate.rating_group)
+        rate_plan = plans.get(rate.plan)
+        if rate_plan is None:
+            rate_plan = plans[rate.plan] = Plan(name=rate.plan, line=rate.line)
+        other = rate_plan.rates.get(rate.rating_group)
         if other is not None:
             rg = "*" if rate.rating_group == WILDCARD else rate.rating_group
             raise ctx.fail(rate.line, f"plan {rate.plan!r} already has a rate for rating group {rg} "
                                       f"(line {other.line})")
-        plan.rates[rate.rating_group] = rate
+        rate_plan.rates[rate.rating_group] = rate
         rates.append(rate)
     for plan in plans.values():
         if not plan.rates:

@@ -40,7 +40,7 @@ class TariffRetireRefused(ValueError):
     """Retiring that version would leave no version in force now."""
 
 
-def _bump_changes(txn: lmdb.Transaction, db: Any) -> None:
+def _bump_changes(txn: lmdb.Transaction[bytes], db: Any) -> None:
     raw = txn.get(_CHANGES, db=db)
     txn.put(_CHANGES, _U64.pack((_U64.unpack(raw)[0] if raw else 0) + 1), db=db)
 
@@ -89,7 +89,7 @@ class TariffStore:
         eff = now if effective_from is None else int(effective_from)
         db = self._db
 
-        def put(txn: lmdb.Transaction) -> int:
+        def put(txn: lmdb.Transaction[bytes]) -> int:
             raw = txn.get(_COUNTER, db=db)
             version = (_U64.unpack(raw)[0] if raw else 0) + 1
             record = {"version": version, "effective_from": eff, "loaded_at": now,
@@ -112,7 +112,7 @@ class TariffStore:
         at = int(time.time()) if now is None else now
         db = self._db
 
-        def put(txn: lmdb.Transaction) -> int:
+        def put(txn: lmdb.Transaction[bytes]) -> int:
             if txn.get(_vkey(b"v", version), db=db) is None:
                 raise TariffNotFound(f"no tariff version {version}")
             old = txn.get(_vkey(b"r", version), db=db)
@@ -134,7 +134,7 @@ class TariffStore:
         """One read txn: the change count; the schedule is re-read only when it moved."""
         db = self._db
 
-        def read(txn: lmdb.Transaction) -> tuple[int, list[tuple[int, int]] | None]:
+        def read(txn: lmdb.Transaction[bytes]) -> tuple[int, list[tuple[int, int]] | None]:
             raw = txn.get(_CHANGES, db=db)
             changes = _U64.unpack(raw)[0] if raw else 0
             return changes, (None if changes == self._changes else _schedule(txn, db))
@@ -197,7 +197,7 @@ class TariffStore:
         """Every version's metadata (no text), oldest first."""
         db = self._db
 
-        def scan(txn: lmdb.Transaction) -> list[dict[str, Any]]:
+        def scan(txn: lmdb.Transaction[bytes]) -> list[dict[str, Any]]:
             out = []
             cur = txn.cursor(db=db)
             if cur.set_range(b"v"):
@@ -214,7 +214,7 @@ class TariffStore:
         return self._read(scan)
 
 
-def _schedule(txn: lmdb.Transaction, db: Any) -> list[tuple[int, int]]:
+def _schedule(txn: lmdb.Transaction[bytes], db: Any) -> list[tuple[int, int]]:
     """Sorted (effective_from, version) of every version not retired."""
     out = []
     cur = txn.cursor(db=db)

@@ -11,10 +11,13 @@ Where a test goes:
   billing/   CDR export, re-rating, invoices, reconciliation
   cli/       the `ocs` command line: commands, bad input, settings, the demo
   bench/     the benchmarks still run and measure what they say (never a speed assertion)
-  (here)     what spans the whole tree: the import graph (test_import_graph.py)
+  (here)     what spans the whole tree: the import graph (test_import_graph.py), the type
+             checker (test_types.py, mypy as configured in pyproject.toml)
 
 Shared helpers are modules here, importable from every folder because this conftest's folder
 is on sys.path (pytest's default "prepend" import mode): server_harness (a real `ocs serve` on
-127.0.0.1 with a temp LMDB, provisioning, reading accounts back) and gy_requests (CCRs,
-Session-Ids, a client). Test file names stay unique across folders (no __init__.py here).
+127.0.0.1 with a temp LMDB, provisioning, reading accounts back), probes (metrics and /readyz over
+HTTP), pcap (messages as a pcap for tshark) and gy_requests (CCRs, Session-Ids, a client).
+A test imports helpers from these only, never from another folder's test file. Test file names
+stay unique across folders (no __init__.py here).
 """

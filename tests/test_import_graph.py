@@ -4,7 +4,9 @@ Order, bottom up: protocol (the wire) | balance.money | rating, balance | ocs to
 metrics, link, heap, lifeline, client) | ocs.charging, ocs.billing | ocs.front (never the store's
 or the rules' code on its import path) | ocs.cli | bench. Every `import` and `from` of our
 packages counts, at module level or inside a function; a function-level import that crosses a
-line on purpose is listed in LAZY with its reason.
+line on purpose is listed in LAZY with its reason. Imports under `if TYPE_CHECKING:` load nothing
+at run time (they name a type for the checker, as `ocs.front.peer` names the Server that owns it)
+and are not counted.
 """
 
 from __future__ import annotations
@@ -53,13 +55,22 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
 def _imports(name: str, path: Path) -> Iterator[tuple[str, bool]]:
     """(imported module, at function level?) for every import in one module."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     tree = ast.parse(path.read_text(), str(path))
     nested = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)
               for n in ast.walk(f)}
+    typing_only = {id(n) for f in ast.walk(tree) if isinstance(f, ast.If) and _is_type_checking(f.test)
+                   for n in ast.walk(f)}
     for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         lazy = id(node) in nested
         if isinstance(node, ast.Import):
             for alias in node.names:
@@ -120,6 +131,7 @@ def test_the_graph_was_read() -> None:
     assert ("ocs.front.dispatch", "ocs.link", False) in EDGES
     assert ("ocs.charging.engine", "lmdb", False) in EDGES
     assert ("ocs.front.server", "balance.store", True) in EDGES
+    assert not any(s == "ocs.front.peer" and d == "ocs.front.server" for s, d, _ in EDGES)  # typing only
 
 
 def test_dependencies_point_down() -> None:

@@ -217,8 +217,8 @@ class _Builder:
 
     def done(self) -> CdrColumns:
         a = self.a[:, :self.n].copy()
-        codes = [Codes(a[k], c.names()) for k, c in enumerate(self.coders)]
-        return CdrColumns(*codes, *(a[k] for k in range(4, 9)))
+        account, plan, unit, currency = (Codes(a[k], c.names()) for k, c in enumerate(self.coders))
+        return CdrColumns(account, plan, unit, currency, a[4], a[5], a[6], a[7], a[8])
 
 
 def _read_csv_plain(f: Path) -> CdrColumns:
@@ -276,7 +276,12 @@ def _merge(parts: list[Codes]) -> Codes:
 
 
 def concat(parts: list[CdrColumns]) -> CdrColumns:
-    return CdrColumns(
-        *(_merge([getattr(p, k) for p in parts]) for k in ("account", "plan", "unit", "currency")),
-        *(np.concatenate([getattr(p, k) for p in parts])
-          for k in ("rating_group", "used_units", "bundle_units", "amount", "start_time")))
+    def codes(k: str) -> Codes:
+        return _merge([getattr(p, k) for p in parts])
+
+    def ints(k: str) -> np.ndarray:
+        return np.concatenate([getattr(p, k) for p in parts])
+
+    return CdrColumns(codes("account"), codes("plan"), codes("unit"), codes("currency"),
+                      ints("rating_group"), ints("used_units"), ints("bundle_units"),
+                      ints("amount"), ints("start_time"))

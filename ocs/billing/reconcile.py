@@ -123,9 +123,9 @@ def check_store(view, report: Report, now: int) -> None:  # type: ignore[no-unty
 
     in_cdrs: dict[tuple[str, int], int] = defaultdict(int)
     ncdr = 0
-    for c in cdrmod.iter_from(view.txn, view.dbs["cdrs"], 0):
+    for cdr in cdrmod.iter_from(view.txn, view.dbs["cdrs"], 0):
         ncdr += 1
-        in_cdrs[(c.session_id, _rg(c.rating_group))] += c.amount
+        in_cdrs[(cdr.session_id, _rg(cdr.rating_group))] += cdr.amount
     report.counts["cdrs"] = ncdr
     for key in sorted(set(debited) | set(in_cdrs)):
         d, c = debited.get(key), in_cdrs.get(key)

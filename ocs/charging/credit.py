@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
+from typing import TYPE_CHECKING, Any, cast
 
 from balance import ops
 from balance.errors import AccountNotActive, InsufficientFunds
@@ -30,6 +31,10 @@ from protocol import constants as C
 from protocol.cca import encode_cca
 from protocol.records import CCA, CCR, CostInformation, FinalUnit, MSCCAnswer, MSCCRequest, Units
 from protocol.units import encode_units
+
+if TYPE_CHECKING:
+    from balance.records import ReserveResult
+    from rating.rater import Rater
 
 log = logging.getLogger("ocs.credit")
 
@@ -66,7 +71,7 @@ class Context:
 
     cfg: ChargingSettings  # built by the engine from its ServeConfig
     dbs: dict
-    raters: Callable[[int | None], object | None]  # version (None = current) -> Rater | None
+    raters: Callable[[int | None], Rater | None]  # version (None = current) -> Rater | None
 
 
 def adjust_open_sessions(tx, dbs, delta: int) -> None:  # type: ignore[no-untyped-def]
@@ -147,7 +152,7 @@ def _resolve_account(tx, ccr: CCR):  # type: ignore[no-untyped-def]
 
 
 def make_cca(ccr: CCR, cfg: ChargingSettings, result: int, mscc: list[MSCCAnswer] | None = None,
-            **extra) -> CCA:  # type: ignore[no-untyped-def]
+            **extra: Any) -> CCA:
     return CCA(session_id=ccr.session_id, result_code=result, origin_host=cfg.origin_host,
                origin_realm=cfg.origin_realm, request_type=ccr.request_type,
                request_number=ccr.request_number, auth_application_id=C.APP_CREDIT_CONTROL,
@@ -156,7 +161,8 @@ def make_cca(ccr: CCR, cfg: ChargingSettings, result: int, mscc: list[MSCCAnswer
 
 def _message_result(answers: list[MSCCAnswer]) -> int:
     """2001 when any service succeeded; otherwise the common failure (RFC 8506 §8.2 spirit)."""
-    codes = {a.result_code for a in answers}
+    # every answer built here carries a result code (MSCCAnswer types it optional for decoding)
+    codes = cast("set[int]", {a.result_code for a in answers})
     if not codes or C.DIAMETER_SUCCESS in codes:
         return C.DIAMETER_SUCCESS
     if len(codes) == 1:
@@ -382,10 +388,11 @@ def _mscc(tx, ctx: Context, ccr: CCR, sess: Session, rater, m: MSCCRequest,  # t
         return ans
     st = sess.groups.get(rg)
     fresh = st is None or st.closed
-    unit = rate.unit if fresh else st.unit
+    # not fresh: st is the rating group's open state
+    unit = rate.unit if fresh else cast(RatingGroupState, st).unit
     used = sum(units_of(u, unit) for u in m.used)
     if (used > MAX_REPORT_UNITS or units_of(m.requested, unit) > MAX_REPORT_UNITS
-            or (not fresh and st.total_units + used > MAX_SESSION_UNITS)):
+            or (not fresh and cast(RatingGroupState, st).total_units + used > MAX_SESSION_UNITS)):
         ans.result_code = C.DIAMETER_INVALID_AVP_VALUE  # no network element reports this much
         return ans
     month = period_usage(tx, ctx, sess.account_id, rg, rate)  # 0 unless the rate has tiers
@@ -394,9 +401,10 @@ def _mscc(tx, ctx: Context, ccr: CCR, sess: Session, rater, m: MSCCRequest,  # t
                                                 period_used=month, service_identifier=sid)
     elif st.closed:
         # A new service burst after FINAL: a fresh cumulative count (and a CDR of its own later).
-        st.__init__(unit, first_ts=now, granted_at=now,
-                    period_used=max(month, st.period_used + st.total_units), service_identifier=sid,
-                    fee_paid=st.fee_paid or st.money_units > 0)
+        RatingGroupState.__init__(st, unit, first_ts=now, granted_at=now,
+                                  period_used=max(month, st.period_used + st.total_units),
+                                  service_identifier=sid,
+                                  fee_paid=st.fee_paid or st.money_units > 0)
     elif rate.tiers:
         # The account's other sessions may have used this rating group meanwhile: price our next
         # units from where the month is now, not from where it was when this session began.
@@ -469,7 +477,7 @@ def _mscc(tx, ctx: Context, ccr: CCR, sess: Session, rater, m: MSCCRequest,  # t
             ans.time_quota_threshold = threshold
         elif unit == "octets":
             ans.volume_quota_threshold = threshold
-    if res.limited:
+    if cast("ReserveResult", res).limited:  # granted > 0: res is the reservation made
         _final_unit(ans, rater, sess.plan)
     return ans
 
@@ -577,6 +585,7 @@ def _event(tx, ctx: Context, ccr: CCR) -> CCA:  # type: ignore[no-untyped-def]
         if rate is None:
             ans.result_code = C.DIAMETER_RATING_FAILED
             continue
+        rater = cast("Rater", rater)  # _rate found a rate: there is a rater (same object)
         units = units_of(m.requested, rate.unit) or sum(units_of(u, rate.unit) for u in m.used)
         if units == 0 and rate.unit == "events":
             units = 1  # an SMS is one event even when the SMSC leaves the count out

@@ -5,8 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from rating.tariff_store import TariffStore
+
+if TYPE_CHECKING:
+    from rating.rater import Rater
 
 log = logging.getLogger("ocs.tariffs")
 
@@ -20,8 +24,8 @@ class Raters:
 
     def __init__(self, tariffs: TariffStore) -> None:
         self.tariffs = tariffs
-        self._by_version: dict[int, object] = {}
-        self._current = None
+        self._by_version: dict[int, Rater] = {}
+        self._current: Rater | None = None
         self._lock = threading.Lock()
         self._changes = -1
         self._next_start: int | None = None
@@ -43,7 +47,7 @@ class Raters:
         if current is not before:
             _log_change(before, current)
 
-    def __call__(self, version: int | None):  # type: ignore[no-untyped-def]
+    def __call__(self, version: int | None) -> Rater | None:
         if version is None:
             return self._current
         rater = self._by_version.get(version)
@@ -54,7 +58,7 @@ class Raters:
         return rater
 
 
-def _log_change(before, current) -> None:  # type: ignore[no-untyped-def]
+def _log_change(before: Rater | None, current: Rater | None) -> None:
     if current is None:
         log.warning("no tariff version is in force: every new session gets 5031 "
                     "DIAMETER_RATING_FAILED until one is loaded")

@@ -312,6 +312,7 @@ def _parse_import(path: str, id_format: str) -> tuple[list[dict[str, Any]], str]
         if not ident:
             raise CommandError(f"{where}: empty id")
         _check_id(ident, id_format, f"{where}: ")
+        row: dict[str, Any]
         try:
             row = {"account_id": ident, "balance": _opening_balance(balance, where),
                    "currency": (currency or "EUR").upper(), "plan": plan or "default",

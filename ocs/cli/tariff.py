@@ -85,7 +85,7 @@ def cmd_load(args) -> int:  # type: ignore[no-untyped-def]
     when = format_instant(rec["effective_from"])
     if current is not None and current.version == version:
         note = f"in force now (from {when})"
-        if past:
+        if past and eff is not None:  # past implies eff is not None; this tells mypy
             note += f"; the requested {format_instant(eff)} is past, so it takes effect now"
     elif rec["effective_from"] > now:
         note = f"scheduled from {when}"

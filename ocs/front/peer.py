@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ocs import metrics
 from ocs.front.coalesce import Coalescer
@@ -32,6 +33,9 @@ from protocol.errors import DiameterError
 from protocol.framer import Framer
 from protocol.header import FLAG_REQUEST, Header, decode_header, peek_header
 from protocol.records import CEA, DPA, DPR, DWA, DWR
+
+if TYPE_CHECKING:  # server.py imports this module
+    from ocs.front.server import Server
 
 log = logging.getLogger("ocs.peer")
 
@@ -52,7 +56,7 @@ def _has_credit_control(cer) -> bool:  # type: ignore[no-untyped-def]
 
 
 class PeerConnection(asyncio.Protocol):
-    def __init__(self, server) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, server: Server) -> None:
         self.server = server
         self.cfg = server.cfg
         self.state = WAIT_CER

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ocs import metrics
 from ocs.config import ServeConfig, split_hostport
@@ -31,9 +32,18 @@ from ocs.front.peer import PeerConnection
 from ocs.heap import freeze_warm_heap
 from protocol import constants as C
 
+if TYPE_CHECKING:  # not imported at run time: the front stays free of LMDB (see _open_store)
+    from ocs.billing.export.exporter import CdrExporter
+
 log = logging.getLogger("ocs.server")
 
 ENGINE_START_SECONDS = 120.0  # numba compile on a cold cache included
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    """Set the future's result, once."""
+    if not fut.done():
+        fut.set_result(None)
 
 
 class Server:
@@ -47,7 +57,7 @@ class Server:
         self.listeners: list[asyncio.base_events.Server] = []
         self.addresses: list[str] = []
         self.metrics_address = ""  # where --metrics serves, once it does (port 0 resolved)
-        self.exporter = None
+        self.exporter: CdrExporter | None = None
         self.exit_code = 0
         self.readiness = Readiness()
         self._stop = asyncio.Event()
@@ -172,14 +182,14 @@ class Server:
             srv.close()
         loop = asyncio.get_running_loop()
         if self.exit_code == 0:
-            drained = loop.create_future()
-            self.dispatcher.on_idle(lambda: drained.done() or drained.set_result(None))
+            drained: asyncio.Future[None] = loop.create_future()
+            self.dispatcher.on_idle(partial(_resolve, drained))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(drained, grace)
         waits = []
         for peer in list(self.peers):
-            fut = loop.create_future()
-            peer.disconnect(lambda f=fut: f.done() or f.set_result(None))
+            fut: asyncio.Future[None] = loop.create_future()
+            peer.disconnect(partial(_resolve, fut))
             waits.append(fut)
         if waits:
             await asyncio.wait(waits, timeout=2.0)

@@ -16,9 +16,9 @@ import itertools
 import os
 
 import pytest
+from probes import free_port, probe, scrape, wait_metrics
 from server_harness import account, provision, start_server
 from test_disk_full import fill, session, small_fs
-from test_server_sessions_open import free_port, probe, scrape, wait_metrics
 
 from balance.money import to_micro
 from bench.overload import SUCCESS, TOO_BUSY, one_run

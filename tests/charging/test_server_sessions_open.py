@@ -5,14 +5,10 @@ retransmission still gets the first answer byte for byte, and the Session-Id can
 from __future__ import annotations
 
 import asyncio
-import json
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 
+from probes import free_port, scrape, wait_metrics
 from server_harness import provision, start_server
 
 from balance.store import open_store
@@ -41,43 +37,6 @@ def a_ccr(sid: str, rtype: int, number: int, msisdn: str, mscc: list[MSCCRequest
 
 def rsu(rg: int) -> MSCCRequest:
     return MSCCRequest(rating_group=rg, requested=Units(time=60))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def scrape(port: int) -> dict[str, float]:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    out = {}
-    for line in body.splitlines():
-        if line and not line.startswith("#") and "{" not in line:
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
-def probe(port: int, path: str = "/readyz", method: str = "GET") -> tuple[int, str, dict]:
-    """(status, content type, JSON body) of a probe, a 503 included."""
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            status, ctype, raw = r.status, r.headers["Content-Type"], r.read()
-    except urllib.error.HTTPError as e:
-        status, ctype, raw = e.code, e.headers["Content-Type"], e.read()
-    return status, ctype, json.loads(raw) if raw else {}
-
-
-async def wait_metrics(port: int, ok, seconds: float = 30.0) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    """Scrape until ok(values) (the gauges are refreshed once a second), at most `seconds`."""
-    deadline = time.monotonic() + seconds
-    while True:
-        values = await asyncio.to_thread(scrape, port)
-        if ok(values) or time.monotonic() > deadline:
-            return values
-        await asyncio.sleep(0.2)
 
 
 def without_hop_by_hop(answer: bytes) -> bytes:

@@ -131,7 +131,7 @@ async def test_restart_after_sigkill_mid_session(tmp_path) -> None:  # type: ign
 
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed (.ci/run installs it)")
 async def test_tshark_dissects_a_captured_session(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from test_protocol_oracle import write_pcap
+    from pcap import write_pcap
     data = tmp_path / "d"
     provision(data, {"491720000003": {"balance": "10"}})
     srv = start_server(data, "--no-cdr-export")
@@ -293,7 +293,7 @@ async def test_readiness_probe_ready_then_draining(tmp_path) -> None:  # type: i
     import time
     import urllib.request
 
-    from test_server_sessions_open import free_port, probe
+    from probes import free_port, probe
 
     data = tmp_path / "d"
     provision(data, {"491720000011": {"balance": "10"}})
@@ -352,7 +352,7 @@ async def test_workers_each_serve_their_own_metrics_and_probes(tmp_path) -> None
     one that would run past 65535 is refused with one line and exit 2."""
     import urllib.request
 
-    from test_server_sessions_open import free_port, probe
+    from probes import free_port, probe
 
     data = tmp_path / "d"
     provision(data, {"491720000021": {"balance": "10"}})

@@ -16,12 +16,12 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from balance.money import MoneyError, format_micro
 from ocs.billing.cdr import CDR, COLUMNS
@@ -196,7 +196,16 @@ class ParquetWriter:
             self.w.close()
 
 
-WRITERS = {"csv": CsvWriter, "jsonl": JsonlWriter, "parquet": ParquetWriter}
+class RowWriter(Protocol):
+    """What every format's writer offers: write batches of rows, then finish (or abort)."""
+
+    def write(self, rows: list[list[Any]]) -> None: ...
+    def finish(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+WRITERS: dict[str, Callable[[BinaryIO], RowWriter]] = {
+    "csv": CsvWriter, "jsonl": JsonlWriter, "parquet": ParquetWriter}
 
 
 def check_format(fmt: str) -> None:
@@ -269,8 +278,8 @@ def _read_parquet(path: Path) -> Iterator[CDR]:
     scale = Decimal(1_000_000)
     for batch in pf.iter_batches(batch_size=65536, columns=list(COLUMNS)):
         cols = [batch.column(c).to_pylist() for c in COLUMNS]
-        for vals in zip(*cols, strict=True):
-            vals = list(vals)
+        for row in zip(*cols, strict=True):
+            vals = list(row)
             vals[AMOUNT] = int(vals[AMOUNT] * scale)
             vals[START] = int(vals[START].timestamp())
             vals[END] = int(vals[END].timestamp())

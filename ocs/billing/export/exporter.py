@@ -195,7 +195,7 @@ def _raw_rows(store, first: int, last: int) -> Iterator[list[Any]]:  # type: ign
     while nxt <= last:
         with store.read() as view:
             cur = view.txn.cursor(db=view.dbs["cdrs"])
-            got = []
+            got: list[Any] = []
             if cur.set_range(nxt.to_bytes(8, "big")):
                 for k, v in cur:
                     cid = int.from_bytes(k, "big")
@@ -370,6 +370,7 @@ def _write_range(store, intent: Intent) -> int:  # type: ignore[no-untyped-def]
     """(Re)generate the intent's file from the store: temp, fsync, rename, fsync dir. Returns bytes."""
     final = Path(intent.path)
     tmp = temp_name(final)
+    f: BinaryIO | None
     f = _open_temp(tmp)
     try:
         formats.write_rows(f, intent.fmt, _raw_rows(store, intent.first, intent.last))
@@ -437,6 +438,7 @@ def export_pending(store, out: str | os.PathLike, fmt: str, consumer: str = DEFA
             path = None
             if allow_empty:
                 tmp = temp_name(final)
+                f: BinaryIO | None
                 f = _open_temp(tmp)
                 try:
                     formats.write_rows(f, fmt, [])
