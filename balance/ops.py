@@ -45,6 +45,18 @@ from balance.records import (
     text_key,
     unpack_outcome,
 )
+from balance.schema import (
+    ACCOUNTS,
+    ALIASES,
+    BUNDLE_EXPIRY,
+    BUNDLES,
+    IDEM,
+    META,
+    META_IDEM_PURGE_AT,
+    RESERVATIONS,
+    RESV_ACCOUNT,
+    RESV_EXPIRY,
+)
 from balance.store import Tx
 
 Key = str | bytes | None
@@ -70,7 +82,7 @@ def _replay(tx: Tx, key: Key, op: str, what: list | None = None) -> object:
     first use's: a key reused for another amount is a conflict, not a retry to wave through."""
     if key is None:
         return _MISS
-    raw = tx._t.get(_idem_key(key), db=tx.dbs["idem"])
+    raw = tx._t.get(_idem_key(key), db=tx.dbs[IDEM])
     if raw is None:
         return _MISS
     first = unpackb(raw)
@@ -86,15 +98,15 @@ def _remember(tx: Tx, key: Key, op: str, outcome: object, what: list | None = No
     tx.dirty = True
     if key is not None:
         record = [tx.now, op, pack_outcome(outcome)] + ([what] if what is not None else [])
-        tx._t.put(_idem_key(key), pack(record), db=tx.dbs["idem"])
+        tx._t.put(_idem_key(key), pack(record), db=tx.dbs[IDEM])
 
 
 def purge_idempotency(tx: Tx, before: int, limit: int = 10_000) -> int:
     """Drop keys stored before `before` (unix s), scanning at most `limit` keys from where the last
     call stopped (cursor kept in "meta"), so a periodic call bounds its work. Returns keys dropped."""
     tx.dirty = True
-    meta, db = tx.dbs["meta"], tx.dbs["idem"]
-    start = tx._t.get(b"balance.idem_purge_at", db=meta) or b""
+    meta, db = tx.dbs[META], tx.dbs[IDEM]
+    start = tx._t.get(META_IDEM_PURGE_AT, db=meta) or b""
     cur = tx._t.cursor(db=db)
     positioned = cur.set_range(start) if start else cur.first()
     dropped = scanned = 0
@@ -109,7 +121,7 @@ def purge_idempotency(tx: Tx, before: int, limit: int = 10_000) -> int:
         positioned = cur.next()
     for key in doomed:
         dropped += tx._t.delete(key, db=db)
-    tx._t.put(b"balance.idem_purge_at", (last + b"\0") if positioned else b"", db=meta)
+    tx._t.put(META_IDEM_PURGE_AT, (last + b"\0") if positioned else b"", db=meta)
     return dropped
 
 
@@ -153,7 +165,7 @@ def _open(acct: Account) -> Account:
 def _save(tx: Tx, acct: Account) -> None:
     tx.dirty = True
     acct.updated = tx.now
-    tx._t.put(acct.id.encode(), acct.pack(), db=tx.dbs["accounts"])
+    tx._t.put(acct.id.encode(), acct.pack(), db=tx.dbs[ACCOUNTS])
 
 
 def _journal(tx: Tx, acct: Account, kind: str, key: Key, *, delta: int = 0, reserved_delta: int = 0,
@@ -214,7 +226,7 @@ class _Work:
         """Write changed bundles; the ledger's [bundle_id, remaining_delta, reserved_delta] list."""
         self.tx.dirty = True
         out = []
-        db = self.tx.dbs["bundles"]
+        db = self.tx.dbs[BUNDLES]
         for bid, (rem, res) in self.changed.items():
             if rem or res:
                 b = self.bundles[bid]
@@ -230,28 +242,28 @@ def _put_reservation(tx: Tx, res: Reservation, old: Reservation | None) -> None:
     tx.dirty = True
     rkey = res.key()
     if old is None:
-        tx._t.put(child_key(res.account_id, rkey), b"", db=tx.dbs["resv_account"])
+        tx._t.put(child_key(res.account_id, rkey), b"", db=tx.dbs[RESV_ACCOUNT])
         res.filed_at = res.expires_at
     elif old.index_at <= res.expires_at < old.index_at + REFILE_SECONDS:
         res.filed_at = old.index_at
     else:
-        tx._t.delete(be8(old.index_at) + rkey, db=tx.dbs["resv_expiry"])
+        tx._t.delete(be8(old.index_at) + rkey, db=tx.dbs[RESV_EXPIRY])
         res.filed_at = res.expires_at
     if res.filed_at != (old.index_at if old is not None else None):
-        tx._t.put(be8(res.filed_at) + rkey, b"", db=tx.dbs["resv_expiry"])
-    tx._t.put(rkey, res.pack(), db=tx.dbs["reservations"])
+        tx._t.put(be8(res.filed_at) + rkey, b"", db=tx.dbs[RESV_EXPIRY])
+    tx._t.put(rkey, res.pack(), db=tx.dbs[RESERVATIONS])
 
 
 def _drop_reservation(tx: Tx, res: Reservation) -> None:
     tx.dirty = True
     rkey = res.key()
-    tx._t.delete(rkey, db=tx.dbs["reservations"])
-    tx._t.delete(child_key(res.account_id, rkey), db=tx.dbs["resv_account"])
-    tx._t.delete(be8(res.index_at) + rkey, db=tx.dbs["resv_expiry"])
+    tx._t.delete(rkey, db=tx.dbs[RESERVATIONS])
+    tx._t.delete(child_key(res.account_id, rkey), db=tx.dbs[RESV_ACCOUNT])
+    tx._t.delete(be8(res.index_at) + rkey, db=tx.dbs[RESV_EXPIRY])
 
 
 def _find_reservation(tx: Tx, account_id: str, rkey: bytes) -> Reservation | None:
-    raw = tx._t.get(rkey, db=tx.dbs["reservations"])
+    raw = tx._t.get(rkey, db=tx.dbs[RESERVATIONS])
     if raw is None:
         return None
     res = Reservation.unpack(rkey, raw)
@@ -268,12 +280,12 @@ def _claim_aliases(tx: Tx, account_id: str, aliases: list[str]) -> None:
         raise InvalidArgument(f"repeated alias in {aliases!r}")
     for alias in aliases:
         k = text_key(alias)
-        if tx._t.get(k, db=tx.dbs["accounts"]) is not None or \
-                tx._t.get(k, db=tx.dbs["aliases"]) is not None:
+        if tx._t.get(k, db=tx.dbs[ACCOUNTS]) is not None or \
+                tx._t.get(k, db=tx.dbs[ALIASES]) is not None:
             raise DuplicateAccount(alias)
     tx.dirty = True
     for alias in aliases:
-        tx._t.put(alias.encode(), account_id.encode(), db=tx.dbs["aliases"])
+        tx._t.put(alias.encode(), account_id.encode(), db=tx.dbs[ALIASES])
 
 
 def create_account(tx: Tx, key: Key, *, account_id: str, currency: str, balance: int = 0,
@@ -292,8 +304,8 @@ def create_account(tx: Tx, key: Key, *, account_id: str, currency: str, balance:
         raise InvalidArgument(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
     if not isinstance(plan, str) or not plan:
         raise InvalidArgument(f"bad plan {plan!r}")
-    if tx._t.get(k, db=tx.dbs["accounts"]) is not None or \
-            tx._t.get(k, db=tx.dbs["aliases"]) is not None:
+    if tx._t.get(k, db=tx.dbs[ACCOUNTS]) is not None or \
+            tx._t.get(k, db=tx.dbs[ALIASES]) is not None:
         raise DuplicateAccount(account_id)
     aliases = list(aliases)
     _claim_aliases(tx, account_id, aliases)
@@ -354,7 +366,7 @@ def update_account(tx: Tx, key: Key, account_id: str, **changes: object) -> Acco
         new = list(changes["aliases"])  # type: ignore[call-overload]
         tx.dirty = True
         for alias in acct.aliases:
-            tx._t.delete(alias.encode(), db=tx.dbs["aliases"])
+            tx._t.delete(alias.encode(), db=tx.dbs[ALIASES])
         _claim_aliases(tx, account_id, new)
         acct.aliases = new
     _journal(tx, acct, "update", key, reason=",".join(sorted(changes)))
@@ -435,9 +447,9 @@ def add_bundle(tx: Tx, key: Key, account_id: str, *, unit: str, amount: int,
     b = Bundle(account_id, str(acct.bundle_seq), unit, amount, 0, rgs, valid_from, expires,
                priority, tx.now)
     tx.dirty = True
-    tx._t.put(b.key(), b.pack(), db=tx.dbs["bundles"])
+    tx._t.put(b.key(), b.pack(), db=tx.dbs[BUNDLES])
     if expires is not None:
-        tx._t.put(be8(expires) + b.key(), b"", db=tx.dbs["bundle_expiry"])
+        tx._t.put(be8(expires) + b.key(), b"", db=tx.dbs[BUNDLE_EXPIRY])
     _journal(tx, acct, "bundle", key, bundles=[[b.id, amount, 0]], reason=unit)
     _save(tx, acct)
     _remember(tx, key, "add_bundle", b.id, what)
@@ -475,7 +487,7 @@ def expire_bundles(tx: Tx, now: int | None = None, limit: int = 1000) -> list[tu
     tx.dirty = True
     now = tx.now if now is None else now
     out = []
-    for ikey, bkey, raw in _due_records(tx, "bundle_expiry", "bundles", now, limit):
+    for ikey, bkey, raw in _due_records(tx, BUNDLE_EXPIRY, BUNDLES, now, limit):
         b = Bundle.unpack(bkey, raw)
         acct = tx.get_account(b.account_id)
         forfeit = max(0, b.available)
@@ -483,11 +495,11 @@ def expire_bundles(tx: Tx, now: int | None = None, limit: int = 1000) -> list[tu
             continue
         b.remaining -= forfeit
         if b.reserved == 0:
-            tx._t.delete(bkey, db=tx.dbs["bundles"])
-            tx._t.delete(ikey, db=tx.dbs["bundle_expiry"])
+            tx._t.delete(bkey, db=tx.dbs[BUNDLES])
+            tx._t.delete(ikey, db=tx.dbs[BUNDLE_EXPIRY])
             acct.nbundles -= 1
         else:
-            tx._t.put(bkey, b.pack(), db=tx.dbs["bundles"])
+            tx._t.put(bkey, b.pack(), db=tx.dbs[BUNDLES])
         _journal(tx, acct, "expiry", None, bundles=[[b.id, -forfeit, 0]], reason="bundle expired")
         _save(tx, acct)
         out.append((b.account_id, b.id, forfeit))
@@ -728,7 +740,7 @@ def commit(tx: Tx, key: Key, *, account_id: str, session_id: str, rating_group: 
             res.holds = [h for h in res.holds if h[1]]
             res.units_granted = max(0, res.units_granted - used_units)
             tx.dirty = True
-            tx._t.put(rkey, res.pack(), db=tx.dbs["reservations"])
+            tx._t.put(rkey, res.pack(), db=tx.dbs[RESERVATIONS])
     bundles = w.flush()
     if res is not None or used_units:
         _journal(tx, acct, "commit", key, delta=acct.balance - balance_before,
@@ -807,13 +819,13 @@ def expire_reservations(tx: Tx, now: int | None = None,
     tx.dirty = True
     now = tx.now if now is None else now
     out = []
-    for ikey, rkey, raw in _due_records(tx, "resv_expiry", "reservations", now, limit):
+    for ikey, rkey, raw in _due_records(tx, RESV_EXPIRY, RESERVATIONS, now, limit):
         res = Reservation.unpack(rkey, raw)
         if res.expires_at > now:  # filed early (see _put_reservation): file it at its real instant
-            tx._t.delete(ikey, db=tx.dbs["resv_expiry"])
+            tx._t.delete(ikey, db=tx.dbs[RESV_EXPIRY])
             res.filed_at = res.expires_at
-            tx._t.put(be8(res.filed_at) + rkey, b"", db=tx.dbs["resv_expiry"])
-            tx._t.put(rkey, res.pack(), db=tx.dbs["reservations"])
+            tx._t.put(be8(res.filed_at) + rkey, b"", db=tx.dbs[RESV_EXPIRY])
+            tx._t.put(rkey, res.pack(), db=tx.dbs[RESERVATIONS])
             continue
         _release(tx, tx.get_account(res.account_id), res, "expiry", None, "reservation expired")
         out.append((res.session_id, res.rating_group, res.account_id))

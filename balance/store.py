@@ -20,14 +20,11 @@ import lmdb
 
 from balance.errors import StoreFullError
 from balance.records import be8
+from balance.schema import ALL_DBS, LEDGER
 from balance.views import View
 
 T = TypeVar("T")
 
-BALANCE_DBS = ("accounts", "aliases", "bundles", "bundle_expiry", "reservations", "resv_account",
-               "resv_expiry", "ledger", "idem")
-SHARED_DBS = ("sessions", "cdrs", "cdr_index", "meta", "tariffs", "export")
-ALL_DBS = BALANCE_DBS + SHARED_DBS
 MAX_MAP_SIZE = 1 << 40   # growth stops here with StoreFullError
 MAX_RETRIES = 40         # map growths / resize adoptions per transaction
 
@@ -129,7 +126,7 @@ class Tx(View):
         per write txn (a cursor seek per entry costs more than the put); a stale guess, after a
         nested txn or another process's commit, is caught by append=True refusing it."""
         self.dirty = True
-        t, shared, db = self._t, self.store._shared, self.dbs["ledger"]
+        t, shared, db = self._t, self.store._shared, self.dbs[LEDGER]
         pos = shared.ledger_next if shared.ledger_txn is t else 0
         if not pos or not t.put(be8(pos), value, db=db, append=True):
             cur = t.cursor(db=db)

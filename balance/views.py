@@ -15,6 +15,7 @@ from balance.records import (
     child_key,
     reservation_key,
 )
+from balance.schema import ACCOUNTS, ALIASES, BUNDLES, LEDGER, RESERVATIONS, RESV_ACCOUNT
 
 if TYPE_CHECKING:
     import lmdb
@@ -45,23 +46,23 @@ class View:
     def resolve(self, ident: str) -> str | None:
         """Account id for an account id or any alias (IMSI, ...); None when unknown."""
         key = ident.encode()
-        if self._t.get(key, db=self.dbs["accounts"]) is not None:
+        if self._t.get(key, db=self.dbs[ACCOUNTS]) is not None:
             return ident
-        target = self._t.get(key, db=self.dbs["aliases"])
+        target = self._t.get(key, db=self.dbs[ALIASES])
         return None if target is None else target.decode()
 
     def find_account(self, account_id: str) -> Account | None:
-        raw = self._t.get(account_id.encode(), db=self.dbs["accounts"])
+        raw = self._t.get(account_id.encode(), db=self.dbs[ACCOUNTS])
         return None if raw is None else Account.unpack(account_id, raw)
 
     def get_account(self, account_id: str) -> Account:
-        raw = self._t.get(account_id.encode(), db=self.dbs["accounts"])
+        raw = self._t.get(account_id.encode(), db=self.dbs[ACCOUNTS])
         if raw is None:
             raise UnknownAccount(account_id)
         return Account.unpack(account_id, raw)
 
     def accounts(self) -> Iterator[Account]:
-        for key, raw in self._t.cursor(db=self.dbs["accounts"]):
+        for key, raw in self._t.cursor(db=self.dbs[ACCOUNTS]):
             yield Account.unpack(key.decode(), raw)
 
     def _prefixed(self, dbname: str, account_id: str) -> Iterator[tuple[bytes, bytes]]:
@@ -76,15 +77,15 @@ class View:
 
     def bundles(self, account_id: str) -> list[Bundle]:
         """The account's live bundles in draw order."""
-        found = [Bundle.unpack(k, v) for k, v in self._prefixed("bundles", account_id)]
+        found = [Bundle.unpack(k, v) for k, v in self._prefixed(BUNDLES, account_id)]
         found.sort(key=Bundle.order)
         return found
 
     def reservations(self, account_id: str) -> list[Reservation]:
         out = []
-        db = self.dbs["reservations"]
+        db = self.dbs[RESERVATIONS]
         plen = len(account_id.encode()) + 1
-        for key, _ in self._prefixed("resv_account", account_id):
+        for key, _ in self._prefixed(RESV_ACCOUNT, account_id):
             rkey = key[plen:]
             raw = self._t.get(rkey, db=db)
             if raw is not None:
@@ -93,14 +94,14 @@ class View:
 
     def get_reservation(self, session_id: str, rating_group: int | None) -> Reservation | None:
         key = reservation_key(session_id, rating_group)
-        raw = self._t.get(key, db=self.dbs["reservations"])
+        raw = self._t.get(key, db=self.dbs[RESERVATIONS])
         return None if raw is None else Reservation.unpack(key, raw)
 
     def ledger(self, account_id: str, after_seq: int = 0) -> Iterator[LedgerEntry]:
         """Journal entries of the account in order, from sequence after_seq + 1 (walks the
         account's chain back from its tail, then yields oldest first)."""
         pos = self.get_account(account_id).ledger_tail
-        db = self.dbs["ledger"]
+        db = self.dbs[LEDGER]
         found = []
         while pos:
             key = be8(pos)
@@ -114,12 +115,12 @@ class View:
 
     def journal_end(self) -> int:
         """Position of the last journal entry (0: none yet)."""
-        cur = self._t.cursor(db=self.dbs["ledger"])
+        cur = self._t.cursor(db=self.dbs[LEDGER])
         return int.from_bytes(cur.key(), "big") if cur.last() else 0
 
     def journal(self, after: int = 0) -> Iterator[LedgerEntry]:
         """Every account's entries in commit order, from position after + 1."""
-        cur = self._t.cursor(db=self.dbs["ledger"])
+        cur = self._t.cursor(db=self.dbs[LEDGER])
         if not cur.set_range(be8(after + 1)):
             return
         for key, raw in cur:

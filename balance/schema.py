@@ -1,0 +1,71 @@
+"""The one list of the LMDB environment's named dbs and of the fixed keys stored in them.
+
+Every process opens the same environment (balance.store), so every named db and every fixed key of
+every component is declared here, with what it holds and how its key and value are encoded. The
+byte values are the on-disk format: changing one is a migration. Integers in keys are big-endian,
+so byte order is numeric order; "be8" is 8 bytes big-endian unsigned; "msgpack" is a positional
+msgpack array (see the module named for its fields). A component keeps its own key-building
+functions; it takes the db names and fixed keys from here.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# -- named dbs of the balance store (balance.records, balance.ops) ------------------------------
+ACCOUNTS: Final = "accounts"            # account_id utf-8 -> msgpack Account
+ALIASES: Final = "aliases"              # alias (IMSI, MSISDN...) utf-8 -> account_id utf-8
+BUNDLES: Final = "bundles"              # account_id NUL bundle_id -> msgpack Bundle
+BUNDLE_EXPIRY: Final = "bundle_expiry"  # be8 expiry instant + bundles key -> b""
+RESERVATIONS: Final = "reservations"    # session_id NUL rating group (4 bytes BE) -> msgpack Reservation
+RESV_ACCOUNT: Final = "resv_account"    # account_id NUL reservations key -> b""
+RESV_EXPIRY: Final = "resv_expiry"      # be8 filed expiry instant + reservations key -> b""
+LEDGER: Final = "ledger"                # be8 global position (commit order) -> msgpack LedgerEntry
+IDEM: Final = "idem"                    # idempotency key bytes -> msgpack [ts, op, outcome(, args)]
+
+# -- named dbs shared with the other components ---------------------------------------------------
+SESSIONS: Final = "sessions"            # session_id utf-8 -> msgpack Session (ocs.charging.sessions)
+CDRS: Final = "cdrs"                    # be8 CDR id -> msgpack CDR columns (ocs.billing.cdr)
+CDR_INDEX: Final = "cdr_index"          # session_id utf-8 NUL be8 CDR id -> b"" (ocs.billing.cdr)
+META: Final = "meta"                    # the fixed keys META_* below -> counters and cursors
+TARIFFS: Final = "tariffs"              # the fixed keys TARIFF_* below -> versions (rating.tariff_store)
+EXPORT: Final = "export"                # the fixed keys EXPORT_* / INVOICE_* below -> export state
+
+# -- named dbs of the charging server (ocs.charging) ----------------------------------------------
+SESSION_DUE: Final = "session_due"      # b"o"|b"c" + instant (4 bytes BE) + session_id -> b""
+USAGE: Final = "usage"                  # account_id NUL YYYYMM NUL rating group (4 bytes BE) and
+#                                         other per-account counters -> decimal ASCII integer
+
+BALANCE_DBS: Final = (ACCOUNTS, ALIASES, BUNDLES, BUNDLE_EXPIRY, RESERVATIONS, RESV_ACCOUNT,
+                      RESV_EXPIRY, LEDGER, IDEM)
+SHARED_DBS: Final = (SESSIONS, CDRS, CDR_INDEX, META, TARIFFS, EXPORT)
+SERVER_DBS: Final = (SESSION_DUE, USAGE)
+# Every named db of the environment, in the order open_store opens them. The server's two were
+# once created only by ocs.charging.credit.open_dbs; open_store now creates them too (an existing
+# environment without them gains two empty dbs, which is what open_dbs did on the server's start).
+ALL_DBS: Final = BALANCE_DBS + SHARED_DBS + SERVER_DBS
+
+# -- fixed keys in META -------------------------------------------------------------------------
+META_OPEN_SESSIONS: Final = b"open_sessions"       # open session count, decimal ASCII (ocs.charging.credit)
+META_CDR_SEQ: Final = b"cdr_seq"                   # last CDR id drawn, be8 (ocs.billing.cdr)
+META_IDEM_PURGE_AT: Final = b"balance.idem_purge_at"  # idem key where purge_idempotency resumes; b"": start
+
+# -- fixed keys in TARIFFS (rating.tariff_store) ------------------------------------------------
+TARIFF_COUNTER: Final = b"counter"    # latest version, 8 bytes BE signed
+TARIFF_CHANGES: Final = b"changes"    # count of loads and retirements, 8 bytes BE signed
+TARIFF_VERSION: Final = b"v"          # + version (8 bytes BE) -> msgpack record (source, dates, sha256)
+TARIFF_EFFECTIVE: Final = b"e"        # + version (8 bytes BE) -> effective_from, 8 bytes BE signed
+TARIFF_RETIRED: Final = b"r"          # + version (8 bytes BE) -> retirement instant, 8 bytes BE signed
+
+# -- fixed keys in EXPORT (ocs.billing.export.exporter): the consumer "server-files" uses them bare,
+#    every other consumer prefixes them with EXPORT_CONSUMER_PREFIX + name + b"/" --------------
+EXPORT_CHECKPOINT: Final = b"checkpoint"  # last CDR id exported, be8
+EXPORT_INTENT: Final = b"intent"          # the file being written: msgpack [path, fmt, first, last]
+EXPORT_RAN: Final = b"ran"                # when the consumer last ran, msgpack int (unix s)
+EXPORT_FILE_PREFIX: Final = b"file:"      # + first CDR id (be8) -> msgpack [path, fmt, first, last,
+#                                           size, written at]: the log of files written
+EXPORT_CONSUMER_PREFIX: Final = b"c/"     # + consumer name + b"/" + one of the keys above
+
+# -- fixed keys in EXPORT (ocs.billing.invoice.numbering) -----------------------------------------
+INVOICE_SEQ: Final = b"inv_seq"   # last invoice number drawn, be8
+INVOICE_PREFIX: Final = b"inv:"   # + period utf-8 NUL account_id utf-8 -> its invoice number, be8
