@@ -19,10 +19,11 @@ from datetime import UTC, datetime
 
 import msgpack
 
+from balance import schema
 from balance.money import format_micro
 
 _U64 = struct.Struct(">Q")
-SEQ_KEY = b"cdr_seq"
+SEQ_KEY = schema.META_CDR_SEQ
 
 
 @dataclass(slots=True)

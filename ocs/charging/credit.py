@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
-from balance import ops
+from balance import ops, schema
 from balance.errors import AccountNotActive, InsufficientFunds
 from balance.money import currency_numeric
 from ocs.billing import cdr as cdrs
@@ -40,7 +40,7 @@ log = logging.getLogger("ocs.credit")
 
 UNIT_FIELD = {"seconds": "time", "octets": "total_octets", "events": "service_specific_units"}
 _U32 = struct.Struct(">I")
-OPEN_SESSIONS_KEY = b"open_sessions"
+OPEN_SESSIONS_KEY = schema.META_OPEN_SESSIONS
 NO_RATING_GROUP = 0
 # Session-Ids are parts of LMDB keys (at most 511 bytes) with up to 13 bytes around them; real ones
 # are a DiameterIdentity (<= 255) and a few numbers. Longer ones, or ones with NUL (our key
@@ -55,7 +55,7 @@ INITIAL, UPDATE, TERMINATION, EVENT = (int(t) for t in C.CCRequestType)
 DIRECT_DEBITING, REFUND_ACCOUNT, CHECK_BALANCE, PRICE_ENQUIRY = (int(a) for a in C.RequestedAction)  # what a CCR without a Rating-Group is rated as (a wildcard rate can take it)
 
 
-SERVER_DBS = ("session_due", "usage")  # LMDB dbs of the charging server beyond the balance store's
+SERVER_DBS = schema.SERVER_DBS  # LMDB dbs of the charging server beyond the balance store's
 
 
 def open_dbs(store) -> dict:  # type: ignore[no-untyped-def]

@@ -1,5 +1,6 @@
 """balance.schema is the one list of named dbs and fixed keys: the components' own spellings of the
-same keys must match it byte for byte (they will import them from it), and open_store opens every db."""
+same keys must match it byte for byte (ocs imports them from it; rating, which may use only
+balance.money, still spells its own), and open_store opens every db."""
 
 from __future__ import annotations
 

@@ -46,16 +46,17 @@ from typing import Any, BinaryIO
 
 import msgpack
 
+from balance import schema
 from balance.errors import is_write_failure
 from ocs.billing.export import cdr_files as formats
 
 SERVER_FILES = "server-files"   # the server's continuous export to DATA/cdr/
 DEFAULT_CONSUMER = "export"     # `ocs cdr export` without --consumer
-CHECKPOINT = b"checkpoint"
-INTENT = b"intent"
-RAN = b"ran"
-FILE_PREFIX = b"file:"
-CONSUMER_PREFIX = b"c/"
+CHECKPOINT = schema.EXPORT_CHECKPOINT
+INTENT = schema.EXPORT_INTENT
+RAN = schema.EXPORT_RAN
+FILE_PREFIX = schema.EXPORT_FILE_PREFIX
+CONSUMER_PREFIX = schema.EXPORT_CONSUMER_PREFIX
 READ_CHUNK = 4096          # CDRs per read txn: keep read txns short (they pin pages, block map growth)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 PAUSE_ENV = "OCS_TEST_EXPORT_PAUSE"   # test seam: "after-temp" | "after-rename" (see _test_pause)

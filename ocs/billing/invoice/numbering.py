@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-SEQ = b"inv_seq"
-PREFIX = b"inv:"
+from balance import schema
+
+SEQ = schema.INVOICE_SEQ
+PREFIX = schema.INVOICE_PREFIX
 
 
 def _key(period: str, account_id: str) -> bytes:
