@@ -92,6 +92,11 @@ def split_hostport(text: str, what: str = "address") -> tuple[str, int]:
     return host, int(port)
 
 
+def join_hostport(host: str, port: int) -> str:
+    """The inverse of split_hostport: (host, port) -> '127.0.0.1:3868' or '[::1]:3868'."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class ListenError(OSError):
     """An address the server cannot listen on, named with what it was for (str: the message)."""
 

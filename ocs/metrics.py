@@ -81,7 +81,7 @@ def serve_metrics(host: str, port: int,
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-    from ocs.config import listen_error
+    from ocs.config import join_hostport, listen_error
 
     class _Server(ThreadingMixIn, WSGIServer):
         daemon_threads = True
@@ -97,8 +97,6 @@ def serve_metrics(host: str, port: int,
     try:
         httpd = make_server(host, port, app, _Server, handler_class=_Quiet)
     except OSError as exc:
-        shown = f"[{host}]" if ":" in host else host
-        raise listen_error(exc, f"{shown}:{port}", "metrics") from None
+        raise listen_error(exc, join_hostport(host, port), "metrics") from None
     threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True).start()
-    shown = f"[{host}]" if ":" in host else host
-    return f"{shown}:{httpd.server_address[1]}"
+    return join_hostport(host, httpd.server_address[1])

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ocs import metrics
-from ocs.config import ServeConfig, split_hostport
+from ocs.config import ServeConfig, join_hostport, split_hostport
 from ocs.front.dispatch import Dispatcher, EngineLink
 from ocs.front.health import Readiness, probe_app
 from ocs.front.peer import PeerConnection
@@ -93,8 +93,7 @@ class Server:
             self.listeners.append(srv)
             for sock in srv.sockets:
                 name = sock.getsockname()
-                shown = f"[{name[0]}]" if sock.family == socket.AF_INET6 else name[0]
-                self.addresses.append(f"{shown}:{name[1]}")
+                self.addresses.append(join_hostport(name[0], name[1]))
         if self.cfg.metrics:
             host, port = split_hostport(self.cfg.metrics, "metrics")
             self.metrics_address = metrics.serve_metrics(host, port, partial(probe_app, self.readiness))

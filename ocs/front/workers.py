@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from ocs.config import ConfigError, ServeConfig, split_hostport
+from ocs.config import ConfigError, ServeConfig, join_hostport, split_hostport
 
 
 def _reserve_ports(listen: list[str]) -> tuple[list[str], list[socket.socket]]:
@@ -32,7 +32,7 @@ def _reserve_ports(listen: list[str]) -> tuple[list[str], list[socket.socket]]:
             s.bind((host, 0))
             held.append(s)
             port = s.getsockname()[1]
-        out.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        out.append(join_hostport(host, port))
     return out, held
 
 
@@ -46,8 +46,7 @@ def worker_metrics(metrics: str | None, workers: int) -> list[str]:
     if port and port + workers - 1 > 65535:
         raise ConfigError(f"metrics {metrics}: --workers {workers} needs ports {port}..{port + workers - 1}"
                           " (worker i serves on PORT+i)")
-    shown = f"[{host}]" if ":" in host else host
-    return [f"{shown}:{port + i if port else 0}" for i in range(workers)]
+    return [join_hostport(host, port + i if port else 0) for i in range(workers)]
 
 
 Serve = Callable[..., int]  # ocs.front.server.run: (cfg, on_ready=...) -> exit code
