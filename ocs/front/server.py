@@ -40,6 +40,10 @@ log = logging.getLogger("ocs.server")
 ENGINE_START_SECONDS = 120.0  # numba compile on a cold cache included
 
 
+# Told once the server accepts: (its Diameter addresses, its metrics address or "").
+Ready = Callable[[list[str], str], None]
+
+
 def _resolve(fut: asyncio.Future[None]) -> None:
     """Set the future's result, once."""
     if not fut.done():
@@ -229,18 +233,18 @@ def install_uvloop() -> bool:
     return True
 
 
-async def _serve(cfg: ServeConfig, on_ready: Callable[[list[str]], None] | None = None) -> int:
+async def _serve(cfg: ServeConfig, on_ready: Ready | None = None) -> int:
     server = Server(cfg)
     await server.start()
     freeze_warm_heap()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_stop)
-    shown = server.addresses + ([f"metrics={server.metrics_address}"] if server.metrics_address else [])
     if on_ready is not None:
-        on_ready(shown)
+        on_ready(server.addresses, server.metrics_address)
     else:
-        print("OCS ready " + " ".join(shown), flush=True)
+        shown = f" metrics={server.metrics_address}" if server.metrics_address else ""
+        print("OCS ready " + " ".join(server.addresses) + shown, flush=True)
     await server.wait_stopped()
     log.info("stopping: draining %d requests, DPR to %d peers", server.dispatcher.in_flight,
              len(server.peers))
@@ -248,7 +252,7 @@ async def _serve(cfg: ServeConfig, on_ready: Callable[[list[str]], None] | None 
     return server.exit_code
 
 
-def run(cfg: ServeConfig, on_ready: Callable[[list[str]], None] | None = None) -> int:
+def run(cfg: ServeConfig, on_ready: Ready | None = None) -> int:
     logging.basicConfig(level=getattr(logging, cfg.log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if cfg.workers > 1:

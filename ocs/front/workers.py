@@ -49,7 +49,7 @@ def worker_metrics(metrics: str | None, workers: int) -> list[str]:
     return [join_hostport(host, port + i if port else 0) for i in range(workers)]
 
 
-Serve = Callable[..., int]  # ocs.front.server.run: (cfg, on_ready=...) -> exit code
+Serve = Callable[..., int]  # ocs.front.server.run: (cfg, on_ready=(addresses, metrics) -> None) -> rc
 
 
 def _worker(cfg: ServeConfig, ready, parent_pid: int, run: Serve) -> None:  # type: ignore[no-untyped-def]
@@ -57,7 +57,7 @@ def _worker(cfg: ServeConfig, ready, parent_pid: int, run: Serve) -> None:  # ty
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards SIGTERM; ^C goes to it
     die_with_parent(parent_pid)  # SIGTERM (a graceful stop) if the supervisor is killed
     try:
-        code = run(cfg, on_ready=lambda addrs: ready.send(addrs))
+        code = run(cfg, on_ready=lambda addrs, metrics_at: ready.send((addrs, metrics_at)))
     except OSError as exc:  # a port taken since the check, a store it cannot open: one line, no traceback
         print(f"ocs: error: worker {mp.current_process().name}: {exc}", file=sys.stderr, flush=True)
         code = 2
@@ -94,7 +94,7 @@ def run_workers(cfg: ServeConfig, run: Serve, start_timeout: float = 60.0) -> in
         procs.append(p)
         pipes.append(parent_end)
     addresses: list[str] = []
-    served: list[str] = []  # each worker's metrics address, as it bound it
+    served: list[str] = []  # each worker's metrics address, as it bound it (port 0 resolved)
     deadline = time.monotonic() + start_timeout
 
     def failed() -> int:
@@ -111,11 +111,11 @@ def run_workers(cfg: ServeConfig, run: Serve, start_timeout: float = 60.0) -> in
             if not p.is_alive() or time.monotonic() > deadline or stopping:
                 return failed()
         try:
-            sent = pipe.recv()
+            addresses, bound = pipe.recv()
         except EOFError:  # the worker exited before it was ready (it said why on stderr)
             return failed()
-        addresses = [a for a in sent if not a.startswith("metrics=")]
-        served += [a.removeprefix("metrics=") for a in sent if a.startswith("metrics=")]
+        if bound:
+            served.append(bound)
     for s in held:
         s.close()
     shown = f" metrics={','.join(served)}" if served else ""
