@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     if cfg.metrics:
         from ocs.front.workers import worker_metrics
         try:
-            every = worker_metrics(cfg.metrics, cfg.workers) if cfg.workers > 1 else [cfg.metrics]
+            every = worker_metrics(cfg.metrics, cfg.workers)  # PORT, or PORT..PORT+N-1
         except ConfigError as exc:
             raise CommandError(str(exc)) from None
         for addr in every:
