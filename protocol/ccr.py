@@ -290,9 +290,8 @@ def _subscription(buf: bytes, d: int, end: int, outer: int) -> tuple[int, str]:
             raise S.missing_avp("Subscription-Id-Data")
         if typ not in _SUB_TYPE_VALUES:
             raise S.broken_rule(buf, 450, tpos, tnxt)
-    elif data is None:
+    elif data is None or typ is None:  # an Extension member sets both: typ is None only with data
         raise S.missing_avp("Subscription-Id-E164")
-    typ = cast(int, typ)  # an Extension member sets the type and the data together
     lo, hi, nul_ok = _SUB_DATA_BOUNDS[typ]
     size = dnxt - dpos - (12 if buf[dpos + 4] & 0x80 else 8)
     if not lo <= size <= hi or (not nul_ok and "\0" in data):
