@@ -22,12 +22,19 @@ import os
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from balance import schema
 from balance.money import format_micro
-from ocs.billing import cdr as cdrmod
-from ocs.billing.export.cdr_files import read_all
+from ocs.billing.cdr import layout as cdr_layout
+from ocs.billing.cdr.files import read_all
+from ocs.billing.cdr.record import iso
 from ocs.billing.export.exporter import checkpoint, consumer_names, exported_files, pending_intent
+
+if TYPE_CHECKING:
+    from balance.store import Store
+    from balance.views import View
+    from ocs.charging.sessions import Session
 
 DEBIT_KINDS = ("commit", "update", "debit", "refund")
 
@@ -63,7 +70,7 @@ def _rg(rating_group: int | None) -> int:
     return -1 if rating_group is None else rating_group
 
 
-def _session(view, session_id: str):  # type: ignore[no-untyped-def]
+def _session(view: View, session_id: str) -> Session | None:
     from ocs.charging.sessions import load
     try:
         return load(view.txn, view.dbs, session_id)
@@ -71,7 +78,7 @@ def _session(view, session_id: str):  # type: ignore[no-untyped-def]
         return None
 
 
-def check_store(view, report: Report, now: int) -> None:  # type: ignore[no-untyped-def]
+def check_store(view: View, report: Report, now: int) -> None:
     debited: dict[tuple[str, int], int] = defaultdict(int)
     held: dict[str, int] = defaultdict(int)
     accounts = {}
@@ -104,16 +111,16 @@ def check_store(view, report: Report, now: int) -> None:  # type: ignore[no-unty
         r = Reservation.unpack(k, v)
         subject = f"reservation {r.session_id}/{r.rating_group}"
         held[r.account_id] += r.money_held
-        acct = accounts.get(r.account_id)
-        if acct is None:
+        owner = accounts.get(r.account_id)
+        if owner is None:
             report.add("reservations", subject, f"account {r.account_id} does not exist")
             continue
-        if acct.status == "closed":
+        if owner.status == "closed":
             report.add("reservations", subject, f"account {r.account_id} is closed")
         if r.expires_at < now:
             sess = _session(view, r.session_id)
             if sess is None or sess.state != 0:
-                report.add("reservations", subject, f"expired at {cdrmod.iso(r.expires_at)} and its "
+                report.add("reservations", subject, f"expired at {iso(r.expires_at)} and its "
                            "session is not open")
     for acct in accounts.values():
         if held[acct.id] != acct.reserved:
@@ -123,7 +130,7 @@ def check_store(view, report: Report, now: int) -> None:  # type: ignore[no-unty
 
     in_cdrs: dict[tuple[str, int], int] = defaultdict(int)
     ncdr = 0
-    for cdr in cdrmod.iter_from(view.txn, view.dbs["cdrs"], 0):
+    for cdr in cdr_layout.iter_from(view.txn, view.dbs[schema.CDRS], 0):
         ncdr += 1
         in_cdrs[(cdr.session_id, _rg(cdr.rating_group))] += cdr.amount
     report.counts["cdrs"] = ncdr
@@ -145,7 +152,7 @@ def check_store(view, report: Report, now: int) -> None:  # type: ignore[no-unty
             report.add("debits", subject, f"ledger debited {format_micro(d)}, CDRs say {format_micro(c)}")
 
 
-def _consumers_of(view, root: str | os.PathLike, names: set[str]) -> list[str]:  # type: ignore[no-untyped-def]
+def _consumers_of(view: View, root: str | os.PathLike[str], names: set[str]) -> list[str]:
     """The consumers whose files a directory holds: a logged file of theirs has a name found there or
     lies under it. None matches (e.g. every file deleted): every consumer that was delivered any."""
     base = os.path.realpath(root)
@@ -161,20 +168,20 @@ def _consumers_of(view, root: str | os.PathLike, names: set[str]) -> list[str]: 
     return found or delivered
 
 
-def check_files(store, root: str | os.PathLike, report: Report) -> None:  # type: ignore[no-untyped-def]
+def check_files(store: Store, root: str | os.PathLike[str], report: Report) -> None:
     seen: Counter[int] = Counter()
     names: set[str] = set()
     rows = 0
     with store.read() as view:
-        cdrs_db = view.dbs["cdrs"]
+        cdrs_db = view.dbs[schema.CDRS]
         for path, c in read_all(root):
             rows += 1
             names.add(path.name)
             seen[c.cdr_id] += 1
-            raw = view.txn.get(cdrmod.key(c.cdr_id), db=cdrs_db)
-            if raw is None:
+            stored = cdr_layout.get(view.txn, cdrs_db, c.cdr_id)
+            if stored is None:
                 report.add("files", f"CDR {c.cdr_id}", f"in {path} but not in the store")
-            elif cdrmod.unpack(raw) != c:
+            elif stored != c:
                 report.add("files", f"CDR {c.cdr_id}", f"{path} differs from the stored CDR")
         consumers = _consumers_of(view, root, names)
         done = {n: checkpoint(view, n) for n in consumers}
@@ -194,7 +201,7 @@ def check_files(store, root: str | os.PathLike, report: Report) -> None:  # type
                        f"but in no file: {shown}")
 
 
-def reconcile(store, cdrs: str | os.PathLike | None = None, now: int | None = None) -> Report:  # type: ignore[no-untyped-def]
+def reconcile(store: Store, cdrs: str | os.PathLike[str] | None = None, now: int | None = None) -> Report:
     report = Report()
     with store.read() as view:
         check_store(view, report, int(time.time()) if now is None else now)

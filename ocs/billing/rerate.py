@@ -18,14 +18,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Protocol
 
 import numpy as np
 
-from ocs.billing.cdr_reader import CdrColumns
+from ocs.billing.cdr.columns import CdrColumns
 from rating.rater import Rater
 from rating.tariff import UNIT_CODES
 
 CHUNK = 1 << 18
+
+
+class Progress(Protocol):
+    """What rerate reports to (a tqdm bar): `update(n)` after each n CDRs rated."""
+
+    def update(self, n: int) -> object: ...
 
 
 @dataclass(slots=True)
@@ -74,7 +81,7 @@ def period_used(cols: CdrColumns, counted: np.ndarray | None = None) -> np.ndarr
     return out
 
 
-def rerate(cols: CdrColumns, rater: Rater, progress: object | None = None) -> list[GroupResult]:
+def rerate(cols: CdrColumns, rater: Rater, progress: Progress | None = None) -> list[GroupResult]:
     """Revenue before (the CDR amounts) and after (`rater`), grouped by (plan, rating group)."""
     n = len(cols)
     plan_map = np.array([rater.plan_index.get(p, -1) for p in cols.plan.names] or [-1],
@@ -93,7 +100,7 @@ def rerate(cols: CdrColumns, rater: Rater, progress: object | None = None) -> li
                                 cols.start_time[lo:hi], period[lo:hi])
         after[lo:hi], rate_idx[lo:hi] = c, r
         if progress is not None:
-            progress.update(hi - lo)  # type: ignore[attr-defined]
+            progress.update(hi - lo)
     # a rate in another unit than the CDR's cannot price it
     rate_unit = np.array([UNIT_CODES[r.unit] for r in rater.tariff.rates] + [-1], dtype=np.int64)
     cdr_unit = np.array([UNIT_CODES.get(u, -2) for u in cols.unit.names] or [-2],

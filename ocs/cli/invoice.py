@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from balance.money import format_micro, to_micro
-from ocs.billing.export.cdr_files import FormatError
+from ocs.billing.cdr.files import FormatError
 from ocs.cli.common import CommandError, add_data_arg, open_existing
 
 

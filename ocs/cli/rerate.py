@@ -26,7 +26,7 @@ def register(sub) -> None:  # type: ignore[no-untyped-def]
 def cmd_rerate(args) -> int:  # type: ignore[no-untyped-def]
     from tqdm import tqdm
 
-    from ocs.billing import cdr_reader
+    from ocs.billing.cdr import columns as cdr_reader
     from ocs.billing.rerate import rerate
     from rating.rater import rater_for
     from rating.tariff import TariffError, load_tariff

@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 
 from balance.store import open_store
 from ocs.billing import cdr as C
+from ocs.billing.cdr import files as F
+from ocs.billing.cdr import record as R
 from ocs.billing.export import CdrExporter, ExportError, export_pending, read_all, read_file
-from ocs.billing.export import cdr_files as F
 from ocs.billing.export.exporter import (
     ConsumerLock,
     Intent,
@@ -71,28 +72,39 @@ def store(tmp_path):  # type: ignore[no-untyped-def]
 
 # --- file form ---
 
+def _dt_iso(ts: int) -> str:
+    """The ISO form through datetime: what the cached R.iso must equal."""
+    from datetime import UTC, datetime
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @given(cdrs_st)
 def test_file_values_equal_to_row(cdr: C.CDR) -> None:
+    from dataclasses import asdict
+
+    from balance.money import format_micro
     raw = msgpack.unpackb(C.pack(cdr))
-    assert dict(zip(C.COLUMNS, F.file_values(raw), strict=True)) == C.to_row(cdr)
+    want = asdict(cdr) | {"amount": format_micro(cdr.amount), "start_time": _dt_iso(cdr.start_time),
+                          "end_time": _dt_iso(cdr.end_time)}
+    assert dict(zip(C.COLUMNS, R.file_values(raw), strict=True)) == C.to_row(cdr) == want
 
 
 @given(st.integers(0, 2**34))
 def test_iso_round_trip(ts: int) -> None:
-    assert F.iso(ts) == C.iso(ts)
-    assert F.parse_iso(F.iso(ts)) == ts
+    assert R.iso(ts) == C.iso(ts) == _dt_iso(ts)
+    assert R.parse_iso(R.iso(ts)) == ts
 
 
 @given(st.integers(-(10**18), 10**18))
 def test_parse_amount(micro: int) -> None:
     from balance.money import format_micro
-    assert F.parse_amount(format_micro(micro)) == micro
+    assert R.parse_amount(format_micro(micro)) == micro
 
 
 @pytest.mark.parametrize("bad", ["", "1.2345678", "abc", "1.-2", "--1"])
 def test_parse_amount_rejects(bad: str) -> None:
     with pytest.raises(ValueError):
-        F.parse_amount(bad)
+        R.parse_amount(bad)
 
 
 @pytest.mark.parametrize("fmt", F.FORMATS)
@@ -106,6 +118,30 @@ def test_round_trip(tmp_path, fmt: str, batch: list[C.CDR]) -> None:
         n = F.write_rows(f, fmt, [msgpack.unpackb(C.pack(c)) for c in batch], chunk=7)
     assert n == len(batch)
     assert list(read_file(path)) == batch
+
+
+@pytest.mark.parametrize("fmt", F.FORMATS)
+def test_exported_files_read_back_as_the_stored_rows(store, tmp_path, fmt: str) -> None:
+    """What either exporter writes, the one reader gives back: the stored CDRs as records, and the
+    re-rating columns of them (through pyarrow and, for the text formats, without it)."""
+    from ocs.billing.cdr import columns
+    add_cdrs(store, [make_cdr(i, amount=(-1) ** i * (1000 * i + 1), origin_host='a,"b"\nc')
+                     for i in range(40)])
+    with store.read() as view:
+        stored = list(C.iter_from(view.txn, view.dbs["cdrs"]))
+    out = tmp_path / f"all{F.SUFFIX[fmt]}"
+    assert export_pending(store, out, fmt, consumer="rt").count == 40
+    CdrExporter(store, tmp_path / "cdr", fmt).close()
+    for back in (list(read_file(out)), [c for _, c in read_all(tmp_path / "cdr")]):
+        assert back == stored
+        assert [C.to_row(c) for c in back] == [C.to_row(c) for c in stored]
+    for use_arrow in ((True,) if fmt == "parquet" else (True, False)):
+        cols = columns.read(out, use_arrow=use_arrow)
+        assert cols.amount.tolist() == [c.amount for c in stored]
+        assert cols.start_time.tolist() == [c.start_time for c in stored]
+        assert cols.used_units.tolist() == [c.used_units for c in stored]
+        assert cols.rating_group.tolist() == [c.rating_group for c in stored]
+        assert [cols.account.names[i] for i in cols.account.codes] == [c.account_id for c in stored]
 
 
 def test_csv_is_rfc4180(tmp_path) -> None:

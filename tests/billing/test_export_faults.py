@@ -21,8 +21,8 @@ import pytest
 from balance.errors import is_write_failure
 from balance.store import open_store
 from ocs.billing import cdr as C
+from ocs.billing.cdr import files as F
 from ocs.billing.export import CdrExporter, export_pending, read_file
-from ocs.billing.export import cdr_files as F
 from ocs.billing.export import exporter as X
 from ocs.billing.reconcile import Report, check_files
 

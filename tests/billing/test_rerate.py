@@ -1,4 +1,4 @@
-"""`ocs rerate` and ocs/billing/cdr_reader.py over files written by the real CDR exporter formats."""
+"""`ocs rerate` and ocs/billing/cdr/columns.py over files written by the real CDR exporter formats."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from importlib import resources
 import numpy as np
 import pytest
 
-from ocs.billing import cdr_reader
 from ocs.billing.cdr import CDR, COLUMNS
-from ocs.billing.export.cdr_files import write_rows
+from ocs.billing.cdr import columns as cdr_reader
+from ocs.billing.cdr.files import write_rows
 from ocs.billing.rerate import period_used, rerate
 from ocs.cli import main
 from rating import reference

@@ -33,7 +33,7 @@ from server_harness import RunningServer, provision, start_server
 
 from balance.store import open_store
 from ocs.billing import cdr as cdrs
-from ocs.billing.export.cdr_files import read_all
+from ocs.billing.cdr.files import read_all
 from ocs.billing.reconcile import DEBIT_KINDS
 from ocs.charging.credit import OPEN_SESSIONS_KEY
 from ocs.client import DiameterClient

@@ -42,13 +42,18 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import msgpack
 
 from balance import schema
 from balance.errors import is_write_failure
-from ocs.billing.export import cdr_files as formats
+from ocs.billing.cdr import files as formats
+from ocs.billing.cdr import layout as cdr_layout
+
+if TYPE_CHECKING:
+    from balance.store import Store, Tx
+    from balance.views import View
 
 SERVER_FILES = "server-files"   # the server's continuous export to DATA/cdr/
 DEFAULT_CONSUMER = "export"     # `ocs cdr export` without --consumer
@@ -89,7 +94,8 @@ class Intent:
     last: int
 
     def pack(self) -> bytes:
-        return msgpack.packb([self.path, self.fmt, self.first, self.last])
+        raw: bytes = msgpack.packb([self.path, self.fmt, self.first, self.last])  # msgpack is untyped
+        return raw
 
     @classmethod
     def unpack(cls, raw: bytes) -> Intent:
@@ -98,33 +104,31 @@ class Intent:
 
 # --- state in db "export" ---
 
-def checkpoint(view, consumer: str = SERVER_FILES) -> int:  # type: ignore[no-untyped-def]
+def checkpoint(view: View, consumer: str = SERVER_FILES) -> int:
     raw = view.get("export", _key(consumer, CHECKPOINT))
     return int.from_bytes(raw, "big") if raw else 0
 
 
-def pending_intent(view, consumer: str = SERVER_FILES) -> Intent | None:  # type: ignore[no-untyped-def]
+def pending_intent(view: View, consumer: str = SERVER_FILES) -> Intent | None:
     raw = view.get("export", _key(consumer, INTENT))
     return None if raw is None else Intent.unpack(raw)
 
 
-def last_ran(view, consumer: str = SERVER_FILES) -> int | None:  # type: ignore[no-untyped-def]
+def last_ran(view: View, consumer: str = SERVER_FILES) -> int | None:
     raw = view.get("export", _key(consumer, RAN))
     return None if raw is None else int(msgpack.unpackb(raw))
 
 
-def last_cdr_id(view) -> int:  # type: ignore[no-untyped-def]
-    cur = view.txn.cursor(db=view.dbs["cdrs"])
-    return int.from_bytes(cur.key(), "big") if cur.last() else 0
+def last_cdr_id(view: View) -> int:
+    return cdr_layout.last_id(view.txn, view.dbs[schema.CDRS])
 
 
-def first_cdr_id(view) -> int:  # type: ignore[no-untyped-def]
+def first_cdr_id(view: View) -> int:
     """The oldest CDR kept (1 unless CDRs were ever removed); 0 when there is none."""
-    cur = view.txn.cursor(db=view.dbs["cdrs"])
-    return int.from_bytes(cur.key(), "big") if cur.first() else 0
+    return cdr_layout.first_id(view.txn, view.dbs[schema.CDRS])
 
 
-def consumer_names(view) -> list[str]:  # type: ignore[no-untyped-def]
+def consumer_names(view: View) -> list[str]:
     """Every consumer with state: server-files first (if it ever ran), then the others by name."""
     names = []
     if any(view.get("export", k) is not None for k in (CHECKPOINT, INTENT, RAN)):
@@ -139,7 +143,7 @@ def consumer_names(view) -> list[str]:  # type: ignore[no-untyped-def]
     return names + sorted(seen)
 
 
-def exported_files(view, consumer: str = SERVER_FILES) -> Iterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
+def exported_files(view: View, consumer: str = SERVER_FILES) -> Iterator[dict[str, Any]]:
     """The consumer's file log: one entry per sealed file, in id order."""
     prefix = _key(consumer, FILE_PREFIX)
     cur = view.txn.cursor(db=view.dbs["export"])
@@ -162,7 +166,7 @@ class ConsumerState:
     unfinished: str | None   # path of an intent its next run redoes first
 
 
-def consumer_state(view, name: str) -> ConsumerState:  # type: ignore[no-untyped-def]
+def consumer_state(view: View, name: str) -> ConsumerState:
     pos = checkpoint(view, name)
     intent = pending_intent(view, name)
     return ConsumerState(name, pos, max(0, last_cdr_id(view) - pos), last_ran(view, name),
@@ -170,12 +174,12 @@ def consumer_state(view, name: str) -> ConsumerState:  # type: ignore[no-untyped
                          None if intent is None else intent.path)
 
 
-def drop_consumer(store, name: str) -> bool:  # type: ignore[no-untyped-def]
+def drop_consumer(store: Store, name: str) -> bool:
     """Remove a consumer's checkpoint, intent and file log (with its lock held). False: it had none."""
     check_name(name)
     lock = ConsumerLock(store.path, name)
     try:
-        def fn(tx):  # type: ignore[no-untyped-def]
+        def fn(tx: Tx) -> int:
             keys = [_key(name, k) for k in (CHECKPOINT, INTENT, RAN)]
             prefix = _key(name, FILE_PREFIX) if name == SERVER_FILES else _key(name, b"")
             cur = tx.txn.cursor(db=tx.dbs["export"])
@@ -190,24 +194,15 @@ def drop_consumer(store, name: str) -> bool:  # type: ignore[no-untyped-def]
         lock.release()
 
 
-def _raw_rows(store, first: int, last: int) -> Iterator[list[Any]]:  # type: ignore[no-untyped-def]
+def _raw_rows(store: Store, first: int, last: int) -> Iterator[list[Any]]:
     """Stored value lists for ids first..last, in short read txns; a missing id is an error."""
     nxt = first
     while nxt <= last:
         with store.read() as view:
-            cur = view.txn.cursor(db=view.dbs["cdrs"])
-            got: list[Any] = []
-            if cur.set_range(nxt.to_bytes(8, "big")):
-                for k, v in cur:
-                    cid = int.from_bytes(k, "big")
-                    if cid > last or len(got) >= READ_CHUNK:
-                        break
-                    if cid != nxt:
-                        raise ExportError(f"CDR {nxt} is missing from the store (found {cid})")
-                    got.append(msgpack.unpackb(v))
-                    nxt += 1
+            got = _run_from(view, nxt, READ_CHUNK, last)
         if not got:
             raise ExportError(f"CDR {nxt} is missing from the store")
+        nxt += len(got)
         yield from got
 
 
@@ -260,7 +255,8 @@ class _FaultyFile:
 def _open_temp(path: Path) -> BinaryIO:
     """A new, empty temp file (truncated if a failed earlier attempt left one)."""
     f = open(path, "wb")  # noqa: SIM115 (the caller closes it)
-    return _FaultyFile(f) if os.environ.get(FAIL_ENV) else f  # type: ignore[return-value]
+    # a _FaultyFile offers what the writers use of a BinaryIO (write, and the rest delegated)
+    return cast(BinaryIO, _FaultyFile(f)) if os.environ.get(FAIL_ENV) else f
 
 
 def _sync_file(f: BinaryIO) -> None:
@@ -270,7 +266,7 @@ def _sync_file(f: BinaryIO) -> None:
     os.fsync(f.fileno())
 
 
-def _drop_temp(f: BinaryIO | None, path: Path, writer: Any = None) -> None:
+def _drop_temp(f: BinaryIO | None, path: Path, writer: formats.RowWriter | None = None) -> None:
     """After a failure: close without caring whether buffered bytes land, then delete the temp file
     (it frees the space, and nothing is ever appended to a file a write failed on)."""
     if writer is not None:
@@ -310,14 +306,14 @@ def _test_pause(point: str) -> None:
     time.sleep(120)
 
 
-def lock_path(data_dir: str | os.PathLike, consumer: str) -> Path:
+def lock_path(data_dir: str | os.PathLike[str], consumer: str) -> Path:
     return Path(data_dir) / f"export-{consumer}.lock"
 
 
 class ConsumerLock:
     """Exclusive flock on DIR/export-NAME.lock; the kernel drops it when the holder dies."""
 
-    def __init__(self, data_dir: str | os.PathLike, consumer: str = SERVER_FILES) -> None:
+    def __init__(self, data_dir: str | os.PathLike[str], consumer: str = SERVER_FILES) -> None:
         self.path = lock_path(data_dir, check_name(consumer))
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -338,10 +334,10 @@ class ConsumerLock:
             self.fd = -1
 
 
-def _record_intent(store, intent: Intent, consumer: str = SERVER_FILES) -> None:  # type: ignore[no-untyped-def]
+def _record_intent(store: Store, intent: Intent, consumer: str = SERVER_FILES) -> None:
     _fail("intent")
 
-    def fn(tx):  # type: ignore[no-untyped-def]
+    def fn(tx: Tx) -> None:
         if pending_intent(tx, consumer) is not None:
             raise ExportError(f"consumer {consumer} has an unfinished export intent")
         if checkpoint(tx, consumer) != intent.first - 1:
@@ -351,10 +347,10 @@ def _record_intent(store, intent: Intent, consumer: str = SERVER_FILES) -> None:
     store.execute(fn)
 
 
-def _complete_intent(store, intent: Intent, size: int, consumer: str = SERVER_FILES) -> None:  # type: ignore[no-untyped-def]
+def _complete_intent(store: Store, intent: Intent, size: int, consumer: str = SERVER_FILES) -> None:
     _fail("checkpoint")
 
-    def fn(tx):  # type: ignore[no-untyped-def]
+    def fn(tx: Tx) -> None:
         tx.put("export", _key(consumer, CHECKPOINT), intent.last.to_bytes(8, "big"))
         tx.delete("export", _key(consumer, INTENT))
         tx.put("export", _key(consumer, FILE_PREFIX) + intent.first.to_bytes(8, "big"),
@@ -363,11 +359,11 @@ def _complete_intent(store, intent: Intent, size: int, consumer: str = SERVER_FI
     store.execute(fn)
 
 
-def _mark_ran(store, consumer: str) -> None:  # type: ignore[no-untyped-def]
+def _mark_ran(store: Store, consumer: str) -> None:
     store.execute(lambda tx: tx.put("export", _key(consumer, RAN), msgpack.packb(tx.now)))
 
 
-def _write_range(store, intent: Intent) -> int:  # type: ignore[no-untyped-def]
+def _write_range(store: Store, intent: Intent) -> int:
     """(Re)generate the intent's file from the store: temp, fsync, rename, fsync dir. Returns bytes."""
     final = Path(intent.path)
     tmp = temp_name(final)
@@ -388,7 +384,7 @@ def _write_range(store, intent: Intent) -> int:  # type: ignore[no-untyped-def]
     return size
 
 
-def recover(store, consumer: str = SERVER_FILES) -> Intent | None:  # type: ignore[no-untyped-def]
+def recover(store: Store, consumer: str = SERVER_FILES) -> Intent | None:
     """Redo the consumer's unfinished intent (idempotent); call with its lock held."""
     with store.read() as view:
         intent = pending_intent(view, consumer)
@@ -410,7 +406,7 @@ class ExportResult:
     recovered: Intent | None     # an interrupted earlier run of this consumer, finished first
 
 
-def export_pending(store, out: str | os.PathLike, fmt: str, consumer: str = DEFAULT_CONSUMER, *,  # type: ignore[no-untyped-def]
+def export_pending(store: Store, out: str | os.PathLike[str], fmt: str, consumer: str = DEFAULT_CONSUMER, *,
                    allow_empty: bool = False) -> ExportResult:
     """Export every CDR after the consumer's checkpoint into one new file at `out`.
 
@@ -478,7 +474,7 @@ class CdrExporter:
     flushed what it wrote to the kernel, so "it returned" means "it could write" (ocs.billing.export.health).
     """
 
-    def __init__(self, store, out_dir: str | os.PathLike, fmt: str = "csv", *,  # type: ignore[no-untyped-def]
+    def __init__(self, store: Store, out_dir: str | os.PathLike[str], fmt: str = "csv", *,
                  rotate_bytes: int = 64 << 20, rotate_seconds: float = 300.0,
                  max_rows_per_call: int = 200_000) -> None:
         formats.check_format(fmt)
@@ -495,7 +491,7 @@ class CdrExporter:
         self.files_sealed = 0
         self.cdrs_exported = 0
         self._f: BinaryIO | None = None
-        self._w: Any = None
+        self._w: formats.RowWriter | None = None
         self._first = 0
         self._opened = 0.0
         self._bytes = 0            # bytes / rows written so far: sizes the next chunk
@@ -536,11 +532,12 @@ class CdrExporter:
     def _temp(self, first: int) -> Path:
         return self.out_dir / f".cdrs-{first:016d}.part"
 
-    def _open(self, first: int, now: float) -> None:
+    def _open(self, first: int, now: float) -> tuple[BinaryIO, formats.RowWriter]:
         self._first = first
         self._opened = now
-        self._f = _open_temp(self._temp(first))
-        self._w = formats.WRITERS[self.fmt](self._f)
+        f = self._f = _open_temp(self._temp(first))
+        w = self._w = formats.WRITERS[self.fmt](f)
+        return f, w
 
     def _abandon(self) -> None:
         """A step failed: drop the open temp file and forget the in-memory position."""
@@ -550,7 +547,7 @@ class CdrExporter:
         self._stale = True
 
     def _seal(self) -> Path:
-        assert self._f is not None
+        assert self._f is not None and self._w is not None
         first, last = self._first, self._after
         final = self.out_dir / f"cdrs-{first:016d}-{last:016d}{formats.SUFFIX[self.fmt]}"
         self._w.finish()
@@ -596,21 +593,22 @@ class CdrExporter:
             avg = self._bytes / self._rows if self._rows else None
             chunk = max(1, min(READ_CHUNK, budget, 64 if avg is None else int(room / avg) + 1))
             with self.store.read() as view:
-                rows = [msgpack.unpackb(v) for _, v in
-                        _cursor_after(view, self._after, chunk)]
+                rows = _run_from(view, self._after + 1, chunk)
             if not rows:
                 break
-            if self._f is None:
-                self._open(self._after + 1, now)
-            before = self._f.tell()  # type: ignore[union-attr]
-            self._w.write(rows)
+            if self._f is None or self._w is None:
+                f, w = self._open(self._after + 1, now)
+            else:
+                f, w = self._f, self._w
+            before = f.tell()
+            w.write(rows)
             self._after += len(rows)
             budget -= len(rows)
-            grown = self._f.tell() - before  # type: ignore[union-attr]
+            grown = f.tell() - before
             if grown > 0:   # parquet buffers: 0 until a row group lands
                 self._bytes += grown
                 self._rows += len(rows)
-            if self._f.tell() >= self.rotate_bytes:  # type: ignore[union-attr]
+            if f.tell() >= self.rotate_bytes:
                 sealed.append(self._seal())
         if self._f is not None and now - self._opened >= self.rotate_seconds:
             sealed.append(self._seal())
@@ -641,16 +639,17 @@ class CdrExporter:
         return sealed
 
 
-def _cursor_after(view, after: int, limit: int) -> Iterator[tuple[bytes, bytes]]:  # type: ignore[no-untyped-def]
-    cur = view.txn.cursor(db=view.dbs["cdrs"])
-    if not cur.set_range((after + 1).to_bytes(8, "big")):
-        return
-    expect = after + 1
-    for n, (k, v) in enumerate(cur):
-        if n >= limit:
-            return
-        cid = int.from_bytes(k, "big")
-        if cid != expect:
-            raise ExportError(f"CDR {expect} is missing from the store (found {cid})")
-        expect += 1
-        yield k, v
+def _run_from(view: View, first: int, limit: int, last: int | None = None) -> list[list[Any]]:
+    """The stored value lists of ids first, first + 1, ... (at most `limit`, none past `last`,
+    fewer at the end of the store). Ids are gap-free, and the checkpoint relies on it: a missing
+    id is an error."""
+    got: list[list[Any]] = []
+    for cid, vals in cdr_layout.stored_from(view.txn, view.dbs[schema.CDRS], first):
+        if last is not None and cid > last:
+            break
+        if cid != first + len(got):
+            raise ExportError(f"CDR {first + len(got)} is missing from the store (found {cid})")
+        got.append(vals)
+        if len(got) >= limit:
+            break
+    return got

@@ -9,8 +9,12 @@ its re-run renders the same numbers.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from balance import schema
+
+if TYPE_CHECKING:
+    from balance.store import Store, Tx
 
 SEQ = schema.INVOICE_SEQ
 PREFIX = schema.INVOICE_PREFIX
@@ -24,10 +28,10 @@ def format_number(n: int) -> str:
     return f"INV-{n:08d}"
 
 
-def assign(store, period: str, account_ids: Iterable[str]) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def assign(store: Store, period: str, account_ids: Iterable[str]) -> dict[str, str]:
     ids = sorted(set(account_ids))
 
-    def fn(tx) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    def fn(tx: Tx) -> dict[str, str]:
         raw = tx.get("export", SEQ)
         seq = int.from_bytes(raw, "big") if raw else 0
         out = {}
@@ -45,7 +49,7 @@ def assign(store, period: str, account_ids: Iterable[str]) -> dict[str, str]:  #
     return store.execute(fn)
 
 
-def last_number(store) -> int:  # type: ignore[no-untyped-def]
+def last_number(store: Store) -> int:
     with store.read() as view:
         raw = view.get("export", SEQ)
     return int.from_bytes(raw, "big") if raw else 0

@@ -29,7 +29,7 @@ def _half_even(x: Fraction) -> int:
 
 def round_minor(micro: int | Fraction, currency: str) -> int:
     """Micro-units rounded half-even to the minor unit, still in micro-units."""
-    step = MICRO // 10 ** minor_units(currency)
+    step: int = MICRO // 10 ** minor_units(currency)  # int ** int is typed Any (a negative power is a float)
     return _half_even(Fraction(micro) / step) * step
 
 

@@ -15,7 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
@@ -24,6 +24,11 @@ from ocs.billing.invoice.lines import AccountPeriod, Adjustment, build_invoice, 
 from ocs.billing.invoice.period import Period
 from ocs.billing.invoice.usage import collect
 from ocs.lifeline import die_with_parent
+
+if TYPE_CHECKING:
+    from balance.store import Store
+    from balance.views import View
+    from rating.rater import Rater
 
 DOC_FORMATS = ("json", "html", "pdf")
 RENDER_CHUNK = 32               # documents per task sent to a render process
@@ -44,7 +49,7 @@ def _write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _ledger_facts(view, period: Period) -> tuple[dict[str, list[Adjustment]], dict[str, int]]:  # type: ignore[no-untyped-def]
+def _ledger_facts(view: View, period: Period) -> tuple[dict[str, list[Adjustment]], dict[str, int]]:
     """Per account: adjustments in the period, and the closing instant. One pass over the journal
     in commit order (each account's entries come in its own order), not a chain walk per account."""
     adjustments: dict[str, list[Adjustment]] = {}
@@ -57,7 +62,7 @@ def _ledger_facts(view, period: Period) -> tuple[dict[str, list[Adjustment]], di
     return adjustments, closed
 
 
-def _tariff_at(store, instant: int):  # type: ignore[no-untyped-def]
+def _tariff_at(store: Store, instant: int) -> Rater | None:
     try:
         from rating.tariff_store import TariffStore
     except ImportError:
@@ -65,7 +70,8 @@ def _tariff_at(store, instant: int):  # type: ignore[no-untyped-def]
     return TariffStore(store).at(instant)
 
 
-def gather(store, cdrs: str | os.PathLike, period: Period) -> tuple[list[AccountPeriod], Any, RunResult]:  # type: ignore[no-untyped-def]
+def gather(store: Store, cdrs: str | os.PathLike[str],
+           period: Period) -> tuple[list[AccountPeriod], Rater | None, RunResult]:
     """Every account with usage, adjustments or a recurring fee in the period."""
     res = RunResult()
     usage = collect(cdrs, period)
@@ -101,7 +107,7 @@ def gather(store, cdrs: str | os.PathLike, period: Period) -> tuple[list[Account
     return out, rater, res
 
 
-def run(store, cdrs: str | os.PathLike, period: Period, out_dir: str | os.PathLike, *,  # type: ignore[no-untyped-def]
+def run(store: Store, cdrs: str | os.PathLike[str], period: Period, out_dir: str | os.PathLike[str], *,
         formats: Iterable[str] = DOC_FORMATS, progress: bool | None = None,
         jobs: int | None = None) -> RunResult:
     """Invoice the period. Documents are rendered by `jobs` processes (default: one per CPU):

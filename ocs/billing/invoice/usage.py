@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from ocs.billing.export.cdr_files import cdr_files, read_file
+from ocs.billing.cdr.files import cdr_files, read_file
 from ocs.billing.invoice.lines import UsageGroup
 from ocs.billing.invoice.period import Period
 
@@ -22,7 +22,7 @@ class PeriodUsage:
     files: int = 0
 
 
-def collect(root: str | os.PathLike, period: Period) -> PeriodUsage:
+def collect(root: str | os.PathLike[str], period: Period) -> PeriodUsage:
     out = PeriodUsage()
     start, end = period.start, period.end
     for path in cdr_files(root):

@@ -1,12 +1,16 @@
-"""CDR files: the row form of ocs.cdr.COLUMNS written as CSV, JSON Lines or Parquet, and read back.
+"""CDR files: the row form of COLUMNS written as CSV, JSON Lines or Parquet, and the one reader of them.
 
-Writers take the raw stored value lists (msgpack-decoded, COLUMNS order) so the export loop never
-builds a CDR object per record; `file_values` must equal `ocs.cdr.to_row` (a test holds them equal).
+Writers take the stored value lists (ocs.billing.cdr.layout.values, COLUMNS order) so the export loop
+never builds a CDR object per record; their values are record.file_values, which to_row is too.
 CSV follows RFC 4180 (header line, CRLF, minimal quoting; an absent service_identifier is empty).
 Parquet (pyarrow, optional) has a typed schema: int64 ids/units, decimal128(18,6) amount,
 timestamp[s, UTC] times, so DuckDB and Spark read it without casts. Parquet itself has no seconds
 unit: the file stores TIMESTAMP(MILLIS, adjusted to UTC) holding whole seconds, which is what
 pyarrow, DuckDB and Spark read back as a UTC timestamp.
+
+Reading: `rows` is the one parser of the text formats (a row per line, named file:line in errors);
+`read_file` turns its rows into CDR records, ocs.billing.cdr.columns into numpy columns. Parquet is
+read through pyarrow either way.
 """
 
 from __future__ import annotations
@@ -16,79 +20,43 @@ import csv
 import io
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-from balance.money import MoneyError, format_micro
-from ocs.billing.cdr import CDR, COLUMNS
+from balance.money import MoneyError
+from ocs.billing.cdr.record import (
+    AMOUNT,
+    CDR,
+    COLUMNS,
+    END,
+    INT_COLUMNS,
+    START,
+    file_values,
+    parse_amount,
+    parse_iso,
+)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 FORMATS = ("csv", "jsonl", "parquet")
 SUFFIX = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
-AMOUNT = COLUMNS.index("amount")
-START = COLUMNS.index("start_time")
-END = COLUMNS.index("end_time")
-SERVICE = COLUMNS.index("service_identifier")
-INT_COLUMNS = frozenset({"cdr_id", "rating_group", "used_units", "tariff_version", "bundle_units"})
-_EPOCH = date(1970, 1, 1)
+# what a file is read as: the suffixes we write, and the other names JSON Lines goes by
+READ_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
+                 ".parquet": "parquet"}
 
 
 class FormatError(ValueError):
-    """A CDR file that cannot be read, named with file and line."""
+    """A CDR file that cannot be read, named with file (and line when known)."""
 
 
-def format_of(path: str | os.PathLike) -> str:
-    suffix = Path(path).suffix.lower()
-    for fmt, suf in SUFFIX.items():
-        if suffix == suf:
-            return fmt
-    raise FormatError(f"{path}: unknown CDR file type (want .csv, .jsonl or .parquet)")
-
-
-@lru_cache(maxsize=4096)
-def _day(days: int) -> str:
-    return (_EPOCH + timedelta(days=days)).isoformat()
-
-
-def iso(ts: int) -> str:
-    """ocs.cdr.iso without a datetime per call (the day part is cached)."""
-    days, secs = divmod(ts, 86400)
-    h, rest = divmod(secs, 3600)
-    m, s = divmod(rest, 60)
-    return f"{_day(days)}T{h:02d}:{m:02d}:{s:02d}Z"
-
-
-@lru_cache(maxsize=4096)
-def _days_of(day: str) -> int:
-    return (date.fromisoformat(day) - _EPOCH).days
-
-
-def parse_iso(text: str) -> int:
-    """Unix seconds from 'YYYY-MM-DDTHH:MM:SSZ' (the form we write)."""
-    if len(text) != 20 or text[10] != "T" or text[19] != "Z":
-        raise ValueError(f"not an ISO 8601 UTC time: {text!r}")
-    return _days_of(text[:10]) * 86400 + int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])
-
-
-def parse_amount(text: str) -> int:
-    """Micro-units from a decimal string, exactly (fast path for the 6-decimal form we write)."""
-    neg = text.startswith("-")
-    whole, dot, frac = text[neg:].partition(".")
-    if not whole.isdigit() or (dot and not frac.isdigit()) or len(frac) > 6:
-        raise MoneyError(f"not a 6-decimal amount: {text!r}")
-    value = int(whole) * 1_000_000 + (int(frac.ljust(6, "0")) if frac else 0)
-    return -value if neg else value
-
-
-def file_values(vals: list[Any]) -> list[Any]:
-    """Stored values -> file values (amount as decimal string, times ISO 8601 UTC), in place."""
-    vals[AMOUNT] = format_micro(vals[AMOUNT])
-    vals[START] = iso(vals[START])
-    vals[END] = iso(vals[END])
-    return vals
+def format_of(path: str | os.PathLike[str]) -> str:
+    fmt = READ_SUFFIXES.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise FormatError(f"{path}: unknown CDR file type (want .csv, .jsonl or .parquet)")
+    return fmt
 
 
 # --- writers: one object per open file; write(list of stored value lists); finish() flushes;
@@ -136,7 +104,7 @@ class JsonlWriter:
         pass
 
 
-def parquet_schema():  # type: ignore[no-untyped-def]
+def parquet_schema() -> pa.Schema:
     import pyarrow as pa
     types = {"cdr_id": pa.int64(), "rating_group": pa.int64(), "service_identifier": pa.int64(),
              "used_units": pa.int64(), "amount": pa.decimal128(18, 6), "tariff_version": pa.int64(),
@@ -146,7 +114,7 @@ def parquet_schema():  # type: ignore[no-untyped-def]
                       for c in COLUMNS])
 
 
-def _decimal_array(micros: list[int]):  # type: ignore[no-untyped-def]
+def _decimal_array(micros: list[int]) -> pa.Array:
     """decimal128(18,6) straight from micro-units: the unscaled value IS the micro amount."""
     import numpy as np
     import pyarrow as pa
@@ -159,7 +127,7 @@ def _decimal_array(micros: list[int]):  # type: ignore[no-untyped-def]
     return pa.Array.from_buffers(pa.decimal128(18, 6), lo.size, [None, pa.py_buffer(words.tobytes())])
 
 
-def parquet_table(rows: list[list[Any]]):  # type: ignore[no-untyped-def]
+def parquet_table(rows: list[list[Any]]) -> pa.Table:
     import pyarrow as pa
     schema = parquet_schema()
     cols = list(zip(*rows, strict=True)) if rows else [() for _ in COLUMNS]
@@ -218,97 +186,6 @@ def check_format(fmt: str) -> None:
             raise FormatError("the parquet format needs pyarrow (pip install pyarrow)") from None
 
 
-# --- readers: any of our files back to CDR records ---
-
-def _from_text(row: dict[str, Any], where: str) -> CDR:
-    try:
-        vals = []
-        for c in COLUMNS:
-            v = row[c]
-            if c in INT_COLUMNS:
-                v = int(v)
-            elif c == "service_identifier":
-                v = None if v in ("", None) else int(v)
-            elif c == "amount":
-                v = parse_amount(str(v))
-            elif c in ("start_time", "end_time"):
-                v = parse_iso(v)
-            vals.append(v)
-    except KeyError as exc:
-        raise FormatError(f"{where}: missing column {exc.args[0]}") from None
-    except (ValueError, TypeError) as exc:
-        raise FormatError(f"{where}: {exc}") from None
-    return CDR(*vals)
-
-
-def _read_csv(path: Path) -> Iterator[CDR]:
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            raise FormatError(f"{path}:1: empty file (no header)")
-        missing = [c for c in COLUMNS if c not in header]
-        if missing:
-            raise FormatError(f"{path}:1: header lacks {', '.join(missing)}")
-        idx = [header.index(c) for c in COLUMNS]
-        for n, rec in enumerate(reader, start=2):
-            if len(rec) != len(header):
-                raise FormatError(f"{path}:{n}: {len(rec)} fields, header has {len(header)}")
-            yield _from_text(dict(zip(COLUMNS, (rec[i] for i in idx), strict=True)), f"{path}:{n}")
-
-
-def _read_jsonl(path: Path) -> Iterator[CDR]:
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise FormatError(f"{path}:{n}: {exc.msg}") from None
-            yield _from_text(row, f"{path}:{n}")
-
-
-def _read_parquet(path: Path) -> Iterator[CDR]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise FormatError(f"{path}: reading parquet needs pyarrow") from None
-    pf = pq.ParquetFile(path)
-    scale = Decimal(1_000_000)
-    for batch in pf.iter_batches(batch_size=65536, columns=list(COLUMNS)):
-        cols = [batch.column(c).to_pylist() for c in COLUMNS]
-        for row in zip(*cols, strict=True):
-            vals = list(row)
-            vals[AMOUNT] = int(vals[AMOUNT] * scale)
-            vals[START] = int(vals[START].timestamp())
-            vals[END] = int(vals[END].timestamp())
-            yield CDR(*vals)
-
-
-def read_file(path: str | os.PathLike) -> Iterator[CDR]:
-    p = Path(path)
-    fmt = format_of(p)
-    return {"csv": _read_csv, "jsonl": _read_jsonl, "parquet": _read_parquet}[fmt](p)
-
-
-def cdr_files(root: str | os.PathLike) -> list[Path]:
-    """Complete CDR files under a file or directory (hidden temp files skipped), sorted by name."""
-    p = Path(root)
-    if p.is_file():
-        return [p]
-    if not p.is_dir():
-        raise FormatError(f"{root}: no such file or directory")
-    return sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
-                  and f.suffix.lower() in SUFFIX.values())
-
-
-def read_all(root: str | os.PathLike) -> Iterator[tuple[Path, CDR]]:
-    for f in cdr_files(root):
-        for cdr in read_file(f):
-            yield f, cdr
-
-
 def write_rows(f: BinaryIO, fmt: str, rows: Iterable[list[Any]], chunk: int = 4096) -> int:
     """Write all stored value lists to an open binary file; returns the count."""
     w = WRITERS[fmt](f)
@@ -330,5 +207,135 @@ def write_rows(f: BinaryIO, fmt: str, rows: Iterable[list[Any]], chunk: int = 40
     return n
 
 
-def utc(ts: int) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
+# --- which files: the export's under a directory, or the ones a rerate is pointed at ---
+
+def cdr_files(root: str | os.PathLike[str]) -> list[Path]:
+    """Complete CDR files under a file or directory (hidden temp files skipped), sorted by name."""
+    p = Path(root)
+    if p.is_file():
+        return [p]
+    if not p.is_dir():
+        raise FormatError(f"{root}: no such file or directory")
+    return sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
+                  and f.suffix.lower() in SUFFIX.values())
+
+
+def files_in(path: str | os.PathLike[str]) -> list[Path]:
+    """The CDR files at a path as `ocs rerate` takes them: the file itself, or every CDR file
+    directly in a directory (sorted, any READ_SUFFIXES name); none is an error."""
+    p = Path(path)
+    if p.is_dir():
+        found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in READ_SUFFIXES)
+        if not found:
+            raise FormatError(f"{p}: no CDR files (.csv, .jsonl, .parquet) in this directory")
+        return found
+    if not p.exists():
+        raise FormatError(f"{p}: no such file or directory")
+    format_of(p)
+    return [p]
+
+
+# --- the reader ---
+
+def _csv_rows(path: Path, need: Sequence[str]) -> Iterator[tuple[str, dict[str, str]]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise FormatError(f"{path}:1: empty file (no header)")
+        missing = [c for c in need if c not in header]
+        if missing:
+            raise FormatError(f"{path}:1: header lacks {', '.join(missing)}")
+        for n, rec in enumerate(reader, start=2):
+            if len(rec) != len(header):
+                raise FormatError(f"{path}:{n}: {len(rec)} fields, header has {len(header)}")
+            yield f"{path}:{n}", dict(zip(header, rec, strict=True))
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise FormatError(f"{path}:{n}: {exc.msg}") from None
+            if not isinstance(row, dict):
+                raise FormatError(f"{path}:{n}: not a JSON object")
+            yield f"{path}:{n}", row
+
+
+def rows(path: Path, fmt: str, need: Sequence[str] = COLUMNS) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """(where, row) per record of a CSV or JSON Lines file, where = "file:line" and row maps each
+    column to its value as written (text in CSV, JSON values in JSON Lines). A CSV header without
+    every `need` column is an error; a JSON object without one is the caller's to name."""
+    try:
+        if fmt == "csv":
+            yield from _csv_rows(path, need)
+        elif fmt == "jsonl":
+            yield from _jsonl_rows(path)
+        else:
+            raise FormatError(f"{path}: {fmt} is not a text format")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FormatError(f"{path}: {exc}") from None
+
+
+def _record(row: Mapping[str, Any], where: str) -> CDR:
+    try:
+        vals: list[Any] = []
+        for c in COLUMNS:
+            v = row[c]
+            if c in INT_COLUMNS:
+                v = int(v)
+            elif c == "service_identifier":
+                v = None if v in ("", None) else int(v)
+            elif c == "amount":
+                v = parse_amount(str(v))
+            elif c in ("start_time", "end_time"):
+                v = parse_iso(v)
+            vals.append(v)
+    except KeyError as exc:
+        raise FormatError(f"{where}: missing column {exc.args[0]}") from None
+    except (ValueError, TypeError) as exc:
+        raise FormatError(f"{where}: {exc}") from None
+    return CDR(*vals)
+
+
+def parquet_batches(path: Path, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise FormatError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)") from None
+    try:
+        yield from pq.ParquetFile(path).iter_batches(batch_size=65536, columns=list(columns))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
+        raise FormatError(f"{path}: {str(exc).splitlines()[0]}") from None
+
+
+def _read_parquet(path: Path) -> Iterator[CDR]:
+    scale = Decimal(1_000_000)
+    for batch in parquet_batches(path, COLUMNS):
+        cols = [batch.column(c).to_pylist() for c in COLUMNS]
+        for row in zip(*cols, strict=True):
+            vals = list(row)
+            vals[AMOUNT] = int(vals[AMOUNT] * scale)
+            vals[START] = int(vals[START].timestamp())
+            vals[END] = int(vals[END].timestamp())
+            yield CDR(*vals)
+
+
+def read_file(path: str | os.PathLike[str]) -> Iterator[CDR]:
+    """The CDRs of one file, in file order."""
+    p = Path(path)
+    fmt = format_of(p)
+    if fmt == "parquet":
+        return _read_parquet(p)
+    return (_record(row, where) for where, row in rows(p, fmt))
+
+
+def read_all(root: str | os.PathLike[str]) -> Iterator[tuple[Path, CDR]]:
+    for f in cdr_files(root):
+        for cdr in read_file(f):
+            yield f, cdr

@@ -1,25 +1,24 @@
 """Exported CDR files (CSV, JSON Lines, Parquet) read as numpy columns, for re-rating in bulk.
 
-Never one dict per row on the fast path: with pyarrow (installed here) CSV and JSON Lines go through
-its multithreaded C++ readers and strings are dictionary-encoded to integer codes; without it the csv
-module fills preallocated arrays. Amounts become exact integer micro-units (a value with more than 6
-decimals is an error, never rounded), times unix seconds.
+Never one CDR object per row: with pyarrow (installed here) CSV and JSON Lines go through its
+multithreaded C++ readers and strings are dictionary-encoded to integer codes; without it the rows of
+the one text reader (ocs.billing.cdr.files.rows) fill preallocated arrays. Amounts become exact
+integer micro-units (a value with more than 6 decimals is an error, never rounded), times unix
+seconds. Only the columns re-rating needs must be present (REQUIRED).
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from balance.money import MoneyError, to_micro
+from ocs.billing.cdr.files import FormatError, files_in, format_of, rows
+from ocs.billing.cdr.record import parse_amount, parse_iso
 
 try:
     import pyarrow as pa
@@ -34,20 +33,18 @@ REQUIRED = ("account_id", "plan", "rating_group", "unit", "used_units", "amount"
             "start_time")
 OPTIONAL_INT = ("bundle_units",)
 STRINGS = ("account_id", "plan", "unit", "currency")
-SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
-            ".parquet": "parquet"}
-
-
-class CdrError(ValueError):
-    """A CDR file that cannot be read, named with file (and line when known)."""
+CdrError = FormatError   # the one reader's error, under the name `ocs rerate` catches
 
 
 @dataclass(slots=True)
 class Codes:
     """A string column as integer codes into `names`."""
 
-    codes: np.ndarray
+    codes: np.ndarray[Any, np.dtype[np.int64]]
     names: list[str]
+
+
+Ints = np.ndarray[Any, np.dtype[np.int64]]
 
 
 @dataclass(slots=True)
@@ -56,51 +53,34 @@ class CdrColumns:
     plan: Codes
     unit: Codes
     currency: Codes
-    rating_group: np.ndarray      # int64
-    used_units: np.ndarray        # int64
-    bundle_units: np.ndarray      # int64 (zeros when the file has no such column)
-    amount: np.ndarray            # int64 micro-units
-    start_time: np.ndarray        # int64 unix seconds
+    rating_group: Ints            # int64
+    used_units: Ints              # int64
+    bundle_units: Ints            # int64 (zeros when the file has no such column)
+    amount: Ints                  # int64 micro-units
+    start_time: Ints              # int64 unix seconds
 
     def __len__(self) -> int:
         return len(self.used_units)
 
 
-def files_in(path: str | os.PathLike) -> list[Path]:
-    """The CDR files at a path: the file itself, or every CDR file in a directory (sorted)."""
-    p = Path(path)
-    if p.is_dir():
-        found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in SUFFIXES)
-        if not found:
-            raise CdrError(f"{p}: no CDR files (.csv, .jsonl, .parquet) in this directory")
-        return found
-    if not p.exists():
-        raise CdrError(f"{p}: no such file or directory")
-    if p.suffix.lower() not in SUFFIXES:
-        raise CdrError(f"{p}: unknown CDR file type (want .csv, .jsonl or .parquet)")
-    return [p]
-
-
-def read(path: str | os.PathLike, *, use_arrow: bool | None = None) -> CdrColumns:
+def read(path: str | os.PathLike[str], *, use_arrow: bool | None = None) -> CdrColumns:
     """All CDRs in a file or directory as one set of columns."""
     parts = list(iter_files(path, use_arrow=use_arrow))
     return parts[0] if len(parts) == 1 else concat(parts)
 
 
-def iter_files(path: str | os.PathLike, *, use_arrow: bool | None = None) -> Iterator[CdrColumns]:
+def iter_files(path: str | os.PathLike[str], *, use_arrow: bool | None = None) -> Iterator[CdrColumns]:
     arrow = pa is not None if use_arrow is None else (use_arrow and pa is not None)
     for f in files_in(path):
-        kind = SUFFIXES[f.suffix.lower()]
+        kind = format_of(f)
         if kind == "parquet":
             if pa is None:
-                raise CdrError(f"{f}: reading Parquet needs pyarrow (pip install pyarrow)")
+                raise FormatError(f"{f}: reading Parquet needs pyarrow (pip install pyarrow)")
             yield _from_arrow(f, _read_arrow(f, kind))
         elif arrow:
             yield _from_arrow(f, _read_arrow(f, kind))
-        elif kind == "csv":
-            yield _read_csv_plain(f)
         else:
-            yield _read_jsonl_plain(f)
+            yield _read_plain(f, kind)
 
 
 # ---------------------------------------------------------------- pyarrow path
@@ -108,7 +88,8 @@ def iter_files(path: str | os.PathLike, *, use_arrow: bool | None = None) -> Ite
 def _read_arrow(f: Path, kind: str) -> Any:
     try:
         if kind == "csv":
-            header = f.open(encoding="utf-8").readline().strip().split(",")
+            with f.open(encoding="utf-8") as fh:
+                header = fh.readline().strip().split(",")
             have = [c for c in (*REQUIRED, *OPTIONAL_INT) if c in header]
             types = {c: pa.string() for c in STRINGS} | {"amount": pa.string(),
                                                          "start_time": pa.timestamp("s", tz="UTC")}
@@ -118,7 +99,7 @@ def _read_arrow(f: Path, kind: str) -> Any:
             return pa_json.read_json(f)
         return pa_parquet.read_table(f)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError) as exc:
-        raise CdrError(f"{f}: {str(exc).splitlines()[0]}") from None
+        raise FormatError(f"{f}: {str(exc).splitlines()[0]}") from None
 
 
 def _codes(col: Any) -> Codes:
@@ -132,7 +113,7 @@ def _codes(col: Any) -> Codes:
 def _from_arrow(f: Path, table: Any) -> CdrColumns:
     missing = [c for c in REQUIRED if c not in table.column_names]
     if missing:
-        raise CdrError(f"{f}: missing column(s) {', '.join(missing)}")
+        raise FormatError(f"{f}: missing column(s) {', '.join(missing)}")
     try:
         amount = table["amount"]
         if not pa.types.is_decimal(amount.type):
@@ -156,7 +137,7 @@ def _from_arrow(f: Path, table: Any) -> CdrColumns:
             bundle_units=np.asarray(bundle, dtype=np.int64),
             amount=pc.cast(micro, pa.int64()).to_numpy(), start_time=start.to_numpy())
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, ValueError) as exc:
-        raise CdrError(f"{f}: {str(exc).splitlines()[0]}") from None
+        raise FormatError(f"{f}: {str(exc).splitlines()[0]}") from None
 
 
 # ---------------------------------------------------------------- plain Python path
@@ -175,13 +156,6 @@ class _Coder:
         return list(self.index)
 
 
-def _parse_time(text: str) -> int:
-    dt = datetime.fromisoformat(text)
-    if dt.tzinfo is None:
-        raise ValueError(f"time without a zone: {text!r}")
-    return int(dt.timestamp())
-
-
 class _Builder:
     """Preallocated int64 columns, doubled when full."""
 
@@ -194,24 +168,27 @@ class _Builder:
         self.coders = [_Coder() for _ in STRINGS]
         self.times: dict[str, int] = {}
 
-    def add(self, row: Any) -> None:
-        """row: (account, plan, unit, currency, rating_group, used, bundle, amount, start) as text."""
+    def add(self, row: Mapping[str, Any]) -> None:
+        """row: one record of files.rows (text in CSV, JSON values in JSON Lines)."""
         if self.n == self.cap:
             self.cap *= 2
             bigger = np.empty((len(self.NAMES), self.cap), dtype=np.int64)
             bigger[:, :self.n] = self.a[:, :self.n]
             self.a = bigger
         col = self.a[:, self.n]
-        for k in range(4):
-            if not row[k]:
-                raise ValueError(f"empty {STRINGS[k]}")
-            col[k] = self.coders[k](row[k])
-        col[4], col[5] = int(row[4]), int(row[5])
-        col[6] = int(row[6]) if row[6] not in (None, "") else 0
-        col[7] = to_micro(row[7])
-        t = self.times.get(row[8])
+        for k, name in enumerate(STRINGS):
+            v = row[name]
+            if v in (None, ""):
+                raise ValueError(f"empty {name}")
+            col[k] = self.coders[k](str(v))
+        col[4], col[5] = int(str(row["rating_group"])), int(str(row["used_units"]))
+        bundle = row.get("bundle_units")
+        col[6] = int(str(bundle)) if bundle not in (None, "") else 0
+        col[7] = parse_amount(str(row["amount"]))
+        start = row["start_time"]
+        t = self.times.get(start)
         if t is None:
-            t = self.times[row[8]] = _parse_time(row[8])
+            t = self.times[start] = parse_iso(start)
         col[8] = t
         self.n += 1
 
@@ -221,46 +198,15 @@ class _Builder:
         return CdrColumns(account, plan, unit, currency, a[4], a[5], a[6], a[7], a[8])
 
 
-def _read_csv_plain(f: Path) -> CdrColumns:
+def _read_plain(f: Path, kind: str) -> CdrColumns:
     b = _Builder()
-    try:
-        with f.open(newline="", encoding="utf-8") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None) or []
-            missing = [c for c in REQUIRED if c not in header]
-            if missing:
-                raise CdrError(f"{f}:1: missing column(s) {', '.join(missing)}")
-            idx = [header.index(c) for c in REQUIRED]
-            order = [idx[0], idx[1], idx[3], idx[6], idx[2], idx[4]]
-            bundle = header.index("bundle_units") if "bundle_units" in header else None
-            amount, start = idx[5], idx[7]
-            for line, row in enumerate(reader, 2):
-                try:
-                    b.add([row[i] for i in order] + [row[bundle] if bundle is not None else "",
-                                                     row[amount], row[start]])
-                except (ValueError, IndexError, MoneyError) as exc:
-                    raise CdrError(f"{f}:{line}: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CdrError(f"{f}: {exc}") from None
-    return b.done()
-
-
-def _read_jsonl_plain(f: Path) -> CdrColumns:
-    b = _Builder()
-    keys = ("account_id", "plan", "unit", "currency", "rating_group", "used_units")
-    try:
-        with f.open(encoding="utf-8") as fh:
-            for line, text in enumerate(fh, 1):
-                if not text.strip():
-                    continue
-                try:
-                    r = json.loads(text)
-                    b.add([str(r[k]) for k in keys] + [r.get("bundle_units"), str(r["amount"]),
-                                                       r["start_time"]])
-                except (ValueError, KeyError, TypeError, MoneyError) as exc:
-                    raise CdrError(f"{f}:{line}: {exc!s}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CdrError(f"{f}: {exc}") from None
+    for where, row in rows(f, kind, REQUIRED):
+        try:
+            b.add(row)
+        except KeyError as exc:
+            raise FormatError(f"{where}: missing column {exc.args[0]}") from None
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise FormatError(f"{where}: {exc}") from None
     return b.done()
 
 
@@ -279,7 +225,7 @@ def concat(parts: list[CdrColumns]) -> CdrColumns:
     def codes(k: str) -> Codes:
         return _merge([getattr(p, k) for p in parts])
 
-    def ints(k: str) -> np.ndarray:
+    def ints(k: str) -> Ints:
         return np.concatenate([getattr(p, k) for p in parts])
 
     return CdrColumns(codes("account"), codes("plan"), codes("unit"), codes("currency"),
