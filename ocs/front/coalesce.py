@@ -31,6 +31,7 @@ class Coalescer:
 
     def flush(self) -> None:
         self._pending = False
-        if self._out and self.open():
-            self.transport.write(b"".join(self._out))  # type: ignore[union-attr]
+        t = self.transport
+        if self._out and t is not None and not t.is_closing():
+            t.write(b"".join(self._out))
         self._out.clear()

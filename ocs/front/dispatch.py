@@ -19,8 +19,9 @@ import logging
 import struct
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ocs import metrics
 from ocs.front.coalesce import Coalescer
@@ -30,6 +31,9 @@ from protocol import constants as C
 from protocol.answer import encode_error_answer
 from protocol.ccr import peek_session_id
 from protocol.header import Header, peek_header
+
+if TYPE_CHECKING:
+    from ocs.config import ServeConfig
 
 log = logging.getLogger("ocs.dispatch")
 
@@ -51,6 +55,10 @@ class Peer(Protocol):
     def send(self, data: bytes) -> None: ...
 
     def drained(self) -> None: ...
+
+
+# A request held in the front: (its peer, its frame, its session key, its token, when admitted).
+Item = tuple[Peer, bytes, bytes, int, float]
 
 
 def answer_codes(answer: bytes) -> tuple[int, int]:
@@ -135,21 +143,22 @@ class WaitBound:
 class EngineLink(asyncio.Protocol):
     """The front's end of the socketpair to the charging engine."""
 
-    def __init__(self, dispatcher: Dispatcher, on_lost,  # type: ignore[no-untyped-def]
+    def __init__(self, dispatcher: Dispatcher, on_lost: Callable[[bool], None],
                  readiness: Readiness | None = None) -> None:
         self.dispatcher = dispatcher
         self.on_lost = on_lost
         self.readiness = readiness
-        self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
         self.closing = False
         self._buf = bytearray()
         self._writes = Coalescer()
         self._stale_seen = 0
-        self._last_stats: dict = {}
+        self._last_stats: dict[str, Any] = {}
 
-    def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # a stream transport; uvloop's is not a subclass of asyncio.Transport, so no isinstance
+        self.transport = transport = cast(asyncio.Transport, transport)
         self._writes.transport = transport
 
     def send(self, token: int, frame: bytes) -> None:
@@ -193,7 +202,7 @@ class EngineLink(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write_eof()
 
-    def connection_lost(self, exc) -> None:  # type: ignore[no-untyped-def]
+    def connection_lost(self, exc: Exception | None) -> None:
         if not self.ready.done():
             self.ready.set_exception(ConnectionError("the charging engine did not start"))
         if not self.closing:
@@ -202,16 +211,16 @@ class EngineLink(asyncio.Protocol):
 
 
 class Dispatcher:
-    def __init__(self, cfg) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, cfg: ServeConfig) -> None:
         self.cfg = cfg
         self.engine: EngineLink | None = None
         self.in_flight = 0
         self.in_flight_bytes = 0
         self._by_host: dict[str, int] = {}  # in flight per Origin-Host, over all its connections
         self._token = 0
-        self._pending: dict[int, tuple] = {}
-        self._sessions: dict[bytes, deque] = {}
-        self._idle_waiters: list = []
+        self._pending: dict[int, Item] = {}
+        self._sessions: dict[bytes, deque[Item]] = {}
+        self._idle_waiters: list[Callable[[], None]] = []
         self.stopping = False  # shutting down: admit nothing new
         self.shed = 0            # requests refused TOO_BUSY in the current overload episode
         self._shed_first = self._shed_last = 0.0
@@ -298,10 +307,12 @@ class Dispatcher:
                         self.shed, self._shed_last - self._shed_first)
             self.shed = 0
 
-    def _start(self, item) -> None:  # type: ignore[no-untyped-def]
+    def _start(self, item: Item) -> None:
         token = item[3]
         self._pending[token] = item
-        self.engine.send(token, item[1])  # type: ignore[union-attr]
+        engine = self.engine  # submit checked it; fail_all empties the queues when it goes
+        assert engine is not None, "a request started with no engine"
+        engine.send(token, item[1])
 
     def answered(self, token: int, answer: bytes) -> None:
         """The engine's answer (sent after its transaction was durable)."""
@@ -330,7 +341,7 @@ class Dispatcher:
             for w in waiters:
                 w()
 
-    def _shed_session_queue(self, key: bytes, first, queue: deque, now: float) -> None:  # type: ignore[no-untyped-def]
+    def _shed_session_queue(self, key: bytes, first: Item, queue: deque[Item], now: float) -> None:
         """`first` waited in the front longer than max_queue_ms (beyond one engine commit) behind
         its session's previous request: nothing of it reached the engine, so 3004 is still honest. Those queued behind it
         get 3004 too, so the session's requests never reach the engine out of order."""
@@ -381,7 +392,7 @@ class Dispatcher:
         if peer.in_flight == 0:
             peer.drained()
 
-    def on_idle(self, callback) -> None:  # type: ignore[no-untyped-def]
+    def on_idle(self, callback: Callable[[], None]) -> None:
         """Call back once nothing is in flight (for draining at shutdown)."""
         if self.in_flight == 0:
             callback()

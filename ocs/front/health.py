@@ -47,13 +47,13 @@ class Readiness:
 
 
 StartResponse = Callable[..., Any]
-WsgiApp = Callable[[dict, StartResponse], Iterable[bytes]]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 def probe_app(readiness: Readiness, fallback: WsgiApp) -> WsgiApp:
     """/readyz and /livez; every other path goes to `fallback` (the Prometheus exposition)."""
 
-    def app(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path not in ("/readyz", "/livez"):
             return fallback(environ, start_response)

@@ -57,7 +57,7 @@ class Server:
         self.origin_state_id = int(time.time()) & 0xFFFFFFFF
         self._open_store()
         self.dispatcher = Dispatcher(cfg)
-        self.engine_proc: subprocess.Popen | None = None
+        self.engine_proc: subprocess.Popen[bytes] | None = None
         self.listeners: list[asyncio.base_events.Server] = []
         self.addresses: list[str] = []
         self.metrics_address = ""  # where --metrics serves, once it does (port 0 resolved)
@@ -65,7 +65,7 @@ class Server:
         self.exit_code = 0
         self.readiness = Readiness()
         self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._housekeeping_errors: set[str] = set()
 
     def _open_store(self) -> None:

@@ -16,8 +16,13 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ocs.config import ConfigError, ServeConfig, join_hostport, split_hostport
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from multiprocessing.context import SpawnProcess
 
 
 def _reserve_ports(listen: list[str]) -> tuple[list[str], list[socket.socket]]:
@@ -52,7 +57,10 @@ def worker_metrics(metrics: str | None, workers: int) -> list[str]:
 Serve = Callable[..., int]  # ocs.front.server.run: (cfg, on_ready=(addresses, metrics) -> None) -> rc
 
 
-def _worker(cfg: ServeConfig, ready, parent_pid: int, run: Serve) -> None:  # type: ignore[no-untyped-def]
+Ready = tuple[list[str], str]  # a worker's Diameter addresses and metrics address, once it serves
+
+
+def _worker(cfg: ServeConfig, ready: Connection[Ready, Any], parent_pid: int, run: Serve) -> None:
     from ocs.lifeline import die_with_parent
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards SIGTERM; ^C goes to it
     die_with_parent(parent_pid)  # SIGTERM (a graceful stop) if the supervisor is killed
@@ -72,11 +80,11 @@ def run_workers(cfg: ServeConfig, run: Serve, start_timeout: float = 60.0) -> in
     child_cfg = dataclasses.replace(cfg, workers=1, reuse_port=True, listen=listen)
     metrics_at = worker_metrics(cfg.metrics, cfg.workers)
     ctx = mp.get_context("spawn")
-    procs: list = []
+    procs: list[SpawnProcess] = []
     pipes = []
     stopping = False
 
-    def stop(*_a) -> None:  # type: ignore[no-untyped-def]
+    def stop(*_a: object) -> None:
         nonlocal stopping
         stopping = True
         for p in procs:

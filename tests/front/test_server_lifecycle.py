@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from server_harness import account, provision, serving, start_server
@@ -23,7 +24,7 @@ def a_ccr(sid: str, msisdn: str, rtype: int, number: int, mscc: list[MSCCRequest
                request_type=rtype, request_number=number, subscription_ids=[(0, msisdn)], mscc=mscc)
 
 
-def stored_cdrs(data) -> list[cdrs.CDR]:  # type: ignore[no-untyped-def]
+def stored_cdrs(data: Path) -> list[cdrs.CDR]:
     store = open_store(data)
     try:
         with store.read() as view:
@@ -32,7 +33,7 @@ def stored_cdrs(data) -> list[cdrs.CDR]:  # type: ignore[no-untyped-def]
         store.close()
 
 
-async def test_stale_session_swept(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_stale_session_swept(tmp_path: Path) -> None:
     data = tmp_path / "d"
     provision(data, {"491720000001": {"balance": "10"}})
     cfg = tmp_path / "ocs.toml"
@@ -61,7 +62,7 @@ async def test_stale_session_swept(tmp_path) -> None:  # type: ignore[no-untyped
         assert srv.stop() == 0
 
 
-async def test_sweeper_expires_bundles(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_sweeper_expires_bundles(tmp_path: Path) -> None:
     import time
     data = tmp_path / "d"
     provision(data, {"491720000009": {"balance": "1", "bundles": [
@@ -87,7 +88,7 @@ async def test_sweeper_expires_bundles(tmp_path) -> None:  # type: ignore[no-unt
         assert srv.stop() == 0
 
 
-async def test_restart_after_sigkill_mid_session(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_restart_after_sigkill_mid_session(tmp_path: Path) -> None:
     data = tmp_path / "d"
     start_balance = to_micro("10")
     provision(data, {"491720000002": {"balance": "10"}})
@@ -130,7 +131,7 @@ async def test_restart_after_sigkill_mid_session(tmp_path) -> None:  # type: ign
 
 
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed (.ci/run installs it)")
-async def test_tshark_dissects_a_captured_session(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_tshark_dissects_a_captured_session(tmp_path: Path) -> None:
     from pcap import write_pcap
     data = tmp_path / "d"
     provision(data, {"491720000003": {"balance": "10"}})
@@ -148,7 +149,7 @@ async def test_tshark_dissects_a_captured_session(tmp_path) -> None:  # type: ig
             flows.append((False, answer))
             return answer
 
-        c.request_raw = recording  # type: ignore[method-assign]
+        c.request_raw = recording  # type: ignore[method-assign]  # wraps the client's method to record
         await c.watchdog()
         sid = "pgw;tshark;1"
         await c.ccr(a_ccr(sid, "491720000003", 1, 0, [MSCCRequest(rating_group=100, requested=Units(time=60)),
@@ -175,7 +176,7 @@ async def test_tshark_dissects_a_captured_session(tmp_path) -> None:  # type: ig
     assert codes == ["280", "280", "272", "272", "272", "272", "272", "272"]
 
 
-async def test_engine_death_stops_the_front_with_exit_1(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_engine_death_stops_the_front_with_exit_1(tmp_path: Path) -> None:
     import os
     import signal
     data = tmp_path / "d"
@@ -196,7 +197,7 @@ async def test_engine_death_stops_the_front_with_exit_1(tmp_path) -> None:  # ty
         srv.stop()
 
 
-async def test_error_answer_carries_proxy_info_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_error_answer_carries_proxy_info_once(tmp_path: Path) -> None:
     from test_server_peers import _drop_avp
 
     from protocol import build as B
@@ -211,7 +212,7 @@ async def test_error_answer_carries_proxy_info_once(tmp_path) -> None:  # type: 
         assert len(answer.find_all("Proxy-Info")) == 1
 
 
-async def test_new_tariff_version_used_without_restart(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_new_tariff_version_used_without_restart(tmp_path: Path) -> None:
     from server_harness import TARIFF
 
     from rating.tariff_store import TariffStore
@@ -262,7 +263,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-async def test_workers_stop_when_the_supervisor_is_killed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     """kill -9 of `ocs serve --workers 2`: its workers (and their engines) stop too, instead of
     serving on, out of reach of any later SIGTERM."""
     import os
@@ -284,7 +285,7 @@ async def test_workers_stop_when_the_supervisor_is_killed(tmp_path) -> None:  # 
     assert left == []
 
 
-async def test_readiness_probe_ready_then_draining(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_readiness_probe_ready_then_draining(tmp_path: Path) -> None:
     """/readyz on the metrics address: 200 while the server charges; 503 naming the reason once
     SIGTERM has started the drain (a request held in flight by a stopped engine keeps it draining);
     /livez 200; only GET and HEAD, anything else a problem+json 405; /metrics is unchanged."""
@@ -346,7 +347,7 @@ async def test_readiness_probe_ready_then_draining(tmp_path) -> None:  # type: i
         srv.stop()
 
 
-async def test_workers_each_serve_their_own_metrics_and_probes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_workers_each_serve_their_own_metrics_and_probes(tmp_path: Path) -> None:
     """`--workers 2 --metrics HOST:0`: each worker serves /metrics and /readyz on its own port (the
     ready line names both), a CCR is counted by exactly one of them; a fixed PORT gives PORT+i, and
     one that would run past 65535 is refused with one line and exit 2."""

@@ -7,8 +7,9 @@ import asyncio
 import re
 import struct
 import time
+from pathlib import Path
 
-from server_harness import provision, start_server
+from server_harness import RunningServer, provision, start_server
 
 from ocs.client import DiameterClient
 from ocs.front.dispatch import result_code_of
@@ -27,7 +28,7 @@ def a_ccr(sid: str) -> CCR:
                origin_host="burst.test", origin_realm="test")
 
 
-async def wait_log(srv, pattern: str, count: int = 1, seconds: float = 20.0) -> list[str]:  # type: ignore[no-untyped-def]
+async def wait_log(srv: RunningServer, pattern: str, count: int = 1, seconds: float = 20.0) -> list[str]:
     """The log lines matching `pattern` once there are `count` of them (at most `seconds`)."""
     deadline = time.monotonic() + seconds
     while True:
@@ -37,7 +38,7 @@ async def wait_log(srv, pattern: str, count: int = 1, seconds: float = 20.0) -> 
         await asyncio.sleep(0.1)
 
 
-async def test_peer_open_and_close_reasons(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_peer_open_and_close_reasons(tmp_path: Path) -> None:
     provision(tmp_path / "d", {MSISDN: {"balance": "10"}})
     srv = start_server(tmp_path / "d", "--no-cdr-export")
     try:
@@ -64,7 +65,7 @@ async def test_peer_open_and_close_reasons(tmp_path) -> None:  # type: ignore[no
         "peer gw-c.test closed: shutdown"]  # our DPR (this client does not answer it)
 
 
-async def test_watchdog_timeout_and_errors_are_logged(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_watchdog_timeout_and_errors_are_logged(tmp_path: Path) -> None:
     provision(tmp_path / "d", {MSISDN: {"balance": "10"}})
     cfg = tmp_path / "ocs.toml"
     cfg.write_text("watchdog_interval = 0.5\ncdr_export = false\n")
@@ -98,7 +99,7 @@ async def burst(c: DiameterClient, tag: str, n: int = 200) -> list[int]:
     return [result_code_of(a) for a in answers]
 
 
-async def test_overload_episodes_and_sweeper_passes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_overload_episodes_and_sweeper_passes(tmp_path: Path) -> None:
     provision(tmp_path / "d", {MSISDN: {"balance": "1000"}})
     cfg = tmp_path / "ocs.toml"
     cfg.write_text("max_in_flight = 4\nmax_in_flight_per_peer = 4\nsweep_interval = 0.5\ncdr_export = false\n")

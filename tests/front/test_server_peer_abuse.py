@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 
 import pytest
-from server_harness import provision, start_server
+from server_harness import RunningServer, provision, start_server
 
 from protocol import constants as C
 from protocol.base import decode_cea, encode_cer, encode_dpr, encode_dwr
@@ -25,7 +26,7 @@ CONFIG = "watchdog_interval = 1.0\nmax_connections = 8\ncdr_export = false\n"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):  # type: ignore[no-untyped-def]
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     data = tmp_path_factory.mktemp("peer-abuse") / "data"
     provision(data, ACCOUNTS)
     cfg = data.parent / "ocs.toml"
@@ -58,7 +59,7 @@ async def read_frames(r: asyncio.StreamReader, count: int, timeout: float = 10.0
     return out
 
 
-async def opened(server) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:  # type: ignore[no-untyped-def]
+async def opened(server: RunningServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     r, w = await asyncio.open_connection(server.host, server.port)
     w.write(cer())
     (cea,) = await read_frames(r, 1)
@@ -78,7 +79,7 @@ async def closed_within(r: asyncio.StreamReader, seconds: float) -> bool:
         return False
 
 
-async def test_dpa_comes_after_the_answers_in_flight(server) -> None:  # type: ignore[no-untyped-def]
+async def test_dpa_comes_after_the_answers_in_flight(server: RunningServer) -> None:
     r, w = await opened(server)
     dpr = encode_dpr(DPR(origin_host="peer.test", origin_realm="test", disconnect_cause=0), 7, 7)
     w.write(b"".join(event(i) for i in range(50)) + dpr)  # 50 debits in flight, then DPR
@@ -89,7 +90,7 @@ async def test_dpa_comes_after_the_answers_in_flight(server) -> None:  # type: i
     w.close()
 
 
-async def test_watchdog_is_answered_while_disconnecting(server) -> None:  # type: ignore[no-untyped-def]
+async def test_watchdog_is_answered_while_disconnecting(server: RunningServer) -> None:
     r, w = await opened(server)
     dpr = encode_dpr(DPR(origin_host="peer.test", origin_realm="test", disconnect_cause=0), 7, 7)
     dwr = encode_dwr(DWR(origin_host="peer.test", origin_realm="test"), 8, 8)
@@ -100,7 +101,7 @@ async def test_watchdog_is_answered_while_disconnecting(server) -> None:  # type
     w.close()
 
 
-async def test_second_cer_answered_but_cannot_change_the_peer(server) -> None:  # type: ignore[no-untyped-def]
+async def test_second_cer_answered_but_cannot_change_the_peer(server: RunningServer) -> None:
     r, w = await opened(server)
     w.write(cer())                      # RFC 6733 §5.6: CEA again, the connection stays open
     (cea,) = await read_frames(r, 1)
@@ -120,7 +121,7 @@ async def test_second_cer_answered_but_cannot_change_the_peer(server) -> None:  
     (b"\x01\x00\x00\x16\x80\x00\x01\x10" + bytes(12), C.DIAMETER_INVALID_MESSAGE_LENGTH),  # 22
     (b"\x01\xff\xff\xf0\x80\x00\x01\x10" + bytes(12), C.DIAMETER_INVALID_MESSAGE_LENGTH),  # too big
 ])
-async def test_unframeable_request_is_answered_then_closed(server, frame, code) -> None:  # type: ignore[no-untyped-def]
+async def test_unframeable_request_is_answered_then_closed(server: RunningServer, frame: bytes, code: int) -> None:
     r, w = await opened(server)
     w.write(frame)
     (answer,) = await read_frames(r, 1)
@@ -132,7 +133,7 @@ async def test_unframeable_request_is_answered_then_closed(server, frame, code) 
     w.close()
 
 
-async def test_trickling_connection_without_cer_is_closed(server) -> None:  # type: ignore[no-untyped-def]
+async def test_trickling_connection_without_cer_is_closed(server: RunningServer) -> None:
     r, w = await asyncio.open_connection(server.host, server.port)
     head = cer()
     t0 = time.monotonic()
@@ -149,7 +150,7 @@ async def test_trickling_connection_without_cer_is_closed(server) -> None:  # ty
     w.close()
 
 
-async def test_connections_beyond_the_cap_are_closed(server) -> None:  # type: ignore[no-untyped-def]
+async def test_connections_beyond_the_cap_are_closed(server: RunningServer) -> None:
     conns = [await opened(server) for _ in range(8)]       # max_connections = 8
     r, w = await asyncio.open_connection(server.host, server.port)
     assert await closed_within(r, 0.5)                      # at once, not by the CER timeout
@@ -165,7 +166,7 @@ async def test_connections_beyond_the_cap_are_closed(server) -> None:  # type: i
     await asyncio.sleep(0.3)
 
 
-async def test_peer_that_never_reads_is_paused_then_dropped(server) -> None:  # type: ignore[no-untyped-def]
+async def test_peer_that_never_reads_is_paused_then_dropped(server: RunningServer) -> None:
     r, w = await opened(server)
     dwr = encode_dwr(DWR(origin_host="peer.test", origin_realm="test"), 9, 9)
     sent, t0 = 0, time.monotonic()

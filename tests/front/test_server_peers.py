@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import struct
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from server_harness import provision, start_server
+from server_harness import RunningServer, provision, start_server
 
 from ocs.client import DiameterClient
 from protocol import constants as C
@@ -21,7 +23,7 @@ ACCOUNTS = {"491710000001": {"balance": "100"}, "491710000002": {"balance": "100
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):  # type: ignore[no-untyped-def]
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     data = tmp_path_factory.mktemp("peers") / "data"
     provision(data, ACCOUNTS)
     srv = start_server(data, "--metrics", "127.0.0.1:19187")
@@ -41,7 +43,7 @@ def a_ccr(sid: str, msisdn: str = "491710000001", rtype: int = 1, number: int = 
                mscc=[MSCCRequest(rating_group=100, requested=Units(time=60))])
 
 
-async def test_cea_advertises_credit_control(server) -> None:  # type: ignore[no-untyped-def]
+async def test_cea_advertises_credit_control(server: RunningServer) -> None:
     c = await DiameterClient.connect(server.host, server.port, cer=False)
     cea = await c.capabilities_exchange()
     assert cea.result_code == C.DIAMETER_SUCCESS
@@ -52,7 +54,7 @@ async def test_cea_advertises_credit_control(server) -> None:  # type: ignore[no
     await c.close()
 
 
-async def test_relay_agent_accepted(server) -> None:  # type: ignore[no-untyped-def]
+async def test_relay_agent_accepted(server: RunningServer) -> None:
     c = await DiameterClient.connect(server.host, server.port, cer=False)
     cea = await c.capabilities_exchange(CER(origin_host="dra.test", origin_realm="test",
                                             host_ip_addresses=["127.0.0.1"], product_name="freeDiameter",
@@ -63,7 +65,7 @@ async def test_relay_agent_accepted(server) -> None:  # type: ignore[no-untyped-
     await c.close()
 
 
-async def test_no_common_application(server) -> None:  # type: ignore[no-untyped-def]
+async def test_no_common_application(server: RunningServer) -> None:
     c = await DiameterClient.connect(server.host, server.port, cer=False)
     cea = await c.capabilities_exchange(CER(origin_host="s6a.test", origin_realm="test",
                                             host_ip_addresses=["127.0.0.1"], auth_application_ids=[16777251]))
@@ -72,7 +74,7 @@ async def test_no_common_application(server) -> None:  # type: ignore[no-untyped
     await c.close()
 
 
-async def test_request_before_cer_refused(server) -> None:  # type: ignore[no-untyped-def]
+async def test_request_before_cer_refused(server: RunningServer) -> None:
     c = await DiameterClient.connect(server.host, server.port, cer=False)
     answer = await c.request_raw(encode_ccr(a_ccr("early;1;1"), *c.next_ids()))
     assert result_code(answer) == C.DIAMETER_UNKNOWN_PEER
@@ -81,7 +83,7 @@ async def test_request_before_cer_refused(server) -> None:  # type: ignore[no-un
     await c.close()
 
 
-async def test_watchdog_unknown_command_wrong_application(server) -> None:  # type: ignore[no-untyped-def]
+async def test_watchdog_unknown_command_wrong_application(server: RunningServer) -> None:
     c = await DiameterClient.connect(server.host, server.port)
     dwa = await c.watchdog()
     assert result_code(dwa) == C.DIAMETER_SUCCESS and decode_header(dwa).command_code == C.CC_DEVICE_WATCHDOG
@@ -129,7 +131,7 @@ def _drop_avp(frame: bytes, code: int) -> bytes:
     return bytes(out)
 
 
-async def test_malformed_peer_does_not_affect_others(server) -> None:  # type: ignore[no-untyped-def]
+async def test_malformed_peer_does_not_affect_others(server: RunningServer) -> None:
     good = await DiameterClient.connect(server.host, server.port, origin_host="good.test")
     a = await good.ccr(a_ccr("good.test;1;1", "491710000002"))
     assert a.result_code == 2001
@@ -157,7 +159,7 @@ async def test_malformed_peer_does_not_affect_others(server) -> None:  # type: i
     await good.close()
 
 
-async def test_metrics_exposed(server) -> None:  # type: ignore[no-untyped-def]
+async def test_metrics_exposed(server: RunningServer) -> None:
     c = await DiameterClient.connect(server.host, server.port)
     await c.ccr(a_ccr("metrics;1;1"))
     await c.close()
@@ -169,7 +171,7 @@ async def test_metrics_exposed(server) -> None:  # type: ignore[no-untyped-def]
         assert name in body
 
 
-async def test_allowlist_refuses_unknown_peer(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_allowlist_refuses_unknown_peer(tmp_path: Path) -> None:
     provision(tmp_path / "d", ACCOUNTS)
     srv = start_server(tmp_path / "d", "--allow-peer", "pgw.allowed", "--no-cdr-export")
     try:
@@ -183,7 +185,7 @@ async def test_allowlist_refuses_unknown_peer(tmp_path) -> None:  # type: ignore
         assert srv.stop() == 0
 
 
-async def test_too_busy_beyond_the_bound(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_too_busy_beyond_the_bound(tmp_path: Path) -> None:
     provision(tmp_path / "d", ACCOUNTS)
     cfg = tmp_path / "ocs.toml"
     cfg.write_text("max_in_flight = 4\nmax_in_flight_per_peer = 4\ncdr_export = false\n")
@@ -208,7 +210,7 @@ async def test_too_busy_beyond_the_bound(tmp_path) -> None:  # type: ignore[no-u
         assert srv.stop() == 0
 
 
-async def test_graceful_shutdown_sends_dpr(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_graceful_shutdown_sends_dpr(tmp_path: Path) -> None:
     provision(tmp_path / "d", ACCOUNTS)
     srv = start_server(tmp_path / "d", "--no-cdr-export")
     c = await DiameterClient.connect(srv.host, srv.port)
@@ -221,7 +223,7 @@ async def test_graceful_shutdown_sends_dpr(tmp_path) -> None:  # type: ignore[no
     await c.close()
 
 
-def test_cea_bytes_decode(server) -> None:  # type: ignore[no-untyped-def]
+def test_cea_bytes_decode(server: RunningServer) -> None:
     """A synchronous round trip with a plain socket, no asyncio: what a C client would see."""
     import socket
     s = socket.create_connection((server.host, server.port), timeout=5)
