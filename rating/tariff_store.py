@@ -113,7 +113,7 @@ class TariffStore:
 
         return self._write(put)
 
-    def retire(self, version: int, now: int | None = None) -> int | None:
+    def retire(self, version: int, now: int | None = None) -> int:
         """Retire a version: it is never chosen for new sessions again (sessions already rating
         with it keep it). Returns when it was retired (the earlier time if it already was);
         TariffNotFound if there is no such version, TariffRetireRefused if no version would be in
