@@ -19,23 +19,25 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import msgpack
 
 from balance import ops
-from balance.store import open_store
+from balance.store import Store, Tx, open_store
 from ocs.billing import cdr as C
 
 
-def populate(store, accounts: int, cdrs: int, year: int, month: int, seed: int = 1) -> None:  # type: ignore[no-untyped-def]
+def populate(store: Store, accounts: int, cdrs: int, year: int, month: int, seed: int = 1) -> None:
     from rating.tariff_store import TariffStore
     text = resources.files("ocs.data").joinpath("example-tariff.toml").read_text()
     TariffStore(store).load(text, "example-tariff.toml", effective_from=calendar.timegm((year, 1, 1, 0, 0, 0)))
     ids = [f"49170{i:07d}" for i in range(accounts)]
     for lo in range(0, accounts, 5000):
-        def mk(tx, lo=lo):  # type: ignore[no-untyped-def]
+        def mk(tx: Tx, lo: int = lo) -> None:
             for i in range(lo, min(lo + 5000, accounts)):
                 post = i % 4 == 0
                 ops.create_account(tx, None, account_id=ids[i], currency="EUR",
@@ -51,7 +53,7 @@ def populate(store, accounts: int, cdrs: int, year: int, month: int, seed: int =
     while done < cdrs:
         n = min(20_000, cdrs - done)
 
-        def put(tx, n=n, done=done):  # type: ignore[no-untyped-def]
+        def put(tx: Tx, n: int = n, done: int = done) -> None:
             for j in range(n):
                 i = rng.randrange(accounts)
                 rg, unit, lo_u, hi_u, per = kinds[(done + j) % 3]
@@ -66,7 +68,7 @@ def populate(store, accounts: int, cdrs: int, year: int, month: int, seed: int =
         done += n
 
 
-def read_baseline(store) -> float:  # type: ignore[no-untyped-def]
+def read_baseline(store: Store) -> float:
     """Seconds to read and decode every CDR (the export's ceiling)."""
     t0 = time.perf_counter()
     n = 0
@@ -77,8 +79,8 @@ def read_baseline(store) -> float:  # type: ignore[no-untyped-def]
     return time.perf_counter() - t0
 
 
-def reset_export(store) -> None:  # type: ignore[no-untyped-def]
-    def fn(tx):  # type: ignore[no-untyped-def]
+def reset_export(store: Store) -> None:
+    def fn(tx: Tx) -> None:
         cur = tx.txn.cursor(db=tx.dbs["export"])
         keys = [k for k, _ in cur if k == b"checkpoint" or k.startswith(b"file:")]
         for k in keys:
@@ -86,7 +88,7 @@ def reset_export(store) -> None:  # type: ignore[no-untyped-def]
     store.execute(fn)
 
 
-def export_once(store, out: Path, fmt: str) -> float:  # type: ignore[no-untyped-def]
+def export_once(store: Store, out: Path, fmt: str) -> float:
     from ocs.billing.export import CdrExporter
     reset_export(store)
     shutil.rmtree(out, ignore_errors=True)
@@ -98,7 +100,7 @@ def export_once(store, out: Path, fmt: str) -> float:  # type: ignore[no-untyped
     return time.perf_counter() - t0
 
 
-def _timed(fn, *args) -> float:  # type: ignore[no-untyped-def]
+def _timed(fn: Callable[..., object], *args: Any) -> float:
     t0 = time.perf_counter()
     fn(*args)
     return time.perf_counter() - t0

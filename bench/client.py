@@ -24,6 +24,7 @@ import sys
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from bench import wire
 from bench.histogram import Histogram
@@ -95,19 +96,19 @@ class Usage:
 @dataclass(slots=True)
 class RunResult:
     label: str
-    spec: dict
+    spec: dict[str, Any]
     run_id: str = ""
     sent: int = 0
     answered: int = 0                      # answers to requests sent after the warm-up
     seconds: float = 0.0                   # measured window
     histogram: Histogram = field(default_factory=Histogram)
-    result_codes: Counter = field(default_factory=Counter)
-    by_kind: Counter = field(default_factory=Counter)
+    result_codes: Counter[int] = field(default_factory=Counter)
+    by_kind: Counter[int] = field(default_factory=Counter)
     errors: int = 0                        # answers with a non-2001 Result-Code (any MSCC)
     timeouts: int = 0
     late: int = 0                          # answers that came after their timeout
     connect_errors: int = 0
-    series: list[dict] = field(default_factory=list)
+    series: list[dict[str, Any]] = field(default_factory=list)
     usage: list[Usage] = field(default_factory=list)
     by_code: dict[int, Histogram] = field(default_factory=dict)  # message Result-Code -> latency
 
@@ -115,7 +116,7 @@ class RunResult:
     def throughput(self) -> float:
         return self.answered / self.seconds if self.seconds > 0 else 0.0
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "run_id": self.run_id, "spec": self.spec, "sent": self.sent,
                 "answered": self.answered, "seconds": round(self.seconds, 3),
                 "throughput": round(self.throughput, 1),
@@ -143,7 +144,7 @@ class _Conn(asyncio.Protocol):
             destination_realm=spec.destination_realm, run_id=engine.run_id)
         self.buf = bytearray()
         self.out: list[bytes | bytearray] = []
-        self.pending: dict[int, tuple] = {}
+        self.pending: dict[int, tuple[int, Session, int, int]] = {}  # hbh -> sched_ns, session, kind, used
         self.ready: deque[Session] = deque()
         self.transport: asyncio.Transport | None = None
         self.cea: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
@@ -151,7 +152,7 @@ class _Conn(asyncio.Protocol):
         self.session_count = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # a TCP connection's transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -167,7 +168,8 @@ class _Conn(asyncio.Protocol):
         try:
             frames = wire.split_frames(self.buf)
         except ValueError:
-            self.transport.close()  # type: ignore[union-attr]
+            if self.transport is not None:  # always: data comes after connection_made
+                self.transport.close()
             return
         engine = self.engine
         for frame in frames:
@@ -178,7 +180,9 @@ class _Conn(asyncio.Protocol):
     def flush(self) -> None:
         out = self.out
         if out and not self.closed:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))  # type: ignore[union-attr]
+            transport = self.transport
+            assert transport is not None  # set by connection_made before anything is sent
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
         out.clear()
 
 
@@ -325,7 +329,7 @@ class _Engine:
         return sum(len(c.pending) for c in self.conns)
 
 
-def _spec_dict(spec: LoadSpec) -> dict:
+def _spec_dict(spec: LoadSpec) -> dict[str, Any]:
     return {"connections": spec.connections, "in_flight": spec.in_flight, "rate": spec.rate,
             "duration": spec.duration, "warmup": spec.warmup, "max_requests": spec.max_requests,
             "timeout": spec.timeout, "accounts": spec.accounts, "seed": spec.seed,
@@ -334,14 +338,14 @@ def _spec_dict(spec: LoadSpec) -> dict:
 
 async def _connect(engine: _Engine, host: str, port: int, index: int, timeout: float) -> _Conn:
     loop = asyncio.get_running_loop()
-    _transport, conn = await asyncio.wait_for(
+    transport, conn = await asyncio.wait_for(
         loop.create_connection(lambda: _Conn(engine, index), host, port), timeout)
     spec = engine.spec
-    conn.transport.write(cer_frame(conn.origin_host, spec.origin_realm, hop_by_hop=index + 1))  # type: ignore[union-attr]
+    transport.write(cer_frame(conn.origin_host, spec.origin_realm, hop_by_hop=index + 1))
     cea = await asyncio.wait_for(conn.cea, timeout)
     result, _m, _g = wire.scan_answer(cea)
     if result != SUCCESS:
-        conn.transport.close()  # type: ignore[union-attr]
+        transport.close()
         raise ConnectionError(f"CER refused with Result-Code {result}")
     return conn
 

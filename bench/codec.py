@@ -13,6 +13,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 from protocol import build as B
 from protocol.avp import Avp, make
@@ -44,21 +45,29 @@ def typical_cca() -> CCA:
                mscc=[MSCCAnswer(2001, 32, None, Units(total_octets=10_000_000), 3600)])  # fmt: skip
 
 
-def generic_decode(frame: bytes) -> dict:
+def _value(parent: Message | Avp, name: str) -> Any:
+    """The named child's value; a missing one is an error, as decode_ccr makes it."""
+    a = parent.find(name)
+    if a is None:
+        raise LookupError(f"missing {name}")
+    return a.value
+
+
+def generic_decode(frame: bytes) -> dict[str, Any]:
     """The same work on the generic path: full tree, then the fields the record needs."""
     msg = decode_message(frame)
     mscc = [
-        (m.find("Rating-Group").value, m.find("Requested-Service-Unit"),
-         [u.find("CC-Total-Octets").value for u in m.find_all("Used-Service-Unit")])
+        (_value(m, "Rating-Group"), m.find("Requested-Service-Unit"),
+         [_value(u, "CC-Total-Octets") for u in m.find_all("Used-Service-Unit")])
         for m in msg.find_all("Multiple-Services-Credit-Control")
     ]  # fmt: skip
     return {
-        "session_id": msg.find("Session-Id").value,
-        "origin_host": msg.find("Origin-Host").value,
-        "request_type": msg.find("CC-Request-Type").value,
-        "request_number": msg.find("CC-Request-Number").value,
+        "session_id": _value(msg, "Session-Id"),
+        "origin_host": _value(msg, "Origin-Host"),
+        "request_type": _value(msg, "CC-Request-Type"),
+        "request_number": _value(msg, "CC-Request-Number"),
         "subs": [
-            (s.find("Subscription-Id-Type").value, s.find("Subscription-Id-Data").value)
+            (_value(s, "Subscription-Id-Type"), _value(s, "Subscription-Id-Data"))
             for s in msg.find_all("Subscription-Id")
         ],
         "mscc": mscc,
@@ -67,6 +76,8 @@ def generic_decode(frame: bytes) -> dict:
 
 def generic_encode(cca: CCA, hbh: int, e2e: int) -> bytes:
     m = cca.mscc[0]
+    if m.granted is None:
+        raise ValueError("the benchmark's CCA grants units")
     gsu = make("Granted-Service-Unit", [make("CC-Total-Octets", m.granted.total_octets)])
     avps: list[Avp] = [
         make("Session-Id", cca.session_id), make("Result-Code", cca.result_code),

@@ -13,8 +13,13 @@ period (bands, tiers): the bench tariff is flat; with another tariff the result 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 from bench.client import Usage
+
+if TYPE_CHECKING:
+    from rating.rater import Rater
+    from rating.tariff import Rate
 
 
 @dataclass(slots=True)
@@ -26,7 +31,7 @@ class Conservation:
     exact_tariff: bool     # no bands / tiers: the check is exact
     ok: bool
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def describe(self) -> str:
@@ -42,12 +47,12 @@ class Conservation:
         return text
 
 
-def expected_charges(usage: list[Usage], rater, accounts: int,  # type: ignore[no-untyped-def]
+def expected_charges(usage: list[Usage], rater: Rater, accounts: int,
                      plan: str = "default") -> tuple[list[int], list[int]]:
     """(expected, uncertain) micro-units per account index."""
     expected = [0] * accounts
     uncertain = [0] * accounts
-    rates: dict[int, object] = {}
+    rates: dict[int, Rate] = {}
     for u in usage:
         rate = rates.get(u.rating_group)
         if rate is None:
@@ -62,7 +67,7 @@ def expected_charges(usage: list[Usage], rater, accounts: int,  # type: ignore[n
     return expected, uncertain
 
 
-def check(before: list[int], after: list[int], usage: list[Usage], rater,  # type: ignore[no-untyped-def]
+def check(before: list[int], after: list[int], usage: list[Usage], rater: Rater,
           plan: str = "default") -> Conservation:
     expected, uncertain = expected_charges(usage, rater, len(before), plan)
     off = 0

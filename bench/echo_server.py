@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+from typing import cast
 
 from bench import wire
 
@@ -60,9 +61,11 @@ class EchoProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # a TCP connection's transport
 
     def data_received(self, data: bytes) -> None:
+        transport = self.transport
+        assert transport is not None  # set by connection_made, which asyncio calls first
         buf = self.buf
         buf += data
         out = []
@@ -73,7 +76,7 @@ class EchoProtocol(asyncio.Protocol):
         while n - pos >= wire.HEADER_LEN:
             length = (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]
             if length < wire.HEADER_LEN or length > 1 << 20:
-                self.transport.close()  # type: ignore[union-attr]
+                transport.close()
                 return
             if n - pos < length:
                 break
@@ -87,9 +90,9 @@ class EchoProtocol(asyncio.Protocol):
             pos += length
         del buf[:pos]
         if out:
-            self.transport.write(b"".join(out))  # type: ignore[union-attr]
+            transport.write(b"".join(out))
         if close:
-            self.transport.close()  # type: ignore[union-attr]
+            transport.close()
 
 
 async def serve(host: str, port: int) -> None:

@@ -24,20 +24,22 @@ from functools import partial
 from balance.store import open_store
 from balance.writer import GroupCommitWriter
 from bench.provision import DEFAULT_TARIFF, provision
-from bench.templates import make_templates, session_tail
+from bench.templates import Template, make_templates, session_tail
 from bench.workload import INITIAL, UPDATE, account_id
 from ocs.charging import credit
 from ocs.charging.settings import ChargingSettings
 from ocs.charging.tariffs import Raters
 from ocs.config import ServeConfig
 from protocol.ccr import decode_ccr
+from protocol.records import CCR
 from rating import rater as rating_rater
 from rating.tariff_store import TariffStore
 
 ACCOUNTS = 1000
 
 
-def _frames(templates, kind: int, sessions: int, number: int, used: int) -> list[bytes]:  # type: ignore[no-untyped-def]
+def _frames(templates: dict[tuple[str, int], Template], kind: int, sessions: int, number: int,
+            used: int) -> list[bytes]:
     t = templates[("data", kind)]
     return [bytes(t.render(number, number, session_tail(1, s), number, account_id(s % ACCOUNTS).encode(),
                            used)) for s in range(sessions)]
@@ -61,7 +63,7 @@ def measure(sync: bool, sessions: int, batch: int, rounds: int,
 
         checked = [0.0]
 
-        def apply(ccrs: list) -> None:
+        def apply(ccrs: list[CCR]) -> None:
             for lo in range(0, len(ccrs), batch):
                 if follow:
                     t = time.thread_time()  # CPU time: a 1 µs step drowns in preemption here

@@ -12,6 +12,7 @@ value. Values above MAX_VALUE are clamped into the last bucket (the exact maximu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 SUB_BITS = 7
 SUB = 1 << SUB_BITS                  # 128 sub-buckets per power of two
@@ -111,7 +112,7 @@ class Histogram:
                 "max": self.max, "buckets": {str(i): c for i, c in enumerate(self.counts) if c}}
 
     @classmethod
-    def from_dict(cls, data: dict) -> Histogram:
+    def from_dict(cls, data: dict[str, Any]) -> Histogram:
         if data.get("sub_bits") != SUB_BITS:
             raise ValueError(f"histogram with sub_bits={data.get('sub_bits')}, want {SUB_BITS}")
         h = cls(count=int(data["count"]), total=int(data["total"]), min=int(data["min"]),

@@ -18,6 +18,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench import client, servers
 from bench.client import LoadSpec, RunResult
@@ -51,7 +52,7 @@ class Run:
         h = self.result.by_code.get(code)
         return h.percentile(q) / 1000 if h is not None else 0.0
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "max_queue_ms": self.max_queue_ms, "offered": self.offered,
                 "accepted_rps": round(self.rate_of(SUCCESS), 1),
                 "too_busy_share": round(self.share_of(TOO_BUSY), 4),

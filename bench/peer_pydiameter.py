@@ -23,9 +23,13 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from bench.echo_server import parse_listen
 from bench.workload import account_id
+
+if TYPE_CHECKING:
+    from rating.rater import Rater
 
 ORIGIN_HOST = "peer.bench"
 DEFAULT_CLIENTS = 256
@@ -39,7 +43,7 @@ def client_host(index: int, base: str = "bench.client") -> str:
 class Book:
     """In-memory balances, reservations and cumulative usage, priced by a Rater."""
 
-    def __init__(self, rater, accounts: int, balance: int, validity_time: int = 600) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, rater: Rater, accounts: int, balance: int, validity_time: int = 600) -> None:
         self.rater = rater
         self.balance = {account_id(i): balance for i in range(accounts)}
         self.plan = "default"
@@ -84,7 +88,8 @@ class Book:
             return 2001, grant
 
 
-def _units_of(su) -> tuple[str, int] | None:  # type: ignore[no-untyped-def]
+def _units_of(su: Any) -> tuple[str, int] | None:
+    """(attribute, units) of a python-diameter service-unit object (the library is untyped)."""
     if su is None:
         return None
     for attr in ("cc_time", "cc_total_octets", "cc_service_specific_units"):
@@ -94,12 +99,13 @@ def _units_of(su) -> tuple[str, int] | None:  # type: ignore[no-untyped-def]
     return "", 0
 
 
-def make_app(book: Book):  # type: ignore[no-untyped-def]
+def make_app(book: Book) -> Any:
+    """The credit-control Application for the Node (python-diameter has no type information)."""
     from diameter.message.avp.grouped import GrantedServiceUnit, MultipleServicesCreditControl
     from diameter.node.application import Application
 
-    class CreditControlApp(Application):
-        def handle_request(self, message):  # type: ignore[no-untyped-def]
+    class CreditControlApp(Application):  # type: ignore[misc]  # Application is untyped (Any)
+        def handle_request(self, message: Any) -> None:
             answer = self.generate_answer(message, result_code=2001)
             answer.cc_request_type = message.cc_request_type
             answer.cc_request_number = message.cc_request_number
@@ -132,7 +138,8 @@ def make_app(book: Book):  # type: ignore[no-untyped-def]
 def free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]  # (host, port); typeshed says Any
+        return port
 
 
 def main(argv: list[str] | None = None) -> int:

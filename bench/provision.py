@@ -15,14 +15,18 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from bench.workload import account_id
+
+if TYPE_CHECKING:
+    from balance.store import Store, Tx
 
 DEFAULT_TARIFF = Path(__file__).with_name("bench-tariff.toml")
 BATCH = 2000
 
 
-def in_force(versions: list[dict], now: int | None = None) -> dict | None:
+def in_force(versions: list[dict[str, Any]], now: int | None = None) -> dict[str, Any] | None:
     """The record of the version in force at `now` (TariffStore's rule: latest effective_from, then
     highest version), or None."""
     now = int(time.time()) if now is None else now
@@ -30,7 +34,7 @@ def in_force(versions: list[dict], now: int | None = None) -> dict | None:
     return max(due, key=lambda v: (int(v["effective_from"]), int(v["version"]))) if due else None
 
 
-def load_tariff_once(store, text: str, source: str) -> int:  # type: ignore[no-untyped-def]
+def load_tariff_once(store: Store, text: str, source: str) -> int:
     """Store the tariff as a new version unless the version in force already has this text.
 
     Effective from 0 in a data dir without tariffs (so every instant of the run is covered), from
@@ -51,7 +55,7 @@ def account_range(accounts: int) -> str:
     return f"{account_id(0)}..{account_id(accounts - 1)}"
 
 
-def missing(data_dir: str | os.PathLike, *, accounts: int, tariff_path: Path) -> list[str]:
+def missing(data_dir: str | os.PathLike[str], *, accounts: int, tariff_path: Path) -> list[str]:
     """What a run on this data dir needs and does not find there (empty: all there). Reads only:
     never creates the dir, a db or anything else."""
     from balance.store import open_store
@@ -85,7 +89,7 @@ def missing(data_dir: str | os.PathLike, *, accounts: int, tariff_path: Path) ->
     return out
 
 
-def provision(data_dir: str | os.PathLike, *, accounts: int, balance: int, tariff_path: Path,
+def provision(data_dir: str | os.PathLike[str], *, accounts: int, balance: int, tariff_path: Path,
               plan: str = "default", postpaid_every: int = 0,
               progress: Callable[[int, int], None] | None = None) -> int:
     """Create the bench accounts (ids from workload.account_id) and load the tariff.
@@ -105,7 +109,7 @@ def provision(data_dir: str | os.PathLike, *, accounts: int, balance: int, tarif
         for lo in range(0, accounts, BATCH):
             ids = [account_id(i) for i in range(lo, min(accounts, lo + BATCH))]
 
-            def create(tx, ids=ids):  # type: ignore[no-untyped-def]
+            def create(tx: Tx, ids: list[str] = ids) -> int:
                 made = 0
                 for ident in ids:
                     if tx.find_account(ident) is None:
@@ -125,7 +129,7 @@ def provision(data_dir: str | os.PathLike, *, accounts: int, balance: int, tarif
         store.close()
 
 
-def balances(data_dir: str | os.PathLike, accounts: int) -> list[int]:
+def balances(data_dir: str | os.PathLike[str], accounts: int) -> list[int]:
     """Balance (micro-units, reservations not deducted) of each bench account, in one read txn."""
     from balance.store import open_store
 

@@ -15,14 +15,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from rating import kernel, reference
 from rating.rater import rater_for, warm
-from rating.tariff import parse_tariff
+from rating.tariff import Rate, Tariff, parse_tariff
 
 TARIFF = '''currency = "EUR"
 [[plan]]
@@ -67,7 +69,15 @@ connect_fee = "0.05"
 MAR = 1709251200   # 2024-03-01T00:00:00Z: the month holds the EU DST change
 
 
-def median_time(fn, repeat: int = 5) -> float:
+def _rate(t: Tariff, rating_group: int) -> Rate:
+    """The bench plan's rate for rating_group (TARIFF has rating groups 1 and 2)."""
+    rate = t.find("bench", rating_group)
+    if rate is None:
+        raise LookupError(f"TARIFF has no rate for rating group {rating_group}")
+    return rate
+
+
+def median_time(fn: Callable[[], Any], repeat: int = 5) -> float:
     """Median CPU seconds of this process (single-threaded code: time on one core; unlike wall time
     it does not count waiting for a core on a shared machine)."""
     times = []
@@ -78,7 +88,7 @@ def median_time(fn, repeat: int = 5) -> float:
     return statistics.median(times)
 
 
-def per_call_ns(fn, n: int) -> float:
+def per_call_ns(fn: Callable[[], Any], n: int) -> float:
     """Median over 7 rounds of the mean ns per call in a loop of n calls (loop overhead included)."""
     def loop() -> None:
         for _ in range(n):
@@ -108,7 +118,7 @@ def bench_batch(n: int) -> dict[str, float]:
     rg2 = rg1 * 2
     ts = median_time(lambda: kernel.rate_batch(blob, plan, rg2, units, start, period, before,
                                                out_c, out_r))
-    simple = t.find("bench", 2)
+    simple = _rate(t, 2)
 
     def numpy_simple() -> np.ndarray:
         f, inc = simple.first_increment, simple.increment
@@ -119,7 +129,7 @@ def bench_batch(n: int) -> dict[str, float]:
     tn = median_time(numpy_simple)
     # the Decimal oracle on a sample
     m = 2000
-    banded = t.find("bench", 1)
+    banded = _rate(t, 1)
     to = median_time(lambda: [reference.cost(t, banded, 0, int(units[i]), int(start[i]),
                                              int(period[i])) for i in range(m)], 3)
     kernel.rate_batch(blob, plan, rg1, units, start, period, before, out_c, out_r)
@@ -132,7 +142,7 @@ def bench_batch(n: int) -> dict[str, float]:
 def bench_per_request() -> dict[str, float]:
     t = parse_tariff(TARIFF)
     rater = rater_for(t, 1)
-    banded, simple = t.find("bench", 1), t.find("bench", 2)
+    banded, simple = _rate(t, 1), _rate(t, 2)
     blob = rater.blob
     n = 100_000
     cost = rater.cost

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.client import KIND_NAMES, RunResult
 
@@ -15,7 +16,7 @@ class Row:
 
     name: str
     result: RunResult
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _ms(us: float) -> str:
@@ -61,7 +62,7 @@ def summary(res: RunResult) -> str:
             f"timeouts {res.timeouts}, late {res.late}, sent {res.sent}; run id {res.run_id}")
 
 
-def write_json(path: Path, payload: dict) -> None:
+def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(payload, indent=1, sort_keys=False) + "\n")

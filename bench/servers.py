@@ -24,7 +24,7 @@ class ServerError(RuntimeError):
 @dataclass
 class Launched:
     name: str
-    proc: subprocess.Popen
+    proc: subprocess.Popen[str]
     host: str
     port: int
     log_path: Path | None
@@ -38,13 +38,14 @@ class Launched:
 def launch(name: str, argv: list[str], *, ready_timeout: float = 90.0,
            log_path: Path | None = None, env: dict[str, str] | None = None) -> Launched:
     """Run argv, wait (bounded) for the ready line; stderr goes to log_path (or is discarded)."""
-    err = open(log_path, "wb") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
+    log = open(log_path, "wb") if log_path is not None else None  # noqa: SIM115
     try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True,
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                stderr=log if log is not None else subprocess.DEVNULL, text=True,
                                 env={**os.environ, **(env or {})})
     finally:
-        if log_path is not None:
-            err.close()  # type: ignore[union-attr]
+        if log is not None:
+            log.close()
     lines: list[str] = []
     ready: list[str] = []
     found = threading.Event()
@@ -78,7 +79,7 @@ def _tail(log_path: Path | None, n: int = 15) -> str:
     return ("; stderr:\n  " + "\n  ".join(text)) if text else ""
 
 
-def _kill(proc: subprocess.Popen) -> None:
+def _kill(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is None:
         proc.kill()
         try:
@@ -101,7 +102,7 @@ def stop(server: Launched, timeout: float = 30.0) -> int:
     return proc.returncode
 
 
-def ocs_serve_argv(data_dir: str | os.PathLike, *, no_sync: bool = False, workers: int = 1,
+def ocs_serve_argv(data_dir: str | os.PathLike[str], *, no_sync: bool = False, workers: int = 1,
                    origin_realm: str = "ocs", extra: list[str] | None = None) -> list[str]:
     argv = [sys.executable, "-m", "ocs", "serve", "--data", os.fspath(data_dir),
             "--listen", "127.0.0.1:0", "--origin-host", "ocs.bench", "--origin-realm",

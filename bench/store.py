@@ -22,9 +22,12 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
 
 from balance import ops
-from balance.store import Store, open_store
+from balance.records import CommitResult, ReserveResult
+from balance.store import Store, Tx, open_store
 from balance.writer import GroupCommitWriter
 
 PRICE_PER_UNIT = 10  # micro-units per second
@@ -45,7 +48,8 @@ def _tag(i: int) -> str:
     return f"{(i * 2654435761) & 0xFFFFFFFF:08x}{i:08x}"
 
 
-def _pair(ids: list[str], i: int, keyed: bool = True):  # type: ignore[no-untyped-def]
+def _pair(ids: list[str], i: int, keyed: bool = True
+          ) -> tuple[Callable[[Tx], ReserveResult], Callable[[Tx], CommitResult]]:
     """Pair i's reserve and commit ops (its account, session id and, when keyed, idempotency keys)."""
     acct, tag = ids[i % len(ids)], _tag(i)
     session = f"sess-{tag}"
@@ -56,23 +60,23 @@ def _pair(ids: list[str], i: int, keyed: bool = True):  # type: ignore[no-untype
 def _setup(store: Store, accounts: int) -> list[str]:
     ids = [f"4917{i:08d}" for i in range(accounts)]
 
-    def create(tx):  # type: ignore[no-untyped-def]
+    def create(tx: Tx) -> None:
         for acct in ids:
             ops.create_account(tx, None, account_id=acct, currency="EUR", balance=10**15)
     store.execute(create)
     return ids
 
 
-def _reserve(acct: str, session: str, key: str):  # type: ignore[no-untyped-def]
-    def fn(tx):  # type: ignore[no-untyped-def]
+def _reserve(acct: str, session: str, key: str | None) -> Callable[[Tx], ReserveResult]:
+    def fn(tx: Tx) -> ReserveResult:
         return ops.reserve(tx, key, account_id=acct, session_id=session, rating_group=1,
                            unit="seconds", units=60, price=price, afford=afford,
                            all_or_nothing=False, expires_at=tx.now + 600)
     return fn
 
 
-def _commit(acct: str, session: str, key: str):  # type: ignore[no-untyped-def]
-    def fn(tx):  # type: ignore[no-untyped-def]
+def _commit(acct: str, session: str, key: str | None) -> Callable[[Tx], CommitResult]:
+    def fn(tx: Tx) -> CommitResult:
         return ops.commit(tx, key, account_id=acct, session_id=session, rating_group=1,
                           used_units=42, price=price)
     return fn
@@ -114,6 +118,8 @@ async def _group(store: Store, ids: list[str], pairs: int, tasks: int) -> tuple[
 def group_commit(path: str, pairs: int, tasks: int, accounts: int) -> tuple[float, GroupCommitWriter]:
     store = open_store(path)
     ids = _setup(store, accounts)
+    runner: Callable[[Coroutine[Any, Any, tuple[float, GroupCommitWriter]]],
+                     tuple[float, GroupCommitWriter]]
     try:
         import uvloop
         runner = uvloop.run
@@ -131,8 +137,8 @@ def engine_style(path: str, pairs: int, in_flight: int, accounts: int,
     store = open_store(path)
     ids = _setup(store, accounts)
     writer = GroupCommitWriter(store)
-    committed: collections.deque = collections.deque()
-    acked: collections.deque = collections.deque()     # pair numbers whose reserve is durable
+    committed: collections.deque[list[tuple[str, int] | None]] = collections.deque()
+    acked: collections.deque[int] = collections.deque()     # pair numbers whose reserve is durable
     wake, idle = threading.Event(), threading.Event()
     done = [0]
 
@@ -147,7 +153,7 @@ def engine_style(path: str, pairs: int, in_flight: int, accounts: int,
                 if ready == [None]:
                     return
                 store.sync_meta()
-                for kind, i in ready:
+                for kind, i in cast("list[tuple[str, int]]", ready):  # not the stop mark [None]
                     if kind == "r":
                         acked.append(i)
                     else:
@@ -159,7 +165,7 @@ def engine_style(path: str, pairs: int, in_flight: int, accounts: int,
     nxt = 0
     t0 = time.perf_counter()
     while done[0] < pairs:
-        batch = []
+        batch: list[tuple[Callable[[Tx], object], tuple[str, int]]] = []
         while acked:
             i = acked.popleft()
             batch.append((_pair(ids, i, keyed)[1], ("c", i)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
 
 INITIAL, UPDATE, TERMINATION, EVENT = 1, 2, 3, 4
 
@@ -46,7 +47,7 @@ class Mix:
     @classmethod
     def parse(cls, text: str) -> Mix:
         """"data=0.6,voice=0.25,sms=0.15,data_updates=4,voice_updates=2" (any subset)."""
-        values: dict[str, float | int] = {}
+        values: dict[str, Any] = {}  # float shares, int update counts: each its field's type
         for part in filter(None, (p.strip() for p in text.split(","))):
             name, sep, raw = part.partition("=")
             name = name.strip()
@@ -59,7 +60,7 @@ class Mix:
                 raise ValueError(f"bad mix value {part!r}") from None
             if values[name] < 0:
                 raise ValueError(f"negative mix value {part!r}")
-        mix = cls(**values)  # type: ignore[arg-type]
+        mix = cls(**values)
         if mix.data + mix.voice + mix.sms <= 0:
             raise ValueError("mix has no service with a positive share")
         return mix

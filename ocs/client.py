@@ -30,7 +30,7 @@ class DiameterClient:
         self.origin_realm = origin_realm
         self._hbh = itertools.count(random.getrandbits(31))
         self._e2e = itertools.count(random.getrandbits(31))
-        self._pending: dict[int, asyncio.Future] = {}
+        self._pending: dict[int, asyncio.Future[bytes]] = {}
         self.requests_from_server: list[tuple[Header, bytes]] = []
         self._framer = Framer(1 << 20)
         self._reader_task = asyncio.create_task(self._read_loop())
@@ -76,7 +76,7 @@ class DiameterClient:
     async def request_raw(self, frame: bytes, timeout: float = 10.0) -> bytes:
         """Send an encoded request; wait for the answer with its hop-by-hop id."""
         hbh = _IDS.unpack_from(frame, 12)[0]
-        fut = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._pending[hbh] = fut
         self.writer.write(frame)
         return await asyncio.wait_for(fut, timeout)

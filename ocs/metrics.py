@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -35,7 +35,7 @@ STALE_SESSIONS = Counter("ocs_stale_sessions_closed", "Sessions closed by the sw
 # Per-request figures are plain counters on the loop thread (a prometheus_client child costs a lock
 # per update); the collector below turns them into metric families when Prometheus scrapes.
 _requests: dict[tuple[str, str, int], int] = {}
-_latency: dict[str, list] = {}  # command -> [per-bucket counts..., +Inf count, sum of seconds]
+_latency: dict[str, list[float]] = {}  # command -> [per-bucket counts..., +Inf count, sum of seconds]
 
 
 def count_request(command: str, request_type: str, result_code: int, seconds: float) -> None:
@@ -49,7 +49,7 @@ def count_request(command: str, request_type: str, result_code: int, seconds: fl
 
 
 class _RequestCollector:
-    def collect(self):  # type: ignore[no-untyped-def]
+    def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
             "ocs_requests", "Diameter requests answered, by command, CC-Request-Type and Result-Code",
             labels=["command", "request_type", "result_code"])
@@ -60,9 +60,11 @@ class _RequestCollector:
                                         "From the request's arrival to its answer's write",
                                         labels=["command"])
         for command, lat in dict(_latency).items():
-            counts, total, cumulative = list(lat), 0, []
-            for bound, n in zip((*LATENCY_BUCKETS, float("inf")), counts[:-1], strict=True):
-                total += n
+            counts = list(lat)
+            total: float = 0  # bucket counts are ints; typed float as the list holding them is
+            cumulative: list[tuple[str, float]] = []
+            for bound, k in zip((*LATENCY_BUCKETS, float("inf")), counts[:-1], strict=True):
+                total += k
                 cumulative.append((str(bound) if bound != float("inf") else "+Inf", total))
             latency.add_metric([command], cumulative, counts[-1])
         yield latency

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from typing import Final, Literal, overload
+from typing import Any, Final, Literal, overload
 
 from protocol import build as B
 from protocol import constants as C
@@ -36,7 +36,7 @@ def _encode_mscc(m: MSCCAnswer) -> bytes:
     if m.result_code is not None:
         p.append(_u32(268, m.result_code))
     if m.final_unit_action is not None:
-        p.append(_encode_fui(m))
+        p.append(_encode_fui(m, m.final_unit_action))
     if m.time_quota_threshold is not None:
         p.append(B.u32_3gpp(868, m.time_quota_threshold))
     if m.volume_quota_threshold is not None:
@@ -46,8 +46,9 @@ def _encode_mscc(m: MSCCAnswer) -> bytes:
     return _group(456, b"".join(p))
 
 
-def _encode_fui(m: MSCCAnswer | FinalUnit) -> bytes:
-    f = [_i32(449, m.final_unit_action)]  # type: ignore[arg-type]
+def _encode_fui(m: MSCCAnswer | FinalUnit, action: int) -> bytes:
+    """`action` is m.final_unit_action, passed as the int the caller checked it is."""
+    f = [_i32(449, action)]
     for r in m.restriction_filter_rules:
         f.append(_utf8(438, r))
     for fid in m.filter_ids:
@@ -79,7 +80,7 @@ def encode_cca(cca: CCA, hop_by_hop: int, end_to_end: int) -> bytes:
             c += _utf8(424, ci.cost_unit)
         p.append(_group(423, c))
     if cca.final_unit is not None:
-        p.append(_encode_fui(cca.final_unit))
+        p.append(_encode_fui(cca.final_unit, cca.final_unit.final_unit_action))
     if cca.check_balance_result is not None:
         p.append(_i32(422, cca.check_balance_result))
     if cca.credit_control_failure_handling is not None:
@@ -181,7 +182,7 @@ def decode_cca(frame: bytes) -> CCA:
         raise DiameterError(C.DIAMETER_INVALID_HDR_BITS, "CCA with the R bit")
     if fcc & 0xFFFFFF != C.CC_CREDIT_CONTROL:
         raise DiameterError(C.DIAMETER_COMMAND_UNSUPPORTED, f"command {fcc & 0xFFFFFF} is not a CCA")
-    v: list = [None] * 13
+    v: list[Any] = [None] * 13
     mscc: list[MSCCAnswer] = []
     gsu = cost = failed = fui = None
     for key, pos, d, nxt in S.split(frame, 20, n):
@@ -226,7 +227,7 @@ def decode_cca(frame: bytes) -> CCA:
 
 def _decode_mscc(buf: bytes, d: int, end: int) -> MSCCAnswer:
     m = MSCCAnswer()
-    u: list = [None] * 8
+    u: list[int | None] = [None] * 8
     for key, pos, dd, nxt in S.split(buf, d, end):
         slot = _MSCC_U32.get(key)
         if slot is not None:

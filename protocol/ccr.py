@@ -7,7 +7,7 @@ grouped AVP (Service-Information, Proxy-Info, ...) is validated and skipped by l
 from __future__ import annotations
 
 import struct
-from typing import cast
+from typing import Any, cast
 
 from protocol import build as B
 from protocol import constants as C
@@ -97,7 +97,7 @@ def decode_ccr(frame: bytes, strict: bool = False) -> CCR:
     if app != C.APP_CREDIT_CONTROL:
         raise DiameterError(C.DIAMETER_APPLICATION_UNSUPPORTED, f"application id {app} is not 4")
 
-    v: list = [None] * _NSLOTS
+    v: list[Any] = [None] * _NSLOTS
     mscc: list[MSCCRequest] = []
     used: list[Units] = []
     subs: list[tuple[int, str]] = []

@@ -99,7 +99,8 @@ def encode_value(avp_type: str, value: Any) -> bytes:
     if s is not None:
         return s.pack(unix_to_ntp(value) if avp_type == "Time" else value)
     if avp_type in _TEXT:
-        return value.encode()
+        text: str = value
+        return text.encode()
     if avp_type == "Address":
         return encode_address(value)
     return bytes(value)

@@ -10,6 +10,7 @@ still checked with ``validate_group``. Each check is a compare or a set lookup.
 from __future__ import annotations
 
 import struct
+from typing import Protocol
 
 from protocol import constants as C
 from protocol import dictionary
@@ -21,10 +22,18 @@ MAX_DEPTH = 16
 KNOWN = dictionary.KNOWN_KEYS
 GROUPED = dictionary.GROUPED_KEYS
 
-U32 = struct.Struct(">I").unpack_from
-I32 = struct.Struct(">i").unpack_from
-U64 = struct.Struct(">Q").unpack_from
-I64 = struct.Struct(">q").unpack_from
+
+class UnpackInt(Protocol):
+    """A one-field struct's unpack_from, typed as the int it unpacks (struct says
+    tuple[Any, ...]): the annotation costs nothing at run time and spares each decoder a cast."""
+
+    def __call__(self, buffer: bytes, offset: int = 0, /) -> tuple[int]: ...
+
+
+U32: UnpackInt = struct.Struct(">I").unpack_from
+I32: UnpackInt = struct.Struct(">i").unpack_from
+U64: UnpackInt = struct.Struct(">Q").unpack_from
+I64: UnpackInt = struct.Struct(">q").unpack_from
 _II = struct.Struct(">II").unpack_from
 _MASK_ALIGN = ~3
 

@@ -34,7 +34,7 @@ _II = struct.Struct(">II").unpack_from
 
 def decode_units(buf: bytes, d: int, end: int) -> Units:
     """RSU/GSU/USU payload -> Units; checks every member as protocol.scan.split does."""
-    v: list = [None] * 10
+    v: list[int | None] = [None] * 10
     p = d
     while p < end:
         if end - p < 8:

@@ -239,9 +239,12 @@ def find_rate(T: np.ndarray, plan: int, rg: int) -> int:
             lo = mid + 1
         else:
             hi = mid
+    # Annotated locals type the numpy element as the int it is; numba compiles them away.
     if lo < T[H_NKEYS] and T[keys + lo] == key:
-        return T[T[H_KEYRATE] + lo]
-    return T[T[H_PLANWILD] + plan]
+        exact: int = T[T[H_KEYRATE] + lo]
+        return exact
+    wild: int = T[T[H_PLANWILD] + plan]
+    return wild
 
 
 @njit(cache=True, error_model="numpy")

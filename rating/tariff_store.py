@@ -19,13 +19,19 @@ import bisect
 import hashlib
 import struct
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import lmdb
 import msgpack
 
 from rating.rater import Rater, rater_for
 from rating.tariff import WILDCARD, parse_tariff
+
+if TYPE_CHECKING:
+    from balance.store import Store
+
+T = TypeVar("T")
 
 _COUNTER = b"counter"
 _CHANGES = b"changes"
@@ -40,7 +46,7 @@ class TariffRetireRefused(ValueError):
     """Retiring that version would leave no version in force now."""
 
 
-def _bump_changes(txn: lmdb.Transaction[bytes], db: Any) -> None:
+def _bump_changes(txn: lmdb.Transaction[bytes], db: lmdb._Database) -> None:
     raw = txn.get(_CHANGES, db=db)
     txn.put(_CHANGES, _U64.pack((_U64.unpack(raw)[0] if raw else 0) + 1), db=db)
 
@@ -52,9 +58,12 @@ def _vkey(prefix: bytes, version: int) -> bytes:
 class TariffStore:
     """Versions in the "tariffs" db; compiled Raters cached per version, recompiled only on change."""
 
-    def __init__(self, env: Any, db: Any = None) -> None:
+    def __init__(self, env: Store | lmdb.Environment, db: lmdb._Database | None = None) -> None:
         """`env` is a balance.store.Store (preferred: its map growth and resize handling apply) or a
         raw lmdb.Environment with `db` the opened "tariffs" database."""
+        self._store: Store | None
+        self._env: lmdb.Environment
+        self._db: lmdb._Database
         if isinstance(env, lmdb.Environment):
             if db is None:
                 db = env.open_db(b"tariffs")
@@ -68,14 +77,14 @@ class TariffStore:
         self._raters: dict[int, Rater] = {}
 
     # -- transactions (through the balance Store when we have one) ------------------------------
-    def _read(self, fn: Any) -> Any:
+    def _read(self, fn: Callable[[lmdb.Transaction[bytes]], T]) -> T:
         if self._store is not None:
             with self._store.read() as view:
                 return fn(view.txn)
         with self._env.begin(db=self._db) as txn:
             return fn(txn)
 
-    def _write(self, fn: Any) -> Any:
+    def _write(self, fn: Callable[[lmdb.Transaction[bytes]], T]) -> T:
         if self._store is not None:
             return self._store.execute(lambda tx: fn(tx.txn))
         with self._env.begin(write=True, db=self._db) as txn:
@@ -91,7 +100,7 @@ class TariffStore:
 
         def put(txn: lmdb.Transaction[bytes]) -> int:
             raw = txn.get(_COUNTER, db=db)
-            version = (_U64.unpack(raw)[0] if raw else 0) + 1
+            version: int = (_U64.unpack(raw)[0] if raw else 0) + 1
             record = {"version": version, "effective_from": eff, "loaded_at": now,
                       "source": source, "text": text, "currency": tariff.currency,
                       "sha256": hashlib.sha256(text.encode()).hexdigest(),
@@ -104,7 +113,7 @@ class TariffStore:
 
         return self._write(put)
 
-    def retire(self, version: int, now: int | None = None) -> int | None:
+    def retire(self, version: int, now: int | None = None) -> int:
         """Retire a version: it is never chosen for new sessions again (sessions already rating
         with it keep it). Returns when it was retired (the earlier time if it already was);
         TariffNotFound if there is no such version, TariffRetireRefused if no version would be in
@@ -117,7 +126,8 @@ class TariffStore:
                 raise TariffNotFound(f"no tariff version {version}")
             old = txn.get(_vkey(b"r", version), db=db)
             if old is not None:
-                return _U64.unpack(old)[0]
+                retired: int = _U64.unpack(old)[0]
+                return retired
             left = [(e, v) for e, v in _schedule(txn, db) if v != version]
             if _in_force(left, at) is None:
                 raise TariffRetireRefused(
@@ -136,7 +146,7 @@ class TariffStore:
 
         def read(txn: lmdb.Transaction[bytes]) -> tuple[int, list[tuple[int, int]] | None]:
             raw = txn.get(_CHANGES, db=db)
-            changes = _U64.unpack(raw)[0] if raw else 0
+            changes: int = _U64.unpack(raw)[0] if raw else 0
             return changes, (None if changes == self._changes else _schedule(txn, db))
 
         changes, schedule = self._read(read)
@@ -152,7 +162,8 @@ class TariffStore:
                 raw = txn.get(_CHANGES)
         except lmdb.MapResizedError:
             raw = self._read(lambda txn: txn.get(_CHANGES, db=self._db))
-        return _U64.unpack(raw)[0] if raw else 0
+        changes: int = _U64.unpack(raw)[0] if raw else 0
+        return changes
 
     def _version_at(self, instant: int) -> int | None:
         return _in_force(self._schedule, instant)
@@ -181,7 +192,8 @@ class TariffStore:
         raw = self._read(lambda txn: txn.get(_vkey(b"v", version), db=db))
         if raw is None:
             raise TariffNotFound(f"no tariff version {version}")
-        return msgpack.unpackb(raw)
+        rec: dict[str, Any] = msgpack.unpackb(raw)  # msgpack is untyped; load() wrote a str-keyed map
+        return rec
 
     def get(self, version: int) -> Rater:
         """The compiled Rater of a version (compiled once, then cached)."""
@@ -204,7 +216,7 @@ class TariffStore:
                 for key, value in cur:
                     if not key.startswith(b"v"):
                         break
-                    rec = msgpack.unpackb(value)
+                    rec: dict[str, Any] = msgpack.unpackb(value)  # untyped msgpack; see record()
                     rec.pop("text", None)
                     retired = txn.get(_vkey(b"r", rec["version"]), db=db)
                     rec["retired_at"] = _U64.unpack(retired)[0] if retired else None
@@ -214,7 +226,7 @@ class TariffStore:
         return self._read(scan)
 
 
-def _schedule(txn: lmdb.Transaction[bytes], db: Any) -> list[tuple[int, int]]:
+def _schedule(txn: lmdb.Transaction[bytes], db: lmdb._Database) -> list[tuple[int, int]]:
     """Sorted (effective_from, version) of every version not retired."""
     out = []
     cur = txn.cursor(db=db)

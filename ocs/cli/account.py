@@ -6,6 +6,7 @@ balance ops the server uses, so the server sees it on its next transaction.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
 import json
@@ -13,21 +14,25 @@ import re
 import sys
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from balance import ops
 from balance.errors import BalanceError
 from balance.money import MoneyError, format_micro, to_micro
 from balance.records import UNITS, Account, Bundle
-from balance.store import Store
+from balance.store import Store, Tx
 from ocs.cli.common import (
     CommandError,
+    Subparsers,
     add_data_arg,
     format_instant,
     open_existing,
     parse_instant,
     require_data,
 )
+
+T = TypeVar("T")
 
 IMPORT_BATCH = 1000  # accounts per write txn when importing
 
@@ -39,7 +44,7 @@ E164 = re.compile(r"[0-9]{1,15}")
 ID_FORMATS = ("e164", "any")
 
 
-def _store(args: Any, *, provisioning: bool = False) -> Store:
+def _store(args: argparse.Namespace, *, provisioning: bool = False) -> Store:
     """The existing store of --data: no account command creates one (a typo must not start an
     empty system); provisioning needs a tariff, whose `ocs tariff load` creates the store."""
     if provisioning:
@@ -83,11 +88,11 @@ def _iso(ts: int | None) -> str | None:
     return None if ts is None else format_instant(ts)
 
 
-def _key(args: Any) -> str:
+def _key(args: argparse.Namespace) -> str:
     return getattr(args, "idempotency_key", None) or f"cli:{uuid.uuid4()}"
 
 
-def _write(store: Store, fn: Any) -> Any:
+def _write(store: Store, fn: Callable[[Tx], T]) -> T:
     try:
         return store.execute(fn)
     except BalanceError as exc:
@@ -152,7 +157,7 @@ def _check_currency(tariff_currency: str | None, currency: str, where: str) -> N
         raise CommandError(f"{where}: currency {currency} is not the tariff's ({tariff_currency})")
 
 
-def cmd_create(args: Any) -> int:
+def cmd_create(args: argparse.Namespace) -> int:
     _check_id(args.id, args.id_format)
     balance = _opening_balance(args.balance)
     limit = _amount(args.credit_limit, "credit limit") if args.credit_limit else 0
@@ -168,7 +173,7 @@ def cmd_create(args: Any) -> int:
     return 0
 
 
-def cmd_topup(args: Any) -> int:
+def cmd_topup(args: argparse.Namespace) -> int:
     amount = _amount(args.amount)
     if amount <= 0:
         raise CommandError(f"bad amount {args.amount!r}: a top-up must be positive")
@@ -181,7 +186,7 @@ def cmd_topup(args: Any) -> int:
     return 0
 
 
-def cmd_adjust(args: Any) -> int:
+def cmd_adjust(args: argparse.Namespace) -> int:
     amount = _amount(args.amount)
     if amount == 0:
         raise CommandError("bad amount '0': an adjustment must not be zero")
@@ -194,7 +199,7 @@ def cmd_adjust(args: Any) -> int:
     return 0
 
 
-def cmd_bundle(args: Any) -> int:
+def cmd_bundle(args: argparse.Namespace) -> int:
     if args.unit == "money":
         amount = _amount(args.amount)
     else:
@@ -219,7 +224,7 @@ def cmd_bundle(args: Any) -> int:
     return 0
 
 
-def cmd_show(args: Any) -> int:
+def cmd_show(args: argparse.Namespace) -> int:
     with _store(args) as store:
         account_id = _resolve(store, args.id)
         with store.read() as view:
@@ -240,7 +245,7 @@ def cmd_show(args: Any) -> int:
     return 0
 
 
-def cmd_list(args: Any) -> int:
+def cmd_list(args: argparse.Namespace) -> int:
     with _store(args) as store, store.read() as view:
         accounts = list(view.accounts())
     if args.json:
@@ -255,7 +260,7 @@ def cmd_list(args: Any) -> int:
     return 0
 
 
-def cmd_ledger(args: Any) -> int:
+def cmd_ledger(args: argparse.Namespace) -> int:
     with _store(args) as store:
         account_id = _resolve(store, args.id)
         with store.read() as view:
@@ -275,8 +280,8 @@ def cmd_ledger(args: Any) -> int:
     return 0
 
 
-def _status(status: str) -> Any:
-    def cmd(args: Any) -> int:
+def _status(status: str) -> Callable[[argparse.Namespace], int]:
+    def cmd(args: argparse.Namespace) -> int:
         with _store(args) as store:
             account_id = _resolve(store, args.id)
             acct = _write(store, lambda tx: ops.set_status(tx, _key(args), account_id, status))
@@ -329,7 +334,7 @@ def _parse_import(path: str, id_format: str) -> tuple[list[dict[str, Any]], str]
     return rows, digest
 
 
-def cmd_import(args: Any) -> int:
+def cmd_import(args: argparse.Namespace) -> int:
     """Validate every row (and against the store) first, then create in batched txns. Each row's
     idempotency key is derived from the file's hash, so rerunning an interrupted import resumes."""
     from tqdm import tqdm
@@ -352,7 +357,6 @@ def cmd_import(args: Any) -> int:
         # rows an interrupted run of this same file created replay, any other existing id refuses
         probe = store.begin_write()
         try:
-            from balance.store import Tx
             tx = Tx(probe, store, 0)
             for row in rows:
                 try:
@@ -366,7 +370,7 @@ def cmd_import(args: Any) -> int:
             for start in range(0, len(rows), IMPORT_BATCH):
                 chunk = rows[start:start + IMPORT_BATCH]
 
-                def create(tx: Any, chunk: list = chunk) -> None:
+                def create(tx: Tx, chunk: list[dict[str, Any]] = chunk) -> None:
                     for row in chunk:
                         ops.create_account(tx, key(row), **fields(row))
                 try:
@@ -382,21 +386,21 @@ def cmd_import(args: Any) -> int:
 
 # -- argparse ---------------------------------------------------------------------------------
 
-def register(sub: Any) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("account", help="create, top up, inspect and import accounts")
     cmds = p.add_subparsers(dest="account_command", metavar="SUBCOMMAND", required=True)
 
-    def add(name: str, func: Any, help: str) -> Any:
+    def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
         c = cmds.add_parser(name, help=help)
         add_data_arg(c)
         c.set_defaults(func=func)
         return c
 
-    def idem(c: Any) -> None:
+    def idem(c: argparse.ArgumentParser) -> None:
         c.add_argument("--idempotency-key", metavar="KEY",
                        help="retry-safe key: repeating a command with it changes nothing")
 
-    def id_format(c: Any) -> None:
+    def id_format(c: argparse.ArgumentParser) -> None:
         c.add_argument("--id-format", choices=ID_FORMATS, default="e164",
                        help="e164 (default): ids are 1-15 digits; any: any non-empty id")
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 
-from ocs.cli.common import CommandError
+from ocs.cli.common import CommandError, Subparsers
 
 
-def register(sub) -> None:  # type: ignore[no-untyped-def]
+def register(sub: Subparsers) -> None:
     from bench.loadgen import __doc__ as doc
     from bench.loadgen import add_arguments
 

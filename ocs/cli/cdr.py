@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from balance.errors import is_write_failure
 from balance.money import format_micro
@@ -24,10 +25,13 @@ from ocs.billing.export.exporter import (
     drop_consumer,
     last_cdr_id,
 )
-from ocs.cli.common import CommandError, add_data_arg
+from ocs.cli.common import CommandError, Subparsers, add_data_arg
+
+if TYPE_CHECKING:
+    from balance.store import Store
 
 
-def open_existing(data: str):  # type: ignore[no-untyped-def]
+def open_existing(data: str) -> Store:
     """The store at DIR, which must already hold OCS data (read commands never create it)."""
     from balance.store import open_store
     if not (Path(data) / "data.mdb").exists():
@@ -35,7 +39,7 @@ def open_existing(data: str):  # type: ignore[no-untyped-def]
     return open_store(data)
 
 
-def register(sub) -> None:  # type: ignore[no-untyped-def]
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("cdr", help="charging data records: export, consumers, show, stats")
     cmds = p.add_subparsers(dest="cdr_command", metavar="SUBCOMMAND", required=True)
 
@@ -70,7 +74,7 @@ def register(sub) -> None:  # type: ignore[no-untyped-def]
     t.set_defaults(func=cmd_stats)
 
 
-def cmd_export(args) -> int:  # type: ignore[no-untyped-def]
+def cmd_export(args: argparse.Namespace) -> int:
     fmt = args.format
     if fmt is None:
         suffix = Path(args.out).suffix.lower().lstrip(".")
@@ -110,7 +114,7 @@ def cmd_export(args) -> int:  # type: ignore[no-untyped-def]
     return 0
 
 
-def list_consumers(store) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+def list_consumers(store: Store) -> list[dict[str, Any]]:
     with store.read() as view:
         states = [consumer_state(view, n) for n in consumer_names(view)]
     return [{"name": s.name, "position": s.position, "lag": s.lag,
@@ -118,7 +122,7 @@ def list_consumers(store) -> list[dict[str, Any]]:  # type: ignore[no-untyped-de
              "unfinished_export": s.unfinished} for s in states]
 
 
-def cmd_consumers(args) -> int:  # type: ignore[no-untyped-def]
+def cmd_consumers(args: argparse.Namespace) -> int:
     store = open_existing(args.data)
     try:
         if args.drop is not None:
@@ -149,7 +153,7 @@ def cmd_consumers(args) -> int:  # type: ignore[no-untyped-def]
     return 0
 
 
-def cmd_show(args) -> int:  # type: ignore[no-untyped-def]
+def cmd_show(args: argparse.Namespace) -> int:
     store = open_existing(args.data)
     try:
         with store.read() as view:
@@ -166,7 +170,7 @@ def cmd_show(args) -> int:  # type: ignore[no-untyped-def]
     return 0
 
 
-def gather_stats(store) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def gather_stats(store: Store) -> dict[str, Any]:
     totals: dict[tuple[int, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
     count = 0
     first_t: int | None = None
@@ -206,7 +210,7 @@ def gather_stats(store) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     }
 
 
-def cmd_stats(args) -> int:  # type: ignore[no-untyped-def]
+def cmd_stats(args: argparse.Namespace) -> int:
     store = open_existing(args.data)
     try:
         st = gather_stats(store)

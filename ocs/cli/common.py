@@ -6,8 +6,13 @@ A command signals a user error by raising `CommandError`: the CLI prints it on o
 
 from __future__ import annotations
 
+import argparse
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
+
+if TYPE_CHECKING:
+    from balance.store import Store
 
 
 class CommandError(Exception):
@@ -16,8 +21,12 @@ class CommandError(Exception):
 
 DEFAULT_DATA = "./ocs-data"
 
+# What each group's register() is given: the `ocs` parser's table of subcommands. A string because
+# argparse's class is generic only to the type checker.
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
-def add_data_arg(parser) -> None:  # type: ignore[no-untyped-def]
+
+def add_data_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=DEFAULT_DATA, metavar="DIR",
                         help=f"data directory (LMDB environment), default {DEFAULT_DATA}")
 
@@ -29,7 +38,7 @@ def require_data(data: str) -> None:
         raise CommandError(f"no OCS data at {data}")
 
 
-def open_existing(data: str):  # type: ignore[no-untyped-def]
+def open_existing(data: str) -> Store:
     """The store at DIR, which must already hold OCS data (`ocs tariff load` and `ocs serve` create one)."""
     from balance.store import open_store
     require_data(data)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ocs.cli.common import CommandError
+from ocs.cli.common import CommandError, Subparsers
 
 
-def register(sub) -> None:  # type: ignore[no-untyped-def]
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("demo", help="run the main job end to end on a fresh data dir",
                        description=__doc__)
     p.add_argument("--dir", "--data", dest="dir", type=Path, default=Path("ocs-demo"),

@@ -43,7 +43,7 @@ class DemoOptions:
 class DemoResult:
     requests: int = 0
     throughput: float = 0.0
-    latency_us: dict = field(default_factory=dict)
+    latency_us: dict[str, float | int] = field(default_factory=dict)  # Histogram.summary()
     revenue: dict[str, int] = field(default_factory=dict)     # service -> micro-units
     currency: str = "EUR"
     files: dict[str, str] = field(default_factory=dict)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from balance.money import format_micro, to_micro
 from ocs.billing.cdr.files import FormatError
-from ocs.cli.common import CommandError, add_data_arg, open_existing
+from ocs.cli.common import CommandError, Subparsers, add_data_arg, open_existing
 
 
-def register(sub) -> None:  # type: ignore[no-untyped-def]
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("invoice", help="invoice a period from exported CDRs (JSON, HTML, PDF, CSV)")
     p.add_argument("--cdrs", required=True, metavar="DIR", help="exported CDR files (or one file)")
     p.add_argument("--period", required=True, metavar="YYYY-MM", help="calendar month, UTC")
@@ -22,7 +23,7 @@ def register(sub) -> None:  # type: ignore[no-untyped-def]
     p.set_defaults(func=cmd_invoice)
 
 
-def cmd_invoice(args) -> int:  # type: ignore[no-untyped-def]
+def cmd_invoice(args: argparse.Namespace) -> int:
     from ocs.billing.invoice import Period, PeriodError, run
     from ocs.billing.invoice.rounding import minor_units
     from ocs.billing.invoice.run import DOC_FORMATS

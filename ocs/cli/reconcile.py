@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from ocs.billing.cdr.files import FormatError
-from ocs.cli.common import CommandError, add_data_arg, open_existing
+from ocs.cli.common import CommandError, Subparsers, add_data_arg, open_existing
 
 
-def register(sub) -> None:  # type: ignore[no-untyped-def]
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("reconcile", help="cross-check ledger, balances, reservations, CDRs and files")
     p.add_argument("--cdrs", metavar="DIR", help="also check the exported CDR files under DIR")
     p.add_argument("--json", action="store_true")
@@ -16,7 +17,7 @@ def register(sub) -> None:  # type: ignore[no-untyped-def]
     p.set_defaults(func=cmd_reconcile)
 
 
-def cmd_reconcile(args) -> int:  # type: ignore[no-untyped-def]
+def cmd_reconcile(args: argparse.Namespace) -> int:
     from ocs.billing.reconcile import reconcile
     store = open_existing(args.data)
     try:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from decimal import Decimal
 
 from balance.money import format_micro
-from ocs.cli.common import CommandError, add_data_arg
+from ocs.cli.common import CommandError, Subparsers, add_data_arg
 
 PROGRESS_FROM = 200_000   # rows; smaller inputs finish before a bar is useful
 
 
-def register(sub) -> None:  # type: ignore[no-untyped-def]
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("rerate", help="re-rate exported CDRs with a new tariff and compare revenue")
     p.add_argument("--cdrs", required=True, metavar="FILE_OR_DIR",
                    help="CDR export: .csv, .jsonl or .parquet file, or a directory of them")
@@ -23,7 +24,7 @@ def register(sub) -> None:  # type: ignore[no-untyped-def]
     p.set_defaults(func=cmd_rerate)
 
 
-def cmd_rerate(args) -> int:  # type: ignore[no-untyped-def]
+def cmd_rerate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ocs.billing.cdr import columns as cdr_reader

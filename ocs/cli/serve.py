@@ -8,7 +8,7 @@ import socket
 import sys
 from pathlib import Path
 
-from ocs.cli.common import CommandError
+from ocs.cli.common import CommandError, Subparsers
 from ocs.config import (
     LOG_LEVELS,
     ConfigError,
@@ -22,7 +22,7 @@ from ocs.config import (
 log = logging.getLogger("ocs.serve")
 
 
-def register(sub) -> None:  # type: ignore[no-untyped-def]
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("serve", help="run the Diameter credit-control server",
                        description="Run the OCS: Diameter Gy/RFC 8506 credit control over TCP.")
     p.add_argument("--config", metavar="FILE", help="TOML file with the settings below (flags win)")

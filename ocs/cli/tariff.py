@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ocs.cli.common import CommandError, add_data_arg, format_instant, parse_instant
+from ocs.cli.common import CommandError, Subparsers, add_data_arg, format_instant, parse_instant
+
+if TYPE_CHECKING:
+    from balance.store import Store
+    from rating.tariff_store import TariffStore
 
 
-def register(sub) -> None:  # type: ignore[no-untyped-def]
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("tariff", help="load, show and list tariff versions")
     cmds = p.add_subparsers(dest="tariff_command", metavar="SUBCOMMAND", required=True)
 
@@ -46,7 +51,7 @@ def register(sub) -> None:  # type: ignore[no-untyped-def]
     ck.set_defaults(func=cmd_check)
 
 
-def _store(data: str, *, create: bool):  # type: ignore[no-untyped-def]
+def _store(data: str, *, create: bool) -> tuple[Store, TariffStore]:
     from balance.store import open_store
     from rating.tariff_store import TariffStore
     if not create and not (Path(data) / "data.mdb").exists():
@@ -62,7 +67,7 @@ def _read_file(path: str) -> str:
         raise CommandError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
 
 
-def cmd_load(args) -> int:  # type: ignore[no-untyped-def]
+def cmd_load(args: argparse.Namespace) -> int:
     from rating.tariff import TariffError, parse_tariff
     text = _read_file(args.file)
     eff = parse_instant(args.effective_from, "--effective-from") if args.effective_from else None
@@ -95,7 +100,7 @@ def cmd_load(args) -> int:  # type: ignore[no-untyped-def]
     return 0
 
 
-def cmd_retire(args) -> int:  # type: ignore[no-untyped-def]
+def cmd_retire(args: argparse.Namespace) -> int:
     from rating.tariff_store import TariffNotFound, TariffRetireRefused
     store, tariffs = _store(args.data, create=False)
     try:
@@ -116,7 +121,7 @@ def cmd_retire(args) -> int:  # type: ignore[no-untyped-def]
     return 0
 
 
-def cmd_show(args) -> int:  # type: ignore[no-untyped-def]
+def cmd_show(args: argparse.Namespace) -> int:
     from rating.tariff_store import TariffNotFound, describe
     store, tariffs = _store(args.data, create=False)
     try:
@@ -146,7 +151,7 @@ def cmd_show(args) -> int:  # type: ignore[no-untyped-def]
     return 0
 
 
-def cmd_list(args) -> int:  # type: ignore[no-untyped-def]
+def cmd_list(args: argparse.Namespace) -> int:
     store, tariffs = _store(args.data, create=False)
     try:
         rows = tariffs.list()
@@ -174,7 +179,7 @@ def cmd_list(args) -> int:  # type: ignore[no-untyped-def]
     return 0
 
 
-def cmd_check(args) -> int:  # type: ignore[no-untyped-def]
+def cmd_check(args: argparse.Namespace) -> int:
     from rating.tariff import TariffError, check_rating_groups, parse_tariff
     text = _read_file(args.file)
     try:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from ocs.cli.common import Subparsers
 
-def register(sub) -> None:  # type: ignore[no-untyped-def]
+
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("version", help="versions of ocs, Python, LMDB and the libraries it runs on")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_version)
@@ -30,7 +33,7 @@ def versions() -> dict[str, Any]:
             **{name: _dist(name) for name in ("numba", "uvloop", "numpy", "msgpack")}}
 
 
-def cmd_version(args) -> int:  # type: ignore[no-untyped-def]
+def cmd_version(args: argparse.Namespace) -> int:
     found = versions()
     if args.json:
         print(json.dumps(found))
