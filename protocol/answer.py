@@ -31,13 +31,13 @@ def _copyable(frame: bytes, command_code: int) -> tuple[bytes | None, list[bytes
                 p = (e + 3) & -4
                 continue
             break
-        raw = bytes(frame[p:e]) + bytes(-(e - p) & 3)
+        # Copy only the AVPs kept (a shed request's answer is built thousands of times a second).
         if code == 263 and session is None:
-            session = raw
+            session = bytes(frame[p:e]) + bytes(-(e - p) & 3)
         elif code == 284:
-            proxies.append(raw)
-        elif want_cc and code in _COPY_CC and e - p == 12:
-            cc.append(raw)
+            proxies.append(bytes(frame[p:e]) + bytes(-(e - p) & 3))
+        elif want_cc and e - p == 12 and code in _COPY_CC:
+            cc.append(bytes(frame[p:e]))
         p = (e + 3) & -4
     return session, proxies, cc
 
