@@ -27,6 +27,7 @@ KEY = st.one_of(
     st.binary(min_size=1, max_size=6),
     st.lists(st.sampled_from([b"\0", b"\xff", b"a", b"\0\xff"]), min_size=1, max_size=5).map(b"".join),
     st.binary(min_size=1, max_size=X.MAX_KEY),
+    st.integers(0, 40).map(lambda n: b"s;%02d" % n),  # same length and prefix, as Session-Ids
 )
 VALUE = st.integers(0, 2**63 - 1)
 
@@ -177,6 +178,18 @@ def test_session_ids_spread_over_the_slots() -> None:
     occupied = np.flatnonzero(ix.slots[:, X.S_LEN] >= 0)
     probes = ((occupied - home[occupied]) & (ix.capacity - 1)) + 1
     assert probes.mean() < 3.0  # linear probing at load 0.73 with a random hash: ~2.4
+
+
+def test_a_batch_tells_apart_keys_of_one_hash_length_and_first_byte() -> None:
+    """Every key hashes alike (mask 0): only the byte compare can tell them apart."""
+    ix = X.KeyIndex.empty(64, 1024)
+    ix.meta[X.M_HASH_MASK] = 0
+    keys = [b"s;%02d" % n for n in range(40)]
+    for n, k in enumerate(keys[::2]):
+        ix.put(k, n)
+    got = ix.lookup_batch(*_batch(keys)).tolist()
+    assert got == [n // 2 if n % 2 == 0 else -1 for n in range(40)]
+    assert got == [-1 if ix.get(k) is None else ix.get(k) for k in keys]
 
 
 def test_keys_are_byte_exact() -> None:
