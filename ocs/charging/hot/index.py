@@ -15,7 +15,7 @@ can write and read back as they are:
 Open addressing with linear probing: the next probe is the next 32-byte row, in the same or the
 next cache line, and the full hash is compared before any key byte. The load (keys + tombstones)
 is held at or under 3/4 so a probe sequence always ends on an empty slot (a hit probes <= 2.5
-slots on average, a miss <= 8.5). Nothing in a kernel allocates: an insert that would go over the
+slots on average, a miss <= 8.5). No kernel resizes an array: an insert that would go over the
 load or past the arena returns False, and the caller grows (a rebuild into new arrays, from Python
 between batches) and retries. Keys are byte-exact, 1..MAX_KEY bytes; values are >= 0 (-1 = absent).
 """
