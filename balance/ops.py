@@ -82,7 +82,7 @@ def _replay(tx: Tx, key: Key, op: str, what: list | None = None) -> object:
     first use's: a key reused for another amount is a conflict, not a retry to wave through."""
     if key is None:
         return _MISS
-    raw = tx._t.get(_idem_key(key), db=tx.dbs[IDEM])
+    raw = tx.read_txn.get(_idem_key(key), db=tx.dbs[IDEM])
     if raw is None:
         return _MISS
     first = unpackb(raw)
@@ -95,19 +95,17 @@ def _replay(tx: Tx, key: Key, op: str, what: list | None = None) -> object:
 
 
 def _remember(tx: Tx, key: Key, op: str, outcome: object, what: list | None = None) -> None:
-    tx.dirty = True
     if key is not None:
         record = [tx.now, op, pack_outcome(outcome)] + ([what] if what is not None else [])
-        tx._t.put(_idem_key(key), pack(record), db=tx.dbs[IDEM])
+        tx.write_txn.put(_idem_key(key), pack(record), db=tx.dbs[IDEM])
 
 
 def purge_idempotency(tx: Tx, before: int, limit: int = 10_000) -> int:
     """Drop keys stored before `before` (unix s), scanning at most `limit` keys from where the last
     call stopped (cursor kept in "meta"), so a periodic call bounds its work. Returns keys dropped."""
-    tx.dirty = True
     meta, db = tx.dbs[META], tx.dbs[IDEM]
-    start = tx._t.get(META_IDEM_PURGE_AT, db=meta) or b""
-    cur = tx._t.cursor(db=db)
+    start = tx.read_txn.get(META_IDEM_PURGE_AT, db=meta) or b""
+    cur = tx.read_txn.cursor(db=db)
     positioned = cur.set_range(start) if start else cur.first()
     dropped = scanned = 0
     doomed = []
@@ -119,9 +117,10 @@ def purge_idempotency(tx: Tx, before: int, limit: int = 10_000) -> int:
         last = key
         scanned += 1
         positioned = cur.next()
+    t = tx.write_txn
     for key in doomed:
-        dropped += tx._t.delete(key, db=db)
-    tx._t.put(META_IDEM_PURGE_AT, (last + b"\0") if positioned else b"", db=meta)
+        dropped += t.delete(key, db=db)
+    t.put(META_IDEM_PURGE_AT, (last + b"\0") if positioned else b"", db=meta)
     return dropped
 
 
@@ -163,16 +162,14 @@ def _open(acct: Account) -> Account:
 
 
 def _save(tx: Tx, acct: Account) -> None:
-    tx.dirty = True
     acct.updated = tx.now
-    tx._t.put(acct.id.encode(), acct.pack(), db=tx.dbs[ACCOUNTS])
+    tx.write_txn.put(acct.id.encode(), acct.pack(), db=tx.dbs[ACCOUNTS])
 
 
 def _journal(tx: Tx, acct: Account, kind: str, key: Key, *, delta: int = 0, reserved_delta: int = 0,
              bundles: list | None = None, session_id: str | None = None,
              rating_group: int | None = None, reason: str = "") -> None:
     """Append one ledger entry (call before _save: it advances the account's sequence and tail)."""
-    tx.dirty = True
     acct.seq += 1
     acct.ledger_tail = tx.append_ledger(
         pack_ledger(acct.id, acct.seq, acct.ledger_tail, tx.now, kind, delta, acct.balance,
@@ -224,13 +221,12 @@ class _Work:
 
     def flush(self) -> list[list]:
         """Write changed bundles; the ledger's [bundle_id, remaining_delta, reserved_delta] list."""
-        self.tx.dirty = True
         out = []
         db = self.tx.dbs[BUNDLES]
         for bid, (rem, res) in self.changed.items():
             if rem or res:
                 b = self.bundles[bid]
-                self.tx._t.put(b.key(), b.pack(), db=db)
+                self.tx.write_txn.put(b.key(), b.pack(), db=db)
                 out.append([bid, rem, res])
         return out
 
@@ -239,31 +235,31 @@ def _put_reservation(tx: Tx, res: Reservation, old: Reservation | None) -> None:
     """Store a reservation. Its expiry index key may stay at an earlier instant when the expiry
     only moved later by less than REFILE_SECONDS (a CCR-U extends it every time): one scattered
     index delete and insert fewer per request; expire_reservations re-files early keys."""
-    tx.dirty = True
+    t = tx.write_txn
     rkey = res.key()
     if old is None:
-        tx._t.put(child_key(res.account_id, rkey), b"", db=tx.dbs[RESV_ACCOUNT])
+        t.put(child_key(res.account_id, rkey), b"", db=tx.dbs[RESV_ACCOUNT])
         res.filed_at = res.expires_at
     elif old.index_at <= res.expires_at < old.index_at + REFILE_SECONDS:
         res.filed_at = old.index_at
     else:
-        tx._t.delete(be8(old.index_at) + rkey, db=tx.dbs[RESV_EXPIRY])
+        t.delete(be8(old.index_at) + rkey, db=tx.dbs[RESV_EXPIRY])
         res.filed_at = res.expires_at
     if res.filed_at != (old.index_at if old is not None else None):
-        tx._t.put(be8(res.filed_at) + rkey, b"", db=tx.dbs[RESV_EXPIRY])
-    tx._t.put(rkey, res.pack(), db=tx.dbs[RESERVATIONS])
+        t.put(be8(res.filed_at) + rkey, b"", db=tx.dbs[RESV_EXPIRY])
+    t.put(rkey, res.pack(), db=tx.dbs[RESERVATIONS])
 
 
 def _drop_reservation(tx: Tx, res: Reservation) -> None:
-    tx.dirty = True
+    t = tx.write_txn
     rkey = res.key()
-    tx._t.delete(rkey, db=tx.dbs[RESERVATIONS])
-    tx._t.delete(child_key(res.account_id, rkey), db=tx.dbs[RESV_ACCOUNT])
-    tx._t.delete(be8(res.index_at) + rkey, db=tx.dbs[RESV_EXPIRY])
+    t.delete(rkey, db=tx.dbs[RESERVATIONS])
+    t.delete(child_key(res.account_id, rkey), db=tx.dbs[RESV_ACCOUNT])
+    t.delete(be8(res.index_at) + rkey, db=tx.dbs[RESV_EXPIRY])
 
 
 def _find_reservation(tx: Tx, account_id: str, rkey: bytes) -> Reservation | None:
-    raw = tx._t.get(rkey, db=tx.dbs[RESERVATIONS])
+    raw = tx.read_txn.get(rkey, db=tx.dbs[RESERVATIONS])
     if raw is None:
         return None
     res = Reservation.unpack(rkey, raw)
@@ -280,12 +276,12 @@ def _claim_aliases(tx: Tx, account_id: str, aliases: list[str]) -> None:
         raise InvalidArgument(f"repeated alias in {aliases!r}")
     for alias in aliases:
         k = text_key(alias)
-        if tx._t.get(k, db=tx.dbs[ACCOUNTS]) is not None or \
-                tx._t.get(k, db=tx.dbs[ALIASES]) is not None:
+        if tx.read_txn.get(k, db=tx.dbs[ACCOUNTS]) is not None or \
+                tx.read_txn.get(k, db=tx.dbs[ALIASES]) is not None:
             raise DuplicateAccount(alias)
-    tx.dirty = True
+    t = tx.write_txn
     for alias in aliases:
-        tx._t.put(alias.encode(), account_id.encode(), db=tx.dbs[ALIASES])
+        t.put(alias.encode(), account_id.encode(), db=tx.dbs[ALIASES])
 
 
 def create_account(tx: Tx, key: Key, *, account_id: str, currency: str, balance: int = 0,
@@ -304,8 +300,8 @@ def create_account(tx: Tx, key: Key, *, account_id: str, currency: str, balance:
         raise InvalidArgument(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
     if not isinstance(plan, str) or not plan:
         raise InvalidArgument(f"bad plan {plan!r}")
-    if tx._t.get(k, db=tx.dbs[ACCOUNTS]) is not None or \
-            tx._t.get(k, db=tx.dbs[ALIASES]) is not None:
+    if tx.read_txn.get(k, db=tx.dbs[ACCOUNTS]) is not None or \
+            tx.read_txn.get(k, db=tx.dbs[ALIASES]) is not None:
         raise DuplicateAccount(account_id)
     aliases = list(aliases)
     _claim_aliases(tx, account_id, aliases)
@@ -364,9 +360,9 @@ def update_account(tx: Tx, key: Key, account_id: str, **changes: object) -> Acco
         acct.currency = cur
     if "aliases" in changes:
         new = list(changes["aliases"])  # type: ignore[call-overload]
-        tx.dirty = True
+        t = tx.write_txn
         for alias in acct.aliases:
-            tx._t.delete(alias.encode(), db=tx.dbs[ALIASES])
+            t.delete(alias.encode(), db=tx.dbs[ALIASES])
         _claim_aliases(tx, account_id, new)
         acct.aliases = new
     _journal(tx, acct, "update", key, reason=",".join(sorted(changes)))
@@ -446,10 +442,10 @@ def add_bundle(tx: Tx, key: Key, account_id: str, *, unit: str, amount: int,
     acct.nbundles += 1
     b = Bundle(account_id, str(acct.bundle_seq), unit, amount, 0, rgs, valid_from, expires,
                priority, tx.now)
-    tx.dirty = True
-    tx._t.put(b.key(), b.pack(), db=tx.dbs[BUNDLES])
+    t = tx.write_txn
+    t.put(b.key(), b.pack(), db=tx.dbs[BUNDLES])
     if expires is not None:
-        tx._t.put(be8(expires) + b.key(), b"", db=tx.dbs[BUNDLE_EXPIRY])
+        t.put(be8(expires) + b.key(), b"", db=tx.dbs[BUNDLE_EXPIRY])
     _journal(tx, acct, "bundle", key, bundles=[[b.id, amount, 0]], reason=unit)
     _save(tx, acct)
     _remember(tx, key, "add_bundle", b.id, what)
@@ -458,7 +454,7 @@ def add_bundle(tx: Tx, key: Key, account_id: str, *, unit: str, amount: int,
 
 def _due(tx: Tx, dbname: str, now: int, limit: int) -> list[bytes]:
     """Keys of an expiry index (8-byte BE instant + record key) due at `now`, oldest first."""
-    cur = tx._t.cursor(db=tx.dbs[dbname])
+    cur = tx.read_txn.cursor(db=tx.dbs[dbname])
     found: list[bytes] = []
     if cur.first():
         for ikey in cur.iternext(keys=True, values=False):
@@ -473,9 +469,9 @@ def _due_records(tx: Tx, index: str, dbname: str, now: int, limit: int) -> Itera
     gone is dropped on the way."""
     for ikey in _due(tx, index, now, limit):
         key = ikey[8:]
-        raw = tx._t.get(key, db=tx.dbs[dbname])
+        raw = tx.read_txn.get(key, db=tx.dbs[dbname])
         if raw is None:
-            tx._t.delete(ikey, db=tx.dbs[index])
+            tx.write_txn.delete(ikey, db=tx.dbs[index])
             continue
         yield ikey, key, raw
 
@@ -484,7 +480,6 @@ def expire_bundles(tx: Tx, now: int | None = None, limit: int = 1000) -> list[tu
     """Forfeit what is left of bundles expired at `now`; a bundle still held by a reservation keeps
     the held part (its commit may use it) and is removed by a later call once free.
     Returns (account_id, bundle_id, forfeited) for each bundle touched."""
-    tx.dirty = True
     now = tx.now if now is None else now
     out = []
     for ikey, bkey, raw in _due_records(tx, BUNDLE_EXPIRY, BUNDLES, now, limit):
@@ -494,12 +489,13 @@ def expire_bundles(tx: Tx, now: int | None = None, limit: int = 1000) -> list[tu
         if forfeit == 0 and b.reserved:
             continue
         b.remaining -= forfeit
+        t = tx.write_txn
         if b.reserved == 0:
-            tx._t.delete(bkey, db=tx.dbs[BUNDLES])
-            tx._t.delete(ikey, db=tx.dbs[BUNDLE_EXPIRY])
+            t.delete(bkey, db=tx.dbs[BUNDLES])
+            t.delete(ikey, db=tx.dbs[BUNDLE_EXPIRY])
             acct.nbundles -= 1
         else:
-            tx._t.put(bkey, b.pack(), db=tx.dbs[BUNDLES])
+            t.put(bkey, b.pack(), db=tx.dbs[BUNDLES])
         _journal(tx, acct, "expiry", None, bundles=[[b.id, -forfeit, 0]], reason="bundle expired")
         _save(tx, acct)
         out.append((b.account_id, b.id, forfeit))
@@ -739,8 +735,7 @@ def commit(tx: Tx, key: Key, *, account_id: str, session_id: str, rating_group: 
         else:
             res.holds = [h for h in res.holds if h[1]]
             res.units_granted = max(0, res.units_granted - used_units)
-            tx.dirty = True
-            tx._t.put(rkey, res.pack(), db=tx.dbs[RESERVATIONS])
+            tx.write_txn.put(rkey, res.pack(), db=tx.dbs[RESERVATIONS])
     bundles = w.flush()
     if res is not None or used_units:
         _journal(tx, acct, "commit", key, delta=acct.balance - balance_before,
@@ -816,16 +811,16 @@ def expire_reservations(tx: Tx, now: int | None = None,
                         limit: int = 1000) -> list[tuple[str, int | None, str]]:
     """Release reservations whose expiry instant is <= now (deterministic timeouts), at most
     `limit` per call. Returns (session_id, rating_group, account_id) of each."""
-    tx.dirty = True
     now = tx.now if now is None else now
     out = []
     for ikey, rkey, raw in _due_records(tx, RESV_EXPIRY, RESERVATIONS, now, limit):
         res = Reservation.unpack(rkey, raw)
         if res.expires_at > now:  # filed early (see _put_reservation): file it at its real instant
-            tx._t.delete(ikey, db=tx.dbs[RESV_EXPIRY])
+            t = tx.write_txn
+            t.delete(ikey, db=tx.dbs[RESV_EXPIRY])
             res.filed_at = res.expires_at
-            tx._t.put(be8(res.filed_at) + rkey, b"", db=tx.dbs[RESV_EXPIRY])
-            tx._t.put(rkey, res.pack(), db=tx.dbs[RESERVATIONS])
+            t.put(be8(res.filed_at) + rkey, b"", db=tx.dbs[RESV_EXPIRY])
+            t.put(rkey, res.pack(), db=tx.dbs[RESERVATIONS])
             continue
         _release(tx, tx.get_account(res.account_id), res, "expiry", None, "reservation expired")
         out.append((res.session_id, res.rating_group, res.account_id))

@@ -83,9 +83,13 @@ _OPEN_LOCK = threading.Lock()
 class Tx(View):
     """A write transaction handed to ops: the lmdb txn, the store, and one clock reading.
 
-    `dirty` says the op may have written: set by put/delete, by any access to `txn`, and by the
-    balance ops as they start writing. A failing op that is not dirty is dropped from its batch at
-    no cost; a dirty one makes the writer redo the batch with a nested txn per op.
+    `dirty` says the op may have written. Reads go through `read_txn` (inherited, a plain
+    attribute) and never set it; every write path does: put, delete, append_ledger, nested, and
+    `write_txn`, the raw txn for code that writes through lmdb itself (`txn` is the same handle,
+    for callers that may write: billing's cdr.write, rating.tariff_store). A failing op that is
+    not dirty is dropped from its batch at no cost; a dirty one makes the writer redo the batch
+    with a nested txn per op. Marking happens when a write path is taken, not per lmdb call: a
+    wrapper tracking each get/put was measured and rejected (one more Python call per access).
     """
 
     __slots__ = ("dirty", "now")
@@ -97,7 +101,14 @@ class Tx(View):
         self.dirty = False
 
     @property
+    def write_txn(self) -> lmdb.Transaction[bytes]:
+        """The raw txn, to write through: marks the op dirty."""
+        self.dirty = True
+        return self._t
+
+    @property
     def txn(self) -> lmdb.Transaction[bytes]:
+        """write_txn under View's name, for code given a Tx that may write through it."""
         self.dirty = True
         return self._t
 

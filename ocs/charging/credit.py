@@ -76,8 +76,8 @@ class Context:
 
 def adjust_open_sessions(tx, dbs, delta: int) -> None:  # type: ignore[no-untyped-def]
     """The open-session count in meta, kept in the same txn as the sessions it counts."""
-    raw = tx.txn.get(OPEN_SESSIONS_KEY, db=dbs["meta"])
-    tx.txn.put(OPEN_SESSIONS_KEY, str(max(0, (int(raw) if raw else 0) + delta)).encode(), db=dbs["meta"])
+    raw = tx.read_txn.get(OPEN_SESSIONS_KEY, db=dbs["meta"])
+    tx.write_txn.put(OPEN_SESSIONS_KEY, str(max(0, (int(raw) if raw else 0) + delta)).encode(), db=dbs["meta"])
 
 
 def units_of(u: Units | None, unit: str) -> int:
@@ -105,13 +105,13 @@ def period_key(account_id: str, now: int, rating_group: int) -> bytes:
 
 def _counter(tx, ctx: Context, key: bytes) -> int:  # type: ignore[no-untyped-def]
     """One of the per-account counters of the "usage" db (month usage, refundable money)."""
-    raw = tx.txn.get(key, db=ctx.dbs["usage"])
+    raw = tx.read_txn.get(key, db=ctx.dbs["usage"])
     return int(raw) if raw else 0
 
 
 def _add_to_counter(tx, ctx: Context, key: bytes, delta: int, cap: int | None = None) -> None:  # type: ignore[no-untyped-def]
     total = _counter(tx, ctx, key) + delta
-    tx.txn.put(key, str(total if cap is None else min(total, cap)).encode(), db=ctx.dbs["usage"])
+    tx.write_txn.put(key, str(total if cap is None else min(total, cap)).encode(), db=ctx.dbs["usage"])
 
 
 def period_usage(tx, ctx: Context, account_id: str, rg: int, rate) -> int:  # type: ignore[no-untyped-def]
@@ -191,7 +191,7 @@ def process(tx, ctx: Context, ccr: CCR) -> bytes:  # type: ignore[no-untyped-def
         cca = make_cca(ccr, ctx.cfg, C.DIAMETER_INVALID_AVP_VALUE, failed_avp=B.utf8(263, sid),
                        error_message=f"Session-Id longer than {MAX_SESSION_ID_BYTES} bytes or with NUL")
         return encode_cca(cca, ccr.hop_by_hop, ccr.end_to_end)
-    sess = sessions.load(tx.txn, dbs, ccr.session_id)
+    sess = sessions.load(tx.read_txn, dbs, ccr.session_id)
     if sess is not None:
         first = sessions.find_answer(sess, ccr.request_number)
         if first is not None:
@@ -210,7 +210,7 @@ def process(tx, ctx: Context, ccr: CCR) -> bytes:  # type: ignore[no-untyped-def
     raw = encode_cca(cca, ccr.hop_by_hop, ccr.end_to_end)
     if sess is not None:
         sessions.remember_answer(sess, ccr.request_number, ccr.origin_host, ccr.end_to_end, raw)
-        sessions.save(tx.txn, dbs, sess)
+        sessions.save(tx.write_txn, dbs, sess)
     return raw
 
 
