@@ -14,7 +14,7 @@ holds are released and the new request is granted afresh (Gy: each CCR-U re-requ
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from msgpack import unpackb
 
@@ -27,6 +27,7 @@ from balance.errors import (
     InsufficientFunds,
     InvalidArgument,
 )
+from balance.pricing import MONEY, Price, Pricing, pricing_of
 from balance.records import (
     STATUSES,
     UNITS,
@@ -60,7 +61,6 @@ from balance.schema import (
 from balance.store import Tx
 
 Key = str | bytes | None
-Price = Callable[[int], int]
 
 REFILE_SECONDS = 300  # see _put_reservation
 IDEM_RETENTION = 7 * 86400  # seconds an idempotency key is kept at least (see purge_idempotency)
@@ -505,11 +505,12 @@ def expire_bundles(tx: Tx, now: int | None = None, limit: int = 1000) -> list[tu
 # -- two-phase charging -----------------------------------------------------------------------
 
 def reserve(tx: Tx, key: Key, *, account_id: str, session_id: str, rating_group: int | None,
-            unit: str, units: int, price: Price, afford: Callable[[int], int],
+            unit: str, units: int, price: Pricing | Price, afford: Price | None = None,
             all_or_nothing: bool, expires_at: int, rate_ref: object = None) -> ReserveResult:
     """Hold `units`: applicable bundles of `unit` first (priority, then soonest expiry), the rest
-    priced with price(n) and held on money bundles, then on balance + credit_limit - reserved.
-    Short of money: all_or_nothing -> InsufficientFunds; else n = afford(available money) units.
+    priced with price.cost(0, n) and held on money bundles, then on balance + credit_limit -
+    reserved. Short of money: all_or_nothing -> InsufficientFunds; else n = price.afford(0,
+    available money) units. `price` is a Pricing, or plain functions price(n) and afford(budget).
     Granting nothing leaves no reservation (units_granted=0, limited=True)."""
     hit = _replay(tx, key, "reserve")
     if hit is not _MISS:
@@ -525,8 +526,8 @@ def reserve(tx: Tx, key: Key, *, account_id: str, session_id: str, rating_group:
         w.unhold(old)
         acct.reserved -= old.money_held
     result = _hold(tx, w, acct, old, rkey, session_id=session_id, rating_group=rating_group, unit=unit,
-                   units=units, price=price, afford=afford, all_or_nothing=all_or_nothing,
-                   expires_at=expires_at, rate_ref=rate_ref)
+                   units=units, pricing=pricing_of(price, afford), settled=0,
+                   all_or_nothing=all_or_nothing, expires_at=expires_at, rate_ref=rate_ref)
     bundles = w.flush()
     if result.units_granted or old is not None:
         _journal(tx, acct, "reserve", key, reserved_delta=acct.reserved - reserved_before,
@@ -537,7 +538,7 @@ def reserve(tx: Tx, key: Key, *, account_id: str, session_id: str, rating_group:
 
 
 def covers(tx: Tx, *, account_id: str, rating_group: int | None, unit: str, units: int,
-           price: Price) -> bool:
+           price: Pricing | Price) -> bool:
     """Whether reserve(..., all_or_nothing=True) of `units` would succeed now, for a session that
     holds nothing yet (CHECK_BALANCE). Bundles count as _hold counts them. Writes nothing."""
     _unit(unit)
@@ -545,17 +546,18 @@ def covers(tx: Tx, *, account_id: str, rating_group: int | None, unit: str, unit
     acct = _active(tx.get_account(account_id))
     w = _Work(tx, acct)
     n = max(0, units - sum(max(0, b.available) for b in w.applicable(unit, rating_group)))
-    return not n or price(n) <= _money_on_hand(w, acct, unit, rating_group)[1]
+    return not n or pricing_of(price).cost(0, n) <= _money_on_hand(w, acct, unit, rating_group)[1]
 
 
-def _nothing_left(w: _Work, acct: Account, unit: str, rating_group: int | None, price: Price,
-                  n: int) -> bool:
+def _nothing_left(w: _Work, acct: Account, unit: str, rating_group: int | None, pricing: Pricing,
+                  settled: int, n: int) -> bool:
     """After a hold of `n` priced units: could another grant be made? No bundle unit of `unit`
-    left and less money than the next unit costs (price(n + 1) - price(n): 0 inside an increment
+    left and less money than the next unit costs (cost(n + 1) - cost(n): 0 inside an increment
     already paid or on a free rate) means this grant was the last: Final-Unit-Indication."""
     if any(b.available > 0 for b in w.applicable(unit, rating_group)):
         return False
-    return price(n + 1) - price(n) > _money_on_hand(w, acct, unit, rating_group)[1]
+    step = pricing.cost(settled, n + 1) - pricing.cost(settled, n)
+    return step > _money_on_hand(w, acct, unit, rating_group)[1]
 
 
 def _money_on_hand(w: _Work, acct: Account, unit: str,
@@ -567,11 +569,11 @@ def _money_on_hand(w: _Work, acct: Account, unit: str,
 
 
 def _hold(tx: Tx, w: _Work, acct: Account, old: Reservation | None, rkey: bytes, *, session_id: str,
-          rating_group: int | None, unit: str, units: int, price: Price,
-          afford: Callable[[int], int], all_or_nothing: bool, expires_at: int,
-          rate_ref: object) -> ReserveResult:
+          rating_group: int | None, unit: str, units: int, pricing: Pricing, settled: int,
+          all_or_nothing: bool, expires_at: int, rate_ref: object) -> ReserveResult:
     """The holding half of reserve: in memory, then the reservation record (replacing `old`,
-    whose holds the caller has already given back)."""
+    whose holds the caller has already given back). The grant is priced after the `settled`
+    money units the same op has just paid for (commit_and_reserve's usage; 0 for reserve)."""
     holds: list[list] = []
     bundle_units = 0
     if w.bundles:
@@ -589,12 +591,12 @@ def _hold(tx: Tx, w: _Work, acct: Account, old: Reservation | None, rkey: bytes,
     held_on_balance = 0
     if n:
         mbs, avail = _money_on_hand(w, acct, unit, rating_group)
-        cost = price(n)
+        cost = pricing.cost(settled, n)
         if cost > avail:
             if all_or_nothing:
                 raise InsufficientFunds(acct.id, cost, avail)
-            n = min(max(0, int(afford(avail))), n)
-            cost = price(n) if n else 0
+            n = min(max(0, int(pricing.afford(settled, avail))), n)
+            cost = pricing.cost(settled, n) if n else 0
             if cost > avail:
                 raise InvalidArgument(f"afford({avail}) = {n} units cost {cost}, more than available")
             limited = True
@@ -609,7 +611,7 @@ def _hold(tx: Tx, w: _Work, acct: Account, old: Reservation | None, rkey: bytes,
         held_on_balance = left
     granted = bundle_units + n
     if granted and not limited and not all_or_nothing:
-        limited = _nothing_left(w, acct, unit, rating_group, price, n)
+        limited = _nothing_left(w, acct, unit, rating_group, pricing, settled, n)
     if granted:
         res = Reservation(session_id, rating_group, acct.id, unit, granted, holds,
                           held_on_balance, expires_at, rate_ref, tx.now, rkey=rkey)
@@ -620,13 +622,15 @@ def _hold(tx: Tx, w: _Work, acct: Account, old: Reservation | None, rkey: bytes,
 
 
 def commit_and_reserve(tx: Tx, key: Key, *, account_id: str, session_id: str,
-                       rating_group: int | None, used_units: int, used_price: Price, unit: str,
-                       units: int, price: Price, afford: Callable[[int], int],
+                       rating_group: int | None, used_units: int, used_price: Pricing | Price,
+                       unit: str, units: int, price: Pricing | Price, afford: Price | None = None,
                        all_or_nothing: bool, expires_at: int, rate_ref: object = None,
                        reason: str = "usage") -> tuple[CommitResult, ReserveResult]:
     """A usage report with a new quota request (CCR-UPDATE): commit() then reserve() in one pass
     over the account, with the reservation rewritten in place and one "update" ledger entry
-    carrying both the debit and the change of what is held."""
+    carrying both the debit and the change of what is held. The usage is priced with
+    used_price.cost(0, m) for its m money units; the new grant with price.cost(m, n) and
+    price.afford(m, budget), so it is rated after the usage whatever order things are asked in."""
     hit = _replay(tx, key, "update")
     if hit is not _MISS:
         return hit  # type: ignore[return-value]
@@ -640,13 +644,14 @@ def commit_and_reserve(tx: Tx, key: Key, *, account_id: str, session_id: str,
     old = _find_reservation(tx, account_id, rkey)
     if old is not None and old.unit != unit:
         raise InvalidArgument(f"reservation is in {old.unit}, not {unit}")
-    bundle_used, m, debited, shortfall = _settle(w, acct, old, unit, rating_group, used_units, used_price)
+    bundle_used, m, debited, shortfall = _settle(w, acct, old, unit, rating_group, used_units,
+                                                 pricing_of(used_price))
     if old is not None:
         w.unhold(old)
         acct.reserved -= old.money_held
     held = _hold(tx, w, acct, old, rkey, session_id=session_id, rating_group=rating_group, unit=unit,
-                 units=units, price=price, afford=afford, all_or_nothing=all_or_nothing,
-                 expires_at=expires_at, rate_ref=rate_ref)
+                 units=units, pricing=pricing_of(price, afford), settled=m,
+                 all_or_nothing=all_or_nothing, expires_at=expires_at, rate_ref=rate_ref)
     bundles = w.flush()
     _journal(tx, acct, "update", key, delta=acct.balance - balance_before,
              reserved_delta=acct.reserved - reserved_before, bundles=bundles,
@@ -659,7 +664,7 @@ def commit_and_reserve(tx: Tx, key: Key, *, account_id: str, session_id: str,
 
 
 def _settle(w: _Work, acct: Account, res: Reservation | None, unit: str,
-            rating_group: int | None, used: int, price: Price) -> tuple[int, int, int, int]:
+            rating_group: int | None, used: int, pricing: Pricing) -> tuple[int, int, int, int]:
     """Draw `used` units: held bundle units, other applicable bundles, then price the rest and take
     it from held money (money bundles, balance), then from what is available. In memory only."""
     bundle_used = 0
@@ -681,7 +686,7 @@ def _settle(w: _Work, acct: Account, res: Reservation | None, unit: str,
                 w.change(b, remaining=-take)
                 bundle_used += take
     m = used - bundle_used
-    cost = price(m) if m else 0
+    cost = pricing.cost(0, m) if m else 0
     debited = 0
     if cost and res is not None:
         if unit != "money":
@@ -711,7 +716,7 @@ def _settle(w: _Work, acct: Account, res: Reservation | None, unit: str,
 
 
 def commit(tx: Tx, key: Key, *, account_id: str, session_id: str, rating_group: int | None,
-           used_units: int, price: Price, release_rest: bool = True, reason: str = "usage",
+           used_units: int, price: Pricing | Price, release_rest: bool = True, reason: str = "usage",
            unit: str | None = None) -> CommitResult:
     """Debit used units against the (session, rating group) reservation; release the rest unless
     release_rest=False. Above what is held, debit up to what is available and report the shortfall.
@@ -726,7 +731,8 @@ def commit(tx: Tx, key: Key, *, account_id: str, session_id: str, rating_group: 
     unit = _unit(res.unit if res is not None else (unit or "money"))
     balance_before, reserved_before = acct.balance, acct.reserved
     w = _Work(tx, acct)
-    bundle_used, m, debited, shortfall = _settle(w, acct, res, unit, rating_group, used_units, price)
+    bundle_used, m, debited, shortfall = _settle(w, acct, res, unit, rating_group, used_units,
+                                                 pricing_of(price))
     if res is not None:
         if release_rest or not (res.money_held or any(h[1] for h in res.holds)):
             w.unhold(res)
@@ -748,7 +754,8 @@ def commit(tx: Tx, key: Key, *, account_id: str, session_id: str, rating_group: 
     return result
 
 
-def direct_debit(tx: Tx, key: Key, *, account_id: str, units: int, price: Price | None = None,
+def direct_debit(tx: Tx, key: Key, *, account_id: str, units: int,
+                 price: Pricing | Price | None = None,
                  unit: str = "money", rating_group: int | None = None,
                  session_id: str | None = None, all_or_nothing: bool = True,
                  reason: str = "debit") -> CommitResult:
@@ -763,7 +770,7 @@ def direct_debit(tx: Tx, key: Key, *, account_id: str, units: int, price: Price 
     balance_before = acct.balance
     w = _Work(tx, acct)
     bundle_used, m, debited, shortfall = _settle(w, acct, None, unit, rating_group, units,
-                                                 price or _identity)
+                                                 MONEY if price is None else pricing_of(price))
     if shortfall and all_or_nothing:
         raise InsufficientFunds(account_id, debited + shortfall, debited)
     bundles = w.flush()
@@ -774,10 +781,6 @@ def direct_debit(tx: Tx, key: Key, *, account_id: str, units: int, price: Price 
                           balance_before - acct.balance)
     _remember(tx, key, "direct_debit", result)
     return result
-
-
-def _identity(n: int) -> int:
-    return n
 
 
 def _release(tx: Tx, acct: Account, res: Reservation, kind: str, key: Key,

@@ -16,7 +16,6 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from balance import ops, schema
@@ -24,6 +23,7 @@ from balance.errors import AccountNotActive, InsufficientFunds
 from balance.money import currency_numeric
 from ocs.billing import cdr as cdrs
 from ocs.charging import sessions
+from ocs.charging.burst import BurstPricing, fee_waived
 from ocs.charging.sessions import RatingGroupState, Session
 from ocs.charging.settings import ChargingSettings
 from protocol import build as B
@@ -424,22 +424,13 @@ def _mscc(tx, ctx: Context, ccr: CCR, sess: Session, rater, m: MSCCRequest,  # t
         return ans
     want = units_of(m.requested, unit) or cfg.default_quota.get(unit, 1)
     want = min(want, cfg.max_quota.get(unit, want))
-    before, period, start = st.money_units, st.period_used, st.granted_at
-    settled = [0]  # money units the usage report adds; the new grant is priced after them
-
-    def used_price(n: int) -> int:
-        settled[0] = n
-        return _burst_cost(rater, rate, st, before, n, start, period)
-
-    def price(n: int) -> int:
-        return _burst_cost(rater, rate, st, before + settled[0], n, now, period)
-
-    def afford(budget: int) -> int:
-        b = before + settled[0]
-        return rater.max_units(rate, budget + _fee_waived(rate, st, b), b, now, period, limit=want)
-
+    # the usage is priced from when its quota was granted; the new grant from now, after the
+    # money units the usage settles (commit_and_reserve passes that count to price)
+    waived = fee_waived(rate, st.fee_paid)
+    used_price = BurstPricing(rater, rate, st.money_units, st.granted_at, st.period_used, waived)
+    price = BurstPricing(rater, rate, st.money_units, now, st.period_used, waived, limit=want)
     hold = {"account_id": sess.account_id, "session_id": ccr.session_id, "rating_group": rg,
-            "unit": unit, "units": want, "price": price, "afford": afford, "all_or_nothing": False,
+            "unit": unit, "units": want, "price": price, "all_or_nothing": False,
             "expires_at": now + cfg.timeout(), "rate_ref": rater.version}
     try:
         if used or st.reserved:
@@ -498,23 +489,12 @@ def _final_unit(ans: MSCCAnswer, rater, plan_name: str) -> None:  # type: ignore
 
 def _commit(tx, ctx: Context, sess: Session, rg: int, st: RatingGroupState, rate, rater,  # type: ignore[no-untyped-def]
             used: int) -> None:
-    before, start, period = st.money_units, st.granted_at, st.period_used
+    price = BurstPricing(rater, rate, st.money_units, st.granted_at, st.period_used,
+                         fee_waived(rate, st.fee_paid))
     res = ops.commit(tx, None, account_id=sess.account_id,
                      session_id=sess.session_id, rating_group=rg, used_units=used, unit=st.unit,
-                     price=lambda n: _burst_cost(rater, rate, st, before, n, start, period))
+                     price=price)
     _account_usage(tx, ctx, sess, rg, st, rate, used, res)
-
-
-def _fee_waived(rate, st: RatingGroupState, before: int) -> int:  # type: ignore[no-untyped-def]
-    """The connect fee is once per session and rating group: a burst after FINAL starts its
-    cumulative rating from 0 again (its own CDR) but does not pay the fee a second time."""
-    return rate.connect_fee if st.fee_paid and before == 0 else 0
-
-
-def _burst_cost(rater, rate, st: RatingGroupState, before: int, n: int, at: int,  # type: ignore[no-untyped-def]
-                period: int) -> int:
-    cost = rater.cost(rate, before, n, at, period)
-    return cost - _fee_waived(rate, st, before) if n > 0 else cost
 
 
 def _account_usage(tx, ctx: Context, sess: Session, rg: int, st: RatingGroupState, rate,  # type: ignore[no-untyped-def]
@@ -594,8 +574,8 @@ def _event(tx, ctx: Context, ccr: CCR) -> CCA:  # type: ignore[no-untyped-def]
             continue
         period_used = period_usage(tx, ctx, account.id, rg, rate)
         # an event is priced on its own (from 0) at this instant
-        price = partial(rater.cost, rate, 0, start=now, period_used=period_used)
-        cost = price(units)
+        price = BurstPricing(rater, rate, 0, now, period_used)
+        cost = price.cost(0, units)
         total_cost += cost
         if action == PRICE_ENQUIRY:
             continue
@@ -621,9 +601,7 @@ def _event(tx, ctx: Context, ccr: CCR) -> CCA:  # type: ignore[no-untyped-def]
         try:
             ops.reserve(tx, None, account_id=account.id,
                         session_id=ccr.session_id, rating_group=rg, unit=rate.unit, units=units,
-                        price=price, afford=partial(rater.max_units, rate, before=0, start=now,
-                                                    period_used=period_used),
-                        all_or_nothing=True, expires_at=now + cfg.timeout(), rate_ref=rater.version)
+                        price=price, all_or_nothing=True, expires_at=now + cfg.timeout(), rate_ref=rater.version)
         except InsufficientFunds:
             ans.result_code = C.DIAMETER_CREDIT_LIMIT_REACHED
             total_cost -= cost
