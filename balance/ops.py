@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import TypeVar
 
 from msgpack import unpackb
 
@@ -61,10 +62,10 @@ from balance.schema import (
 from balance.store import Tx
 
 Key = str | bytes | None
+T = TypeVar("T")
 
 REFILE_SECONDS = 300  # see _put_reservation
 IDEM_RETENTION = 7 * 86400  # seconds an idempotency key is kept at least (see purge_idempotency)
-_MISS = object()
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
@@ -77,21 +78,26 @@ def _idem_key(key: str | bytes) -> bytes:
     return k
 
 
-def _replay(tx: Tx, key: Key, op: str, what: list | None = None) -> object:
-    """The first outcome of `key`, or _MISS. `what` (the op's defining arguments) must match the
-    first use's: a key reused for another amount is a conflict, not a retry to wave through."""
+def _replayed(tx: Tx, key: Key, op: str, kind: type[T], what: list | None = None) -> T | None:
+    """A retry's answer: the first outcome stored under `key`, or None when the key is new (or
+    None). Every mutating op starts with it and, when it answers, returns that and writes
+    nothing. `what` (the op's defining arguments) must match the first use's: a key reused for
+    another amount is a conflict, not a retry to wave through."""
     if key is None:
-        return _MISS
+        return None
     raw = tx.read_txn.get(_idem_key(key), db=tx.dbs[IDEM])
     if raw is None:
-        return _MISS
+        return None
     first = unpackb(raw)
-    first_op, outcome = first[1], first[2]
+    first_op, outcome = first[1], unpack_outcome(first[2])
     if first_op != op:
         raise IdempotencyConflict(f"idempotency key {key!r} was used by {first_op}, not {op}")
     if what is not None and len(first) > 3 and first[3] != what:
         raise IdempotencyConflict(f"idempotency key {key!r} was used for {op} {first[3]}, not {what}")
-    return unpack_outcome(outcome)
+    if not isinstance(outcome, kind):  # not written by this op: a damaged or foreign record
+        raise IdempotencyConflict(f"idempotency key {key!r} holds a {type(outcome).__name__}, "
+                                  f"not the {kind.__name__} {op} answers")
+    return outcome
 
 
 def _remember(tx: Tx, key: Key, op: str, outcome: object, what: list | None = None) -> None:
@@ -288,9 +294,8 @@ def create_account(tx: Tx, key: Key, *, account_id: str, currency: str, balance:
                    credit_limit: int = 0, plan: str = "default", aliases: tuple[str, ...] | list[str] = (),
                    status: str = "active") -> Account:
     what = [account_id, currency, balance, credit_limit, plan, list(aliases)]
-    hit = _replay(tx, key, "create_account", what)
-    if hit is not _MISS:
-        return hit  # type: ignore[return-value]
+    if (hit := _replayed(tx, key, "create_account", Account, what)) is not None:
+        return hit
     k = text_key(account_id)
     _currency(currency)
     if isinstance(balance, bool) or not isinstance(balance, int):
@@ -315,9 +320,8 @@ def create_account(tx: Tx, key: Key, *, account_id: str, currency: str, balance:
 
 def set_status(tx: Tx, key: Key, account_id: str, status: str) -> Account:
     """active <-> suspended; closed is final and needs no open reservation."""
-    hit = _replay(tx, key, "set_status")
-    if hit is not _MISS:
-        return hit  # type: ignore[return-value]
+    if (hit := _replayed(tx, key, "set_status", Account)) is not None:
+        return hit
     if status not in STATUSES:
         raise InvalidArgument(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
     acct = _open(tx.get_account(account_id))
@@ -333,9 +337,8 @@ def set_status(tx: Tx, key: Key, account_id: str, status: str) -> Account:
 
 def update_account(tx: Tx, key: Key, account_id: str, **changes: object) -> Account:
     """Change plan, credit_limit, aliases (replaced), status, or currency (only while empty)."""
-    hit = _replay(tx, key, "update_account")
-    if hit is not _MISS:
-        return hit  # type: ignore[return-value]
+    if (hit := _replayed(tx, key, "update_account", Account)) is not None:
+        return hit
     unknown = set(changes) - {"plan", "credit_limit", "aliases", "status", "currency"}
     if unknown:
         raise InvalidArgument(f"cannot update {', '.join(sorted(unknown))}")
@@ -374,9 +377,8 @@ def update_account(tx: Tx, key: Key, account_id: str, **changes: object) -> Acco
 def _credit(tx: Tx, key: Key, op: str, account_id: str, amount: int, reason: str,
             currency: str | None, *, positive: bool) -> int:
     what = [account_id, amount]  # currency is only a guard: a retry may add or drop it
-    hit = _replay(tx, key, op, what)
-    if hit is not _MISS:
-        return hit  # type: ignore[return-value]
+    if (hit := _replayed(tx, key, op, int, what)) is not None:
+        return hit
     if isinstance(amount, bool) or not isinstance(amount, int) or amount == 0 or (positive and amount < 0):
         raise InvalidArgument(f"{op} amount must be a {'positive' if positive else 'non-zero'} integer")
     acct = _open(tx.get_account(account_id))
@@ -404,9 +406,8 @@ def adjust(tx: Tx, key: Key, account_id: str, amount: int, reason: str,
 def refund(tx: Tx, key: Key, *, account_id: str, amount: int, session_id: str | None = None,
            rating_group: int | None = None, reason: str = "refund") -> int:
     """CCR-EVENT REFUND_ACCOUNT: credit money back; returns the new balance."""
-    hit = _replay(tx, key, "refund")
-    if hit is not _MISS:
-        return hit  # type: ignore[return-value]
+    if (hit := _replayed(tx, key, "refund", int)) is not None:
+        return hit
     _units(amount, "refund amount", positive=True)
     acct = _open(tx.get_account(account_id))
     acct.balance += amount
@@ -424,9 +425,8 @@ def add_bundle(tx: Tx, key: Key, account_id: str, *, unit: str, amount: int,
                expires: int | None = None, priority: int = 0) -> str:
     """Grant an allowance; returns its bundle id (unique within the account)."""
     what = [account_id, unit, amount, list(rating_groups), valid_from, expires, priority]
-    hit = _replay(tx, key, "add_bundle", what)
-    if hit is not _MISS:
-        return hit  # type: ignore[return-value]
+    if (hit := _replayed(tx, key, "add_bundle", str, what)) is not None:
+        return hit
     _unit(unit)
     _units(amount, "bundle amount", positive=True)
     rgs = sorted({int(rg) for rg in rating_groups})
@@ -512,9 +512,8 @@ def reserve(tx: Tx, key: Key, *, account_id: str, session_id: str, rating_group:
     reserved. Short of money: all_or_nothing -> InsufficientFunds; else n = price.afford(0,
     available money) units. `price` is a Pricing, or plain functions price(n) and afford(budget).
     Granting nothing leaves no reservation (units_granted=0, limited=True)."""
-    hit = _replay(tx, key, "reserve")
-    if hit is not _MISS:
-        return hit  # type: ignore[return-value]
+    if (hit := _replayed(tx, key, "reserve", ReserveResult)) is not None:
+        return hit
     _unit(unit)
     _units(units)
     rkey = reservation_key(session_id, rating_group)
@@ -631,9 +630,8 @@ def commit_and_reserve(tx: Tx, key: Key, *, account_id: str, session_id: str,
     carrying both the debit and the change of what is held. The usage is priced with
     used_price.cost(0, m) for its m money units; the new grant with price.cost(m, n) and
     price.afford(m, budget), so it is rated after the usage whatever order things are asked in."""
-    hit = _replay(tx, key, "update")
-    if hit is not _MISS:
-        return hit  # type: ignore[return-value]
+    if (hit := _replayed(tx, key, "update", tuple)) is not None:
+        return hit
     _unit(unit)
     _units(units)
     _units(used_units, "used units")
@@ -721,9 +719,8 @@ def commit(tx: Tx, key: Key, *, account_id: str, session_id: str, rating_group: 
     """Debit used units against the (session, rating group) reservation; release the rest unless
     release_rest=False. Above what is held, debit up to what is available and report the shortfall.
     No reservation: a direct debit of `unit` (default: the reservation's, else money)."""
-    hit = _replay(tx, key, "commit")
-    if hit is not _MISS:
-        return hit  # type: ignore[return-value]
+    if (hit := _replayed(tx, key, "commit", CommitResult)) is not None:
+        return hit
     _units(used_units, "used units")
     rkey = reservation_key(session_id, rating_group)
     acct = tx.get_account(account_id)
@@ -761,9 +758,8 @@ def direct_debit(tx: Tx, key: Key, *, account_id: str, units: int,
                  reason: str = "debit") -> CommitResult:
     """CCR-EVENT DIRECT_DEBITING: bundles of `unit` first, the rest priced (money: price = units).
     all_or_nothing: InsufficientFunds unless all of it can be collected."""
-    hit = _replay(tx, key, "direct_debit")
-    if hit is not _MISS:
-        return hit  # type: ignore[return-value]
+    if (hit := _replayed(tx, key, "direct_debit", CommitResult)) is not None:
+        return hit
     _unit(unit)
     _units(units)
     acct = _active(tx.get_account(account_id))
@@ -800,9 +796,8 @@ def _release(tx: Tx, acct: Account, res: Reservation, kind: str, key: Key,
 def release(tx: Tx, key: Key, *, account_id: str, session_id: str, rating_group: int | None,
             reason: str = "release") -> ReleaseResult:
     """Give back everything a reservation holds; no reservation -> nothing released."""
-    hit = _replay(tx, key, "release")
-    if hit is not _MISS:
-        return hit  # type: ignore[return-value]
+    if (hit := _replayed(tx, key, "release", ReleaseResult)) is not None:
+        return hit
     acct = tx.get_account(account_id)
     res = _find_reservation(tx, account_id, reservation_key(session_id, rating_group))
     result = ReleaseResult(0, 0) if res is None else _release(tx, acct, res, "release", key, reason)
