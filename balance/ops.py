@@ -14,8 +14,8 @@ holds are released and the new request is granted afresh (Gy: each CCR-U re-requ
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from typing import TypeVar
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
 
 from msgpack import unpackb
 
@@ -78,7 +78,7 @@ def _idem_key(key: str | bytes) -> bytes:
     return k
 
 
-def _replayed(tx: Tx, key: Key, op: str, kind: type[T], what: list | None = None) -> T | None:
+def _replayed(tx: Tx, key: Key, op: str, kind: type[T], what: list[Any] | None = None) -> T | None:
     """A retry's answer: the first outcome stored under `key`, or None when the key is new (or
     None). Every mutating op starts with it and, when it answers, returns that and writes
     nothing. `what` (the op's defining arguments) must match the first use's: a key reused for
@@ -100,7 +100,7 @@ def _replayed(tx: Tx, key: Key, op: str, kind: type[T], what: list | None = None
     return outcome
 
 
-def _remember(tx: Tx, key: Key, op: str, outcome: object, what: list | None = None) -> None:
+def _remember(tx: Tx, key: Key, op: str, outcome: object, what: list[Any] | None = None) -> None:
     if key is not None:
         record = [tx.now, op, pack_outcome(outcome)] + ([what] if what is not None else [])
         tx.write_txn.put(_idem_key(key), pack(record), db=tx.dbs[IDEM])
@@ -149,7 +149,7 @@ def _unit(unit: str) -> str:
     return unit
 
 
-def _currency(code: str) -> str:
+def _currency(code: object) -> str:
     if not isinstance(code, str) or not _CURRENCY.match(code):
         raise InvalidArgument(f"currency must be an ISO 4217 code like EUR, not {code!r}")
     return code
@@ -173,7 +173,7 @@ def _save(tx: Tx, acct: Account) -> None:
 
 
 def _journal(tx: Tx, acct: Account, kind: str, key: Key, *, delta: int = 0, reserved_delta: int = 0,
-             bundles: list | None = None, session_id: str | None = None,
+             bundles: list[list[Any]] | None = None, session_id: str | None = None,
              rating_group: int | None = None, reason: str = "") -> None:
     """Append one ledger entry (call before _save: it advances the account's sequence and tail)."""
     acct.seq += 1
@@ -225,7 +225,7 @@ class _Work:
         res.holds = []
         return units, money
 
-    def flush(self) -> list[list]:
+    def flush(self) -> list[list[Any]]:
         """Write changed bundles; the ledger's [bundle_id, remaining_delta, reserved_delta] list."""
         out = []
         db = self.tx.dbs[BUNDLES]
@@ -357,12 +357,15 @@ def update_account(tx: Tx, key: Key, account_id: str, **changes: object) -> Acco
     if "credit_limit" in changes:
         acct.credit_limit = _units(changes["credit_limit"], "credit limit")
     if "currency" in changes and changes["currency"] != acct.currency:
-        cur = _currency(changes["currency"])  # type: ignore[arg-type]
+        cur = _currency(changes["currency"])
         if acct.balance or acct.reserved or acct.nbundles:
             raise CurrencyMismatch(account_id, acct.currency, cur)
         acct.currency = cur
     if "aliases" in changes:
-        new = list(changes["aliases"])  # type: ignore[call-overload]
+        aliases = changes["aliases"]
+        if not isinstance(aliases, Iterable):
+            raise InvalidArgument(f"aliases must be a list of ids, not {aliases!r}")
+        new = list(aliases)
         t = tx.write_txn
         for alias in acct.aliases:
             t.delete(alias.encode(), db=tx.dbs[ALIASES])
@@ -573,7 +576,7 @@ def _hold(tx: Tx, w: _Work, acct: Account, old: Reservation | None, rkey: bytes,
     """The holding half of reserve: in memory, then the reservation record (replacing `old`,
     whose holds the caller has already given back). The grant is priced after the `settled`
     money units the same op has just paid for (commit_and_reserve's usage; 0 for reserve)."""
-    holds: list[list] = []
+    holds: list[list[Any]] = []
     bundle_units = 0
     if w.bundles:
         for b in w.applicable(unit, rating_group):

@@ -293,7 +293,7 @@ class Store:
         self.close()
 
 
-def open_store_capped(path: str | os.PathLike, *, sync: bool = True, max_map_size: int = 0) -> Store:
+def open_store_capped(path: str | os.PathLike[str], *, sync: bool = True, max_map_size: int = 0) -> Store:
     """open_store for a server process: the map may grow to `max_map_size` bytes (0: MAX_MAP_SIZE)
     and starts no larger, so every process of one server holds the same cap."""
     cap = max_map_size or MAX_MAP_SIZE
@@ -302,7 +302,7 @@ def open_store_capped(path: str | os.PathLike, *, sync: bool = True, max_map_siz
     return store
 
 
-def open_store(path: str | os.PathLike, *, sync: bool = True, map_size: int = 256 << 20,
+def open_store(path: str | os.PathLike[str], *, sync: bool = True, map_size: int = 256 << 20,
                readonly: bool = False) -> Store:
     """Open (creating the dir and all named dbs) the environment at path; shared within a process."""
     real = os.path.realpath(os.fspath(path))

@@ -29,13 +29,14 @@ import threading
 import time
 from dataclasses import asdict
 from functools import partial
+from typing import Any
 
 import lmdb
 import msgpack
 
 from balance.errors import is_write_failure
 from balance.store import open_store_capped
-from balance.writer import GroupCommitWriter
+from balance.writer import GroupCommitWriter, Op, Outcome
 from ocs.charging import credit, requests, sweeper
 from ocs.charging.settings import ChargingSettings
 from ocs.charging.tariffs import Raters
@@ -62,13 +63,13 @@ class Engine:
         self.ctx = credit.Context(ChargingSettings.of(cfg), self.dbs, self.raters)
         self.writer = GroupCommitWriter(self.store)  # its batch logic only; this thread is the writer
         rating_rater.warm()
-        self._out: queue.SimpleQueue = queue.SimpleQueue()
+        self._out: queue.SimpleQueue[list[Outcome] | None] = queue.SimpleQueue()  # None: stop
         self._syncer = threading.Thread(target=self._sync_run, name="ocs-engine-sync", daemon=True)
         self._send_lock = threading.Lock()
         self.stale_closed = 0
         self._reader = threading.Thread(target=self._read_run, name="ocs-engine-read", daemon=True)
         self._cond = threading.Condition()
-        self._decoded: list = []
+        self._decoded: list[tuple[Op, Any]] = []
         self._eof = False
         self.failed = False
         self._tariffs_failing = False
@@ -167,7 +168,7 @@ class Engine:
                 log.info("reading the tariff schedule works again")
             self._tariffs_failing = False
 
-    def _run_batch(self, batch: list) -> None:
+    def _run_batch(self, batch: list[tuple[Op, Any]]) -> None:
         try:
             outcomes = self.writer.commit_batch(batch)
         except Exception as exc:  # nothing of the batch is committed
@@ -227,7 +228,8 @@ class Engine:
             if stopping:
                 return
 
-    def _answer(self, target, result, exc, sync_error) -> bytes:  # type: ignore[no-untyped-def]
+    def _answer(self, target: tuple[int, bytes], result: object, exc: Exception | None,
+                sync_error: Exception | None) -> bytes:
         token, frame = target
         try:
             return self._answer_bytes(token, frame, result, exc, sync_error)
@@ -236,7 +238,8 @@ class Engine:
             return frame_message(token, _error(frame, self.cfg, C.DIAMETER_UNABLE_TO_COMPLY, None,
                                                "internal error"))
 
-    def _answer_bytes(self, token: int, frame: bytes, result, exc, sync_error) -> bytes:  # type: ignore[no-untyped-def]
+    def _answer_bytes(self, token: int, frame: bytes, result: object, exc: Exception | None,
+                      sync_error: Exception | None) -> bytes:
         if sync_error is not None:
             # Committed but not known to be on disk: a transient error makes the client retransmit,
             # and the retransmission gets the stored answer.

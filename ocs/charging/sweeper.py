@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 
 from balance import ops
+from balance.store import Tx
 from ocs.charging import credit, sessions
 
 log = logging.getLogger("ocs.sweeper")
 
 
-def sweep(tx, ctx: credit.Context, limit: int = 512) -> int:  # type: ignore[no-untyped-def]
+def sweep(tx: Tx, ctx: credit.Context, limit: int = 512) -> int:
     """One sweeper pass inside the writer: close stale sessions, forget old closed ones.
 
     Returns how many stale sessions it closed."""
