@@ -14,7 +14,8 @@ holds are released and the new request is granted afresh (Gy: each CCR-U re-requ
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
 
 from msgpack import unpackb
 
@@ -27,6 +28,7 @@ from balance.errors import (
     InsufficientFunds,
     InvalidArgument,
 )
+from balance.pricing import MONEY, Price, Pricing, pricing_of
 from balance.records import (
     STATUSES,
     UNITS,
@@ -60,11 +62,10 @@ from balance.schema import (
 from balance.store import Tx
 
 Key = str | bytes | None
-Price = Callable[[int], int]
+T = TypeVar("T")
 
 REFILE_SECONDS = 300  # see _put_reservation
 IDEM_RETENTION = 7 * 86400  # seconds an idempotency key is kept at least (see purge_idempotency)
-_MISS = object()
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
@@ -77,37 +78,40 @@ def _idem_key(key: str | bytes) -> bytes:
     return k
 
 
-def _replay(tx: Tx, key: Key, op: str, what: list | None = None) -> object:
-    """The first outcome of `key`, or _MISS. `what` (the op's defining arguments) must match the
-    first use's: a key reused for another amount is a conflict, not a retry to wave through."""
+def _replayed(tx: Tx, key: Key, op: str, kind: type[T], what: list[Any] | None = None) -> T | None:
+    """A retry's answer: the first outcome stored under `key`, or None when the key is new (or
+    None). Every mutating op starts with it and, when it answers, returns that and writes
+    nothing. `what` (the op's defining arguments) must match the first use's: a key reused for
+    another amount is a conflict, not a retry to wave through."""
     if key is None:
-        return _MISS
-    raw = tx._t.get(_idem_key(key), db=tx.dbs[IDEM])
+        return None
+    raw = tx.read_txn.get(_idem_key(key), db=tx.dbs[IDEM])
     if raw is None:
-        return _MISS
+        return None
     first = unpackb(raw)
-    first_op, outcome = first[1], first[2]
+    first_op, outcome = first[1], unpack_outcome(first[2])
     if first_op != op:
         raise IdempotencyConflict(f"idempotency key {key!r} was used by {first_op}, not {op}")
     if what is not None and len(first) > 3 and first[3] != what:
         raise IdempotencyConflict(f"idempotency key {key!r} was used for {op} {first[3]}, not {what}")
-    return unpack_outcome(outcome)
+    if not isinstance(outcome, kind):  # not written by this op: a damaged or foreign record
+        raise IdempotencyConflict(f"idempotency key {key!r} holds a {type(outcome).__name__}, "
+                                  f"not the {kind.__name__} {op} answers")
+    return outcome
 
 
-def _remember(tx: Tx, key: Key, op: str, outcome: object, what: list | None = None) -> None:
-    tx.dirty = True
+def _remember(tx: Tx, key: Key, op: str, outcome: object, what: list[Any] | None = None) -> None:
     if key is not None:
         record = [tx.now, op, pack_outcome(outcome)] + ([what] if what is not None else [])
-        tx._t.put(_idem_key(key), pack(record), db=tx.dbs[IDEM])
+        tx.write_txn.put(_idem_key(key), pack(record), db=tx.dbs[IDEM])
 
 
 def purge_idempotency(tx: Tx, before: int, limit: int = 10_000) -> int:
     """Drop keys stored before `before` (unix s), scanning at most `limit` keys from where the last
     call stopped (cursor kept in "meta"), so a periodic call bounds its work. Returns keys dropped."""
-    tx.dirty = True
     meta, db = tx.dbs[META], tx.dbs[IDEM]
-    start = tx._t.get(META_IDEM_PURGE_AT, db=meta) or b""
-    cur = tx._t.cursor(db=db)
+    start = tx.read_txn.get(META_IDEM_PURGE_AT, db=meta) or b""
+    cur = tx.read_txn.cursor(db=db)
     positioned = cur.set_range(start) if start else cur.first()
     dropped = scanned = 0
     doomed = []
@@ -119,9 +123,10 @@ def purge_idempotency(tx: Tx, before: int, limit: int = 10_000) -> int:
         last = key
         scanned += 1
         positioned = cur.next()
+    t = tx.write_txn
     for key in doomed:
-        dropped += tx._t.delete(key, db=db)
-    tx._t.put(META_IDEM_PURGE_AT, (last + b"\0") if positioned else b"", db=meta)
+        dropped += t.delete(key, db=db)
+    t.put(META_IDEM_PURGE_AT, (last + b"\0") if positioned else b"", db=meta)
     return dropped
 
 
@@ -144,7 +149,7 @@ def _unit(unit: str) -> str:
     return unit
 
 
-def _currency(code: str) -> str:
+def _currency(code: object) -> str:
     if not isinstance(code, str) or not _CURRENCY.match(code):
         raise InvalidArgument(f"currency must be an ISO 4217 code like EUR, not {code!r}")
     return code
@@ -163,16 +168,14 @@ def _open(acct: Account) -> Account:
 
 
 def _save(tx: Tx, acct: Account) -> None:
-    tx.dirty = True
     acct.updated = tx.now
-    tx._t.put(acct.id.encode(), acct.pack(), db=tx.dbs[ACCOUNTS])
+    tx.write_txn.put(acct.id.encode(), acct.pack(), db=tx.dbs[ACCOUNTS])
 
 
 def _journal(tx: Tx, acct: Account, kind: str, key: Key, *, delta: int = 0, reserved_delta: int = 0,
-             bundles: list | None = None, session_id: str | None = None,
+             bundles: list[list[Any]] | None = None, session_id: str | None = None,
              rating_group: int | None = None, reason: str = "") -> None:
     """Append one ledger entry (call before _save: it advances the account's sequence and tail)."""
-    tx.dirty = True
     acct.seq += 1
     acct.ledger_tail = tx.append_ledger(
         pack_ledger(acct.id, acct.seq, acct.ledger_tail, tx.now, kind, delta, acct.balance,
@@ -222,15 +225,14 @@ class _Work:
         res.holds = []
         return units, money
 
-    def flush(self) -> list[list]:
+    def flush(self) -> list[list[Any]]:
         """Write changed bundles; the ledger's [bundle_id, remaining_delta, reserved_delta] list."""
-        self.tx.dirty = True
         out = []
         db = self.tx.dbs[BUNDLES]
         for bid, (rem, res) in self.changed.items():
             if rem or res:
                 b = self.bundles[bid]
-                self.tx._t.put(b.key(), b.pack(), db=db)
+                self.tx.write_txn.put(b.key(), b.pack(), db=db)
                 out.append([bid, rem, res])
         return out
 
@@ -239,31 +241,31 @@ def _put_reservation(tx: Tx, res: Reservation, old: Reservation | None) -> None:
     """Store a reservation. Its expiry index key may stay at an earlier instant when the expiry
     only moved later by less than REFILE_SECONDS (a CCR-U extends it every time): one scattered
     index delete and insert fewer per request; expire_reservations re-files early keys."""
-    tx.dirty = True
+    t = tx.write_txn
     rkey = res.key()
     if old is None:
-        tx._t.put(child_key(res.account_id, rkey), b"", db=tx.dbs[RESV_ACCOUNT])
+        t.put(child_key(res.account_id, rkey), b"", db=tx.dbs[RESV_ACCOUNT])
         res.filed_at = res.expires_at
     elif old.index_at <= res.expires_at < old.index_at + REFILE_SECONDS:
         res.filed_at = old.index_at
     else:
-        tx._t.delete(be8(old.index_at) + rkey, db=tx.dbs[RESV_EXPIRY])
+        t.delete(be8(old.index_at) + rkey, db=tx.dbs[RESV_EXPIRY])
         res.filed_at = res.expires_at
     if res.filed_at != (old.index_at if old is not None else None):
-        tx._t.put(be8(res.filed_at) + rkey, b"", db=tx.dbs[RESV_EXPIRY])
-    tx._t.put(rkey, res.pack(), db=tx.dbs[RESERVATIONS])
+        t.put(be8(res.filed_at) + rkey, b"", db=tx.dbs[RESV_EXPIRY])
+    t.put(rkey, res.pack(), db=tx.dbs[RESERVATIONS])
 
 
 def _drop_reservation(tx: Tx, res: Reservation) -> None:
-    tx.dirty = True
+    t = tx.write_txn
     rkey = res.key()
-    tx._t.delete(rkey, db=tx.dbs[RESERVATIONS])
-    tx._t.delete(child_key(res.account_id, rkey), db=tx.dbs[RESV_ACCOUNT])
-    tx._t.delete(be8(res.index_at) + rkey, db=tx.dbs[RESV_EXPIRY])
+    t.delete(rkey, db=tx.dbs[RESERVATIONS])
+    t.delete(child_key(res.account_id, rkey), db=tx.dbs[RESV_ACCOUNT])
+    t.delete(be8(res.index_at) + rkey, db=tx.dbs[RESV_EXPIRY])
 
 
 def _find_reservation(tx: Tx, account_id: str, rkey: bytes) -> Reservation | None:
-    raw = tx._t.get(rkey, db=tx.dbs[RESERVATIONS])
+    raw = tx.read_txn.get(rkey, db=tx.dbs[RESERVATIONS])
     if raw is None:
         return None
     res = Reservation.unpack(rkey, raw)
@@ -280,21 +282,20 @@ def _claim_aliases(tx: Tx, account_id: str, aliases: list[str]) -> None:
         raise InvalidArgument(f"repeated alias in {aliases!r}")
     for alias in aliases:
         k = text_key(alias)
-        if tx._t.get(k, db=tx.dbs[ACCOUNTS]) is not None or \
-                tx._t.get(k, db=tx.dbs[ALIASES]) is not None:
+        if tx.read_txn.get(k, db=tx.dbs[ACCOUNTS]) is not None or \
+                tx.read_txn.get(k, db=tx.dbs[ALIASES]) is not None:
             raise DuplicateAccount(alias)
-    tx.dirty = True
+    t = tx.write_txn
     for alias in aliases:
-        tx._t.put(alias.encode(), account_id.encode(), db=tx.dbs[ALIASES])
+        t.put(alias.encode(), account_id.encode(), db=tx.dbs[ALIASES])
 
 
 def create_account(tx: Tx, key: Key, *, account_id: str, currency: str, balance: int = 0,
                    credit_limit: int = 0, plan: str = "default", aliases: tuple[str, ...] | list[str] = (),
                    status: str = "active") -> Account:
     what = [account_id, currency, balance, credit_limit, plan, list(aliases)]
-    hit = _replay(tx, key, "create_account", what)
-    if hit is not _MISS:
-        return hit  # type: ignore[return-value]
+    if (hit := _replayed(tx, key, "create_account", Account, what)) is not None:
+        return hit
     k = text_key(account_id)
     _currency(currency)
     if isinstance(balance, bool) or not isinstance(balance, int):
@@ -304,8 +305,8 @@ def create_account(tx: Tx, key: Key, *, account_id: str, currency: str, balance:
         raise InvalidArgument(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
     if not isinstance(plan, str) or not plan:
         raise InvalidArgument(f"bad plan {plan!r}")
-    if tx._t.get(k, db=tx.dbs[ACCOUNTS]) is not None or \
-            tx._t.get(k, db=tx.dbs[ALIASES]) is not None:
+    if tx.read_txn.get(k, db=tx.dbs[ACCOUNTS]) is not None or \
+            tx.read_txn.get(k, db=tx.dbs[ALIASES]) is not None:
         raise DuplicateAccount(account_id)
     aliases = list(aliases)
     _claim_aliases(tx, account_id, aliases)
@@ -319,9 +320,8 @@ def create_account(tx: Tx, key: Key, *, account_id: str, currency: str, balance:
 
 def set_status(tx: Tx, key: Key, account_id: str, status: str) -> Account:
     """active <-> suspended; closed is final and needs no open reservation."""
-    hit = _replay(tx, key, "set_status")
-    if hit is not _MISS:
-        return hit  # type: ignore[return-value]
+    if (hit := _replayed(tx, key, "set_status", Account)) is not None:
+        return hit
     if status not in STATUSES:
         raise InvalidArgument(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
     acct = _open(tx.get_account(account_id))
@@ -337,9 +337,8 @@ def set_status(tx: Tx, key: Key, account_id: str, status: str) -> Account:
 
 def update_account(tx: Tx, key: Key, account_id: str, **changes: object) -> Account:
     """Change plan, credit_limit, aliases (replaced), status, or currency (only while empty)."""
-    hit = _replay(tx, key, "update_account")
-    if hit is not _MISS:
-        return hit  # type: ignore[return-value]
+    if (hit := _replayed(tx, key, "update_account", Account)) is not None:
+        return hit
     unknown = set(changes) - {"plan", "credit_limit", "aliases", "status", "currency"}
     if unknown:
         raise InvalidArgument(f"cannot update {', '.join(sorted(unknown))}")
@@ -358,15 +357,18 @@ def update_account(tx: Tx, key: Key, account_id: str, **changes: object) -> Acco
     if "credit_limit" in changes:
         acct.credit_limit = _units(changes["credit_limit"], "credit limit")
     if "currency" in changes and changes["currency"] != acct.currency:
-        cur = _currency(changes["currency"])  # type: ignore[arg-type]
+        cur = _currency(changes["currency"])
         if acct.balance or acct.reserved or acct.nbundles:
             raise CurrencyMismatch(account_id, acct.currency, cur)
         acct.currency = cur
     if "aliases" in changes:
-        new = list(changes["aliases"])  # type: ignore[call-overload]
-        tx.dirty = True
+        aliases = changes["aliases"]
+        if not isinstance(aliases, Iterable):
+            raise InvalidArgument(f"aliases must be a list of ids, not {aliases!r}")
+        new = list(aliases)
+        t = tx.write_txn
         for alias in acct.aliases:
-            tx._t.delete(alias.encode(), db=tx.dbs[ALIASES])
+            t.delete(alias.encode(), db=tx.dbs[ALIASES])
         _claim_aliases(tx, account_id, new)
         acct.aliases = new
     _journal(tx, acct, "update", key, reason=",".join(sorted(changes)))
@@ -378,9 +380,8 @@ def update_account(tx: Tx, key: Key, account_id: str, **changes: object) -> Acco
 def _credit(tx: Tx, key: Key, op: str, account_id: str, amount: int, reason: str,
             currency: str | None, *, positive: bool) -> int:
     what = [account_id, amount]  # currency is only a guard: a retry may add or drop it
-    hit = _replay(tx, key, op, what)
-    if hit is not _MISS:
-        return hit  # type: ignore[return-value]
+    if (hit := _replayed(tx, key, op, int, what)) is not None:
+        return hit
     if isinstance(amount, bool) or not isinstance(amount, int) or amount == 0 or (positive and amount < 0):
         raise InvalidArgument(f"{op} amount must be a {'positive' if positive else 'non-zero'} integer")
     acct = _open(tx.get_account(account_id))
@@ -408,9 +409,8 @@ def adjust(tx: Tx, key: Key, account_id: str, amount: int, reason: str,
 def refund(tx: Tx, key: Key, *, account_id: str, amount: int, session_id: str | None = None,
            rating_group: int | None = None, reason: str = "refund") -> int:
     """CCR-EVENT REFUND_ACCOUNT: credit money back; returns the new balance."""
-    hit = _replay(tx, key, "refund")
-    if hit is not _MISS:
-        return hit  # type: ignore[return-value]
+    if (hit := _replayed(tx, key, "refund", int)) is not None:
+        return hit
     _units(amount, "refund amount", positive=True)
     acct = _open(tx.get_account(account_id))
     acct.balance += amount
@@ -428,9 +428,8 @@ def add_bundle(tx: Tx, key: Key, account_id: str, *, unit: str, amount: int,
                expires: int | None = None, priority: int = 0) -> str:
     """Grant an allowance; returns its bundle id (unique within the account)."""
     what = [account_id, unit, amount, list(rating_groups), valid_from, expires, priority]
-    hit = _replay(tx, key, "add_bundle", what)
-    if hit is not _MISS:
-        return hit  # type: ignore[return-value]
+    if (hit := _replayed(tx, key, "add_bundle", str, what)) is not None:
+        return hit
     _unit(unit)
     _units(amount, "bundle amount", positive=True)
     rgs = sorted({int(rg) for rg in rating_groups})
@@ -446,10 +445,10 @@ def add_bundle(tx: Tx, key: Key, account_id: str, *, unit: str, amount: int,
     acct.nbundles += 1
     b = Bundle(account_id, str(acct.bundle_seq), unit, amount, 0, rgs, valid_from, expires,
                priority, tx.now)
-    tx.dirty = True
-    tx._t.put(b.key(), b.pack(), db=tx.dbs[BUNDLES])
+    t = tx.write_txn
+    t.put(b.key(), b.pack(), db=tx.dbs[BUNDLES])
     if expires is not None:
-        tx._t.put(be8(expires) + b.key(), b"", db=tx.dbs[BUNDLE_EXPIRY])
+        t.put(be8(expires) + b.key(), b"", db=tx.dbs[BUNDLE_EXPIRY])
     _journal(tx, acct, "bundle", key, bundles=[[b.id, amount, 0]], reason=unit)
     _save(tx, acct)
     _remember(tx, key, "add_bundle", b.id, what)
@@ -458,7 +457,7 @@ def add_bundle(tx: Tx, key: Key, account_id: str, *, unit: str, amount: int,
 
 def _due(tx: Tx, dbname: str, now: int, limit: int) -> list[bytes]:
     """Keys of an expiry index (8-byte BE instant + record key) due at `now`, oldest first."""
-    cur = tx._t.cursor(db=tx.dbs[dbname])
+    cur = tx.read_txn.cursor(db=tx.dbs[dbname])
     found: list[bytes] = []
     if cur.first():
         for ikey in cur.iternext(keys=True, values=False):
@@ -473,9 +472,9 @@ def _due_records(tx: Tx, index: str, dbname: str, now: int, limit: int) -> Itera
     gone is dropped on the way."""
     for ikey in _due(tx, index, now, limit):
         key = ikey[8:]
-        raw = tx._t.get(key, db=tx.dbs[dbname])
+        raw = tx.read_txn.get(key, db=tx.dbs[dbname])
         if raw is None:
-            tx._t.delete(ikey, db=tx.dbs[index])
+            tx.write_txn.delete(ikey, db=tx.dbs[index])
             continue
         yield ikey, key, raw
 
@@ -484,7 +483,6 @@ def expire_bundles(tx: Tx, now: int | None = None, limit: int = 1000) -> list[tu
     """Forfeit what is left of bundles expired at `now`; a bundle still held by a reservation keeps
     the held part (its commit may use it) and is removed by a later call once free.
     Returns (account_id, bundle_id, forfeited) for each bundle touched."""
-    tx.dirty = True
     now = tx.now if now is None else now
     out = []
     for ikey, bkey, raw in _due_records(tx, BUNDLE_EXPIRY, BUNDLES, now, limit):
@@ -494,12 +492,13 @@ def expire_bundles(tx: Tx, now: int | None = None, limit: int = 1000) -> list[tu
         if forfeit == 0 and b.reserved:
             continue
         b.remaining -= forfeit
+        t = tx.write_txn
         if b.reserved == 0:
-            tx._t.delete(bkey, db=tx.dbs[BUNDLES])
-            tx._t.delete(ikey, db=tx.dbs[BUNDLE_EXPIRY])
+            t.delete(bkey, db=tx.dbs[BUNDLES])
+            t.delete(ikey, db=tx.dbs[BUNDLE_EXPIRY])
             acct.nbundles -= 1
         else:
-            tx._t.put(bkey, b.pack(), db=tx.dbs[BUNDLES])
+            t.put(bkey, b.pack(), db=tx.dbs[BUNDLES])
         _journal(tx, acct, "expiry", None, bundles=[[b.id, -forfeit, 0]], reason="bundle expired")
         _save(tx, acct)
         out.append((b.account_id, b.id, forfeit))
@@ -509,15 +508,15 @@ def expire_bundles(tx: Tx, now: int | None = None, limit: int = 1000) -> list[tu
 # -- two-phase charging -----------------------------------------------------------------------
 
 def reserve(tx: Tx, key: Key, *, account_id: str, session_id: str, rating_group: int | None,
-            unit: str, units: int, price: Price, afford: Callable[[int], int],
+            unit: str, units: int, price: Pricing | Price, afford: Price | None = None,
             all_or_nothing: bool, expires_at: int, rate_ref: object = None) -> ReserveResult:
     """Hold `units`: applicable bundles of `unit` first (priority, then soonest expiry), the rest
-    priced with price(n) and held on money bundles, then on balance + credit_limit - reserved.
-    Short of money: all_or_nothing -> InsufficientFunds; else n = afford(available money) units.
+    priced with price.cost(0, n) and held on money bundles, then on balance + credit_limit -
+    reserved. Short of money: all_or_nothing -> InsufficientFunds; else n = price.afford(0,
+    available money) units. `price` is a Pricing, or plain functions price(n) and afford(budget).
     Granting nothing leaves no reservation (units_granted=0, limited=True)."""
-    hit = _replay(tx, key, "reserve")
-    if hit is not _MISS:
-        return hit  # type: ignore[return-value]
+    if (hit := _replayed(tx, key, "reserve", ReserveResult)) is not None:
+        return hit
     _unit(unit)
     _units(units)
     rkey = reservation_key(session_id, rating_group)
@@ -529,8 +528,8 @@ def reserve(tx: Tx, key: Key, *, account_id: str, session_id: str, rating_group:
         w.unhold(old)
         acct.reserved -= old.money_held
     result = _hold(tx, w, acct, old, rkey, session_id=session_id, rating_group=rating_group, unit=unit,
-                   units=units, price=price, afford=afford, all_or_nothing=all_or_nothing,
-                   expires_at=expires_at, rate_ref=rate_ref)
+                   units=units, pricing=pricing_of(price, afford), settled=0,
+                   all_or_nothing=all_or_nothing, expires_at=expires_at, rate_ref=rate_ref)
     bundles = w.flush()
     if result.units_granted or old is not None:
         _journal(tx, acct, "reserve", key, reserved_delta=acct.reserved - reserved_before,
@@ -541,7 +540,7 @@ def reserve(tx: Tx, key: Key, *, account_id: str, session_id: str, rating_group:
 
 
 def covers(tx: Tx, *, account_id: str, rating_group: int | None, unit: str, units: int,
-           price: Price) -> bool:
+           price: Pricing | Price) -> bool:
     """Whether reserve(..., all_or_nothing=True) of `units` would succeed now, for a session that
     holds nothing yet (CHECK_BALANCE). Bundles count as _hold counts them. Writes nothing."""
     _unit(unit)
@@ -549,17 +548,18 @@ def covers(tx: Tx, *, account_id: str, rating_group: int | None, unit: str, unit
     acct = _active(tx.get_account(account_id))
     w = _Work(tx, acct)
     n = max(0, units - sum(max(0, b.available) for b in w.applicable(unit, rating_group)))
-    return not n or price(n) <= _money_on_hand(w, acct, unit, rating_group)[1]
+    return not n or pricing_of(price).cost(0, n) <= _money_on_hand(w, acct, unit, rating_group)[1]
 
 
-def _nothing_left(w: _Work, acct: Account, unit: str, rating_group: int | None, price: Price,
-                  n: int) -> bool:
+def _nothing_left(w: _Work, acct: Account, unit: str, rating_group: int | None, pricing: Pricing,
+                  settled: int, n: int) -> bool:
     """After a hold of `n` priced units: could another grant be made? No bundle unit of `unit`
-    left and less money than the next unit costs (price(n + 1) - price(n): 0 inside an increment
+    left and less money than the next unit costs (cost(n + 1) - cost(n): 0 inside an increment
     already paid or on a free rate) means this grant was the last: Final-Unit-Indication."""
     if any(b.available > 0 for b in w.applicable(unit, rating_group)):
         return False
-    return price(n + 1) - price(n) > _money_on_hand(w, acct, unit, rating_group)[1]
+    step = pricing.cost(settled, n + 1) - pricing.cost(settled, n)
+    return step > _money_on_hand(w, acct, unit, rating_group)[1]
 
 
 def _money_on_hand(w: _Work, acct: Account, unit: str,
@@ -571,12 +571,12 @@ def _money_on_hand(w: _Work, acct: Account, unit: str,
 
 
 def _hold(tx: Tx, w: _Work, acct: Account, old: Reservation | None, rkey: bytes, *, session_id: str,
-          rating_group: int | None, unit: str, units: int, price: Price,
-          afford: Callable[[int], int], all_or_nothing: bool, expires_at: int,
-          rate_ref: object) -> ReserveResult:
+          rating_group: int | None, unit: str, units: int, pricing: Pricing, settled: int,
+          all_or_nothing: bool, expires_at: int, rate_ref: object) -> ReserveResult:
     """The holding half of reserve: in memory, then the reservation record (replacing `old`,
-    whose holds the caller has already given back)."""
-    holds: list[list] = []
+    whose holds the caller has already given back). The grant is priced after the `settled`
+    money units the same op has just paid for (commit_and_reserve's usage; 0 for reserve)."""
+    holds: list[list[Any]] = []
     bundle_units = 0
     if w.bundles:
         for b in w.applicable(unit, rating_group):
@@ -593,12 +593,12 @@ def _hold(tx: Tx, w: _Work, acct: Account, old: Reservation | None, rkey: bytes,
     held_on_balance = 0
     if n:
         mbs, avail = _money_on_hand(w, acct, unit, rating_group)
-        cost = price(n)
+        cost = pricing.cost(settled, n)
         if cost > avail:
             if all_or_nothing:
                 raise InsufficientFunds(acct.id, cost, avail)
-            n = min(max(0, int(afford(avail))), n)
-            cost = price(n) if n else 0
+            n = min(max(0, int(pricing.afford(settled, avail))), n)
+            cost = pricing.cost(settled, n) if n else 0
             if cost > avail:
                 raise InvalidArgument(f"afford({avail}) = {n} units cost {cost}, more than available")
             limited = True
@@ -613,7 +613,7 @@ def _hold(tx: Tx, w: _Work, acct: Account, old: Reservation | None, rkey: bytes,
         held_on_balance = left
     granted = bundle_units + n
     if granted and not limited and not all_or_nothing:
-        limited = _nothing_left(w, acct, unit, rating_group, price, n)
+        limited = _nothing_left(w, acct, unit, rating_group, pricing, settled, n)
     if granted:
         res = Reservation(session_id, rating_group, acct.id, unit, granted, holds,
                           held_on_balance, expires_at, rate_ref, tx.now, rkey=rkey)
@@ -624,16 +624,17 @@ def _hold(tx: Tx, w: _Work, acct: Account, old: Reservation | None, rkey: bytes,
 
 
 def commit_and_reserve(tx: Tx, key: Key, *, account_id: str, session_id: str,
-                       rating_group: int | None, used_units: int, used_price: Price, unit: str,
-                       units: int, price: Price, afford: Callable[[int], int],
+                       rating_group: int | None, used_units: int, used_price: Pricing | Price,
+                       unit: str, units: int, price: Pricing | Price, afford: Price | None = None,
                        all_or_nothing: bool, expires_at: int, rate_ref: object = None,
                        reason: str = "usage") -> tuple[CommitResult, ReserveResult]:
     """A usage report with a new quota request (CCR-UPDATE): commit() then reserve() in one pass
     over the account, with the reservation rewritten in place and one "update" ledger entry
-    carrying both the debit and the change of what is held."""
-    hit = _replay(tx, key, "update")
-    if hit is not _MISS:
-        return hit  # type: ignore[return-value]
+    carrying both the debit and the change of what is held. The usage is priced with
+    used_price.cost(0, m) for its m money units; the new grant with price.cost(m, n) and
+    price.afford(m, budget), so it is rated after the usage whatever order things are asked in."""
+    if (hit := _replayed(tx, key, "update", tuple)) is not None:
+        return hit
     _unit(unit)
     _units(units)
     _units(used_units, "used units")
@@ -644,13 +645,14 @@ def commit_and_reserve(tx: Tx, key: Key, *, account_id: str, session_id: str,
     old = _find_reservation(tx, account_id, rkey)
     if old is not None and old.unit != unit:
         raise InvalidArgument(f"reservation is in {old.unit}, not {unit}")
-    bundle_used, m, debited, shortfall = _settle(w, acct, old, unit, rating_group, used_units, used_price)
+    bundle_used, m, debited, shortfall = _settle(w, acct, old, unit, rating_group, used_units,
+                                                 pricing_of(used_price))
     if old is not None:
         w.unhold(old)
         acct.reserved -= old.money_held
     held = _hold(tx, w, acct, old, rkey, session_id=session_id, rating_group=rating_group, unit=unit,
-                 units=units, price=price, afford=afford, all_or_nothing=all_or_nothing,
-                 expires_at=expires_at, rate_ref=rate_ref)
+                 units=units, pricing=pricing_of(price, afford), settled=m,
+                 all_or_nothing=all_or_nothing, expires_at=expires_at, rate_ref=rate_ref)
     bundles = w.flush()
     _journal(tx, acct, "update", key, delta=acct.balance - balance_before,
              reserved_delta=acct.reserved - reserved_before, bundles=bundles,
@@ -663,7 +665,7 @@ def commit_and_reserve(tx: Tx, key: Key, *, account_id: str, session_id: str,
 
 
 def _settle(w: _Work, acct: Account, res: Reservation | None, unit: str,
-            rating_group: int | None, used: int, price: Price) -> tuple[int, int, int, int]:
+            rating_group: int | None, used: int, pricing: Pricing) -> tuple[int, int, int, int]:
     """Draw `used` units: held bundle units, other applicable bundles, then price the rest and take
     it from held money (money bundles, balance), then from what is available. In memory only."""
     bundle_used = 0
@@ -685,7 +687,7 @@ def _settle(w: _Work, acct: Account, res: Reservation | None, unit: str,
                 w.change(b, remaining=-take)
                 bundle_used += take
     m = used - bundle_used
-    cost = price(m) if m else 0
+    cost = pricing.cost(0, m) if m else 0
     debited = 0
     if cost and res is not None:
         if unit != "money":
@@ -715,14 +717,13 @@ def _settle(w: _Work, acct: Account, res: Reservation | None, unit: str,
 
 
 def commit(tx: Tx, key: Key, *, account_id: str, session_id: str, rating_group: int | None,
-           used_units: int, price: Price, release_rest: bool = True, reason: str = "usage",
+           used_units: int, price: Pricing | Price, release_rest: bool = True, reason: str = "usage",
            unit: str | None = None) -> CommitResult:
     """Debit used units against the (session, rating group) reservation; release the rest unless
     release_rest=False. Above what is held, debit up to what is available and report the shortfall.
     No reservation: a direct debit of `unit` (default: the reservation's, else money)."""
-    hit = _replay(tx, key, "commit")
-    if hit is not _MISS:
-        return hit  # type: ignore[return-value]
+    if (hit := _replayed(tx, key, "commit", CommitResult)) is not None:
+        return hit
     _units(used_units, "used units")
     rkey = reservation_key(session_id, rating_group)
     acct = tx.get_account(account_id)
@@ -730,7 +731,8 @@ def commit(tx: Tx, key: Key, *, account_id: str, session_id: str, rating_group: 
     unit = _unit(res.unit if res is not None else (unit or "money"))
     balance_before, reserved_before = acct.balance, acct.reserved
     w = _Work(tx, acct)
-    bundle_used, m, debited, shortfall = _settle(w, acct, res, unit, rating_group, used_units, price)
+    bundle_used, m, debited, shortfall = _settle(w, acct, res, unit, rating_group, used_units,
+                                                 pricing_of(price))
     if res is not None:
         if release_rest or not (res.money_held or any(h[1] for h in res.holds)):
             w.unhold(res)
@@ -739,8 +741,7 @@ def commit(tx: Tx, key: Key, *, account_id: str, session_id: str, rating_group: 
         else:
             res.holds = [h for h in res.holds if h[1]]
             res.units_granted = max(0, res.units_granted - used_units)
-            tx.dirty = True
-            tx._t.put(rkey, res.pack(), db=tx.dbs[RESERVATIONS])
+            tx.write_txn.put(rkey, res.pack(), db=tx.dbs[RESERVATIONS])
     bundles = w.flush()
     if res is not None or used_units:
         _journal(tx, acct, "commit", key, delta=acct.balance - balance_before,
@@ -753,22 +754,22 @@ def commit(tx: Tx, key: Key, *, account_id: str, session_id: str, rating_group: 
     return result
 
 
-def direct_debit(tx: Tx, key: Key, *, account_id: str, units: int, price: Price | None = None,
+def direct_debit(tx: Tx, key: Key, *, account_id: str, units: int,
+                 price: Pricing | Price | None = None,
                  unit: str = "money", rating_group: int | None = None,
                  session_id: str | None = None, all_or_nothing: bool = True,
                  reason: str = "debit") -> CommitResult:
     """CCR-EVENT DIRECT_DEBITING: bundles of `unit` first, the rest priced (money: price = units).
     all_or_nothing: InsufficientFunds unless all of it can be collected."""
-    hit = _replay(tx, key, "direct_debit")
-    if hit is not _MISS:
-        return hit  # type: ignore[return-value]
+    if (hit := _replayed(tx, key, "direct_debit", CommitResult)) is not None:
+        return hit
     _unit(unit)
     _units(units)
     acct = _active(tx.get_account(account_id))
     balance_before = acct.balance
     w = _Work(tx, acct)
     bundle_used, m, debited, shortfall = _settle(w, acct, None, unit, rating_group, units,
-                                                 price or _identity)
+                                                 MONEY if price is None else pricing_of(price))
     if shortfall and all_or_nothing:
         raise InsufficientFunds(account_id, debited + shortfall, debited)
     bundles = w.flush()
@@ -779,10 +780,6 @@ def direct_debit(tx: Tx, key: Key, *, account_id: str, units: int, price: Price 
                           balance_before - acct.balance)
     _remember(tx, key, "direct_debit", result)
     return result
-
-
-def _identity(n: int) -> int:
-    return n
 
 
 def _release(tx: Tx, acct: Account, res: Reservation, kind: str, key: Key,
@@ -802,9 +799,8 @@ def _release(tx: Tx, acct: Account, res: Reservation, kind: str, key: Key,
 def release(tx: Tx, key: Key, *, account_id: str, session_id: str, rating_group: int | None,
             reason: str = "release") -> ReleaseResult:
     """Give back everything a reservation holds; no reservation -> nothing released."""
-    hit = _replay(tx, key, "release")
-    if hit is not _MISS:
-        return hit  # type: ignore[return-value]
+    if (hit := _replayed(tx, key, "release", ReleaseResult)) is not None:
+        return hit
     acct = tx.get_account(account_id)
     res = _find_reservation(tx, account_id, reservation_key(session_id, rating_group))
     result = ReleaseResult(0, 0) if res is None else _release(tx, acct, res, "release", key, reason)
@@ -816,16 +812,16 @@ def expire_reservations(tx: Tx, now: int | None = None,
                         limit: int = 1000) -> list[tuple[str, int | None, str]]:
     """Release reservations whose expiry instant is <= now (deterministic timeouts), at most
     `limit` per call. Returns (session_id, rating_group, account_id) of each."""
-    tx.dirty = True
     now = tx.now if now is None else now
     out = []
     for ikey, rkey, raw in _due_records(tx, RESV_EXPIRY, RESERVATIONS, now, limit):
         res = Reservation.unpack(rkey, raw)
         if res.expires_at > now:  # filed early (see _put_reservation): file it at its real instant
-            tx._t.delete(ikey, db=tx.dbs[RESV_EXPIRY])
+            t = tx.write_txn
+            t.delete(ikey, db=tx.dbs[RESV_EXPIRY])
             res.filed_at = res.expires_at
-            tx._t.put(be8(res.filed_at) + rkey, b"", db=tx.dbs[RESV_EXPIRY])
-            tx._t.put(rkey, res.pack(), db=tx.dbs[RESERVATIONS])
+            t.put(be8(res.filed_at) + rkey, b"", db=tx.dbs[RESV_EXPIRY])
+            t.put(rkey, res.pack(), db=tx.dbs[RESERVATIONS])
             continue
         _release(tx, tx.get_account(res.account_id), res, "expiry", None, "reservation expired")
         out.append((res.session_id, res.rating_group, res.account_id))

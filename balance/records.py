@@ -7,7 +7,9 @@ account shares the prefix `account_id NUL`, integers are big-endian so byte orde
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any
 
 import msgpack
 
@@ -19,7 +21,7 @@ NO_RG = 0xFFFFFFFF  # rating group "none" (a CCR without MSCC rating group)
 
 # One Packer for the process: Packer.pack runs entirely under the GIL for the plain types we store
 # (no Python callbacks), so threads cannot interleave inside it; 3x cheaper than msgpack.packb.
-_pack = msgpack.Packer(autoreset=True).pack
+_pack: Callable[[object], bytes] = msgpack.Packer(autoreset=True).pack
 _unpack = msgpack.unpackb
 pack = _pack
 
@@ -135,7 +137,7 @@ class Reservation:
     account_id: str
     unit: str
     units_granted: int
-    holds: list[list]       # [[bundle_id, amount], ...] held on bundles, in each bundle's own unit
+    holds: list[list[Any]]       # [[bundle_id, amount], ...] held on bundles, in each bundle's own unit
     money_held: int         # micro-units held on the account balance
     expires_at: int
     rate_ref: object = None  # the rate it was granted at: opaque to the store
@@ -182,7 +184,7 @@ class LedgerEntry:
     balance: int            # balance after
     reserved_delta: int
     reserved: int           # reserved after
-    bundles: list[list]
+    bundles: list[list[Any]]
     session_id: str | None
     rating_group: int | None
     ref: str | bytes | None  # the idempotency key of the request
@@ -191,12 +193,13 @@ class LedgerEntry:
 
     @classmethod
     def unpack(cls, key: bytes, raw: bytes) -> LedgerEntry:
-        # misc: mypy cannot know the stored array holds exactly the fields before `position`
-        return cls(*_unpack(raw), position=int.from_bytes(key, "big"))  # type: ignore[misc]
+        entry: LedgerEntry = cls(*_unpack(raw))  # the stored fields: all but `position`
+        entry.position = int.from_bytes(key, "big")
+        return entry
 
 
 def pack_ledger(account_id: str, seq: int, prev: int, ts: int, kind: str, delta: int,
-                balance: int, reserved_delta: int, reserved: int, bundles: list,
+                balance: int, reserved_delta: int, reserved: int, bundles: list[list[Any]],
                 session_id: str | None, rating_group: int | None, ref: str | bytes | None,
                 reason: str) -> bytes:
     return _pack([account_id, seq, prev, ts, kind, delta, balance, reserved_delta, reserved,
@@ -238,9 +241,9 @@ def pack_outcome(value: object) -> object:
     if isinstance(value, tuple):  # several results of one op (commit_and_reserve)
         return ["T", *(pack_outcome(v) for v in value)]
     tag = _TAGS.get(type(value))
-    if tag is None:
+    if tag is None or not is_dataclass(value):  # every tagged type is a dataclass
         return value  # int / str / None
-    return [tag, *(getattr(value, f) for f in value.__slots__)]  # type: ignore[attr-defined]
+    return [tag, *(getattr(value, f.name) for f in fields(value))]
 
 
 def unpack_outcome(value: object) -> object:

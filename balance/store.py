@@ -83,9 +83,13 @@ _OPEN_LOCK = threading.Lock()
 class Tx(View):
     """A write transaction handed to ops: the lmdb txn, the store, and one clock reading.
 
-    `dirty` says the op may have written: set by put/delete, by any access to `txn`, and by the
-    balance ops as they start writing. A failing op that is not dirty is dropped from its batch at
-    no cost; a dirty one makes the writer redo the batch with a nested txn per op.
+    `dirty` says the op may have written. Reads go through `read_txn` (inherited, a plain
+    attribute) and never set it; every write path does: put, delete, append_ledger, nested, and
+    `write_txn`, the raw txn for code that writes through lmdb itself (`txn` is the same handle,
+    for callers that may write: billing's cdr.write, rating.tariff_store). A failing op that is
+    not dirty is dropped from its batch at no cost; a dirty one makes the writer redo the batch
+    with a nested txn per op. Marking happens when a write path is taken, not per lmdb call: a
+    wrapper tracking each get/put was measured and rejected (one more Python call per access).
     """
 
     __slots__ = ("dirty", "now")
@@ -97,7 +101,14 @@ class Tx(View):
         self.dirty = False
 
     @property
+    def write_txn(self) -> lmdb.Transaction[bytes]:
+        """The raw txn, to write through: marks the op dirty."""
+        self.dirty = True
+        return self._t
+
+    @property
     def txn(self) -> lmdb.Transaction[bytes]:
+        """write_txn under View's name, for code given a Tx that may write through it."""
         self.dirty = True
         return self._t
 
@@ -282,7 +293,7 @@ class Store:
         self.close()
 
 
-def open_store_capped(path: str | os.PathLike, *, sync: bool = True, max_map_size: int = 0) -> Store:
+def open_store_capped(path: str | os.PathLike[str], *, sync: bool = True, max_map_size: int = 0) -> Store:
     """open_store for a server process: the map may grow to `max_map_size` bytes (0: MAX_MAP_SIZE)
     and starts no larger, so every process of one server holds the same cap."""
     cap = max_map_size or MAX_MAP_SIZE
@@ -291,7 +302,7 @@ def open_store_capped(path: str | os.PathLike, *, sync: bool = True, max_map_siz
     return store
 
 
-def open_store(path: str | os.PathLike, *, sync: bool = True, map_size: int = 256 << 20,
+def open_store(path: str | os.PathLike[str], *, sync: bool = True, map_size: int = 256 << 20,
                readonly: bool = False) -> Store:
     """Open (creating the dir and all named dbs) the environment at path; shared within a process."""
     real = os.path.realpath(os.fspath(path))

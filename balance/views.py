@@ -29,10 +29,15 @@ class HasDbs(Protocol):
 
 
 class View:
-    __slots__ = ("_t", "dbs", "store")
+    """One transaction's queries. `read_txn` is the raw lmdb txn for reads: a plain attribute,
+    not a property, so reading through it costs no Python call (balance.store.Tx relies on it
+    for reads that must not mark the op as written)."""
+
+    __slots__ = ("_t", "dbs", "read_txn", "store")
 
     def __init__(self, txn: lmdb.Transaction[bytes], store: HasDbs) -> None:
-        self._t = txn  # ops use this directly; `txn` is the public handle
+        self._t = txn  # this module's and balance.store's own handle
+        self.read_txn = txn
         self.store = store
         self.dbs: dict[str, Any] = store.dbs
 

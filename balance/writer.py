@@ -31,6 +31,11 @@ from balance.store import MAX_RETRIES, Store, Tx
 T = TypeVar("T")
 log = logging.getLogger("balance.writer")
 
+Op = Callable[[Tx], Any]
+# (target, result, exception) per op: the target is what the submitter gave with the op (a
+# future here; the charging engine's (token, frame), or None for its sweeper pass)
+Outcome = tuple[Any, Any, Exception | None]
+
 
 @dataclass(slots=True)
 class WriterStats:
@@ -53,12 +58,12 @@ class GroupCommitWriter:
         self.store = store
         self.max_batch = max_batch
         self.stats = WriterStats()
-        self._queue: collections.deque[tuple[Callable[[Tx], Any], asyncio.Future]] = collections.deque()
+        self._queue: collections.deque[tuple[Op, asyncio.Future[Any]]] = collections.deque()
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._syncer: threading.Thread | None = None
-        self._committed: collections.deque[list] = collections.deque()  # outcomes awaiting a sync
+        self._committed: collections.deque[list[Outcome]] = collections.deque()  # awaiting a sync
         self._sync_wake = threading.Event()
         self._sync_stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -71,11 +76,13 @@ class GroupCommitWriter:
 
     def start(self) -> None:
         """Start the writer (and syncer) thread; call from the event loop that will submit."""
-        self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._run, name="ocs-group-commit", daemon=True)
+        self._loop = loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, args=(loop,), name="ocs-group-commit",
+                                        daemon=True)
         self._thread.start()
         if self.store.sync:
-            self._syncer = threading.Thread(target=self._sync_run, name="ocs-sync", daemon=True)
+            self._syncer = threading.Thread(target=self._sync_run, args=(loop,), name="ocs-sync",
+                                            daemon=True)
             self._syncer.start()
 
     async def stop(self) -> None:
@@ -104,7 +111,7 @@ class GroupCommitWriter:
         return fut
 
     # -- writer thread ------------------------------------------------------------------------
-    def _run(self) -> None:
+    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
         queue, wake = self._queue, self._wake
         while True:
             wake.wait()
@@ -117,28 +124,28 @@ class GroupCommitWriter:
                 except BaseException as exc:  # the whole batch failed: no op of it is durable
                     err = exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
                     outcomes = [(fut, None, err) for _, fut in batch]
-                    self._loop.call_soon_threadsafe(_complete, outcomes)  # type: ignore[union-attr]
+                    loop.call_soon_threadsafe(_complete, outcomes)
                     continue
                 if self._syncer is None:  # not durable by design (--no-sync): answer now
-                    self._loop.call_soon_threadsafe(_complete, outcomes)  # type: ignore[union-attr]
+                    loop.call_soon_threadsafe(_complete, outcomes)
                 else:
                     self._committed.append(outcomes)
                     self._sync_wake.set()
             if self._stopping and not queue:
                 return
 
-    def _complete_locked(self, outcomes: list) -> None:
+    def _complete_locked(self, outcomes: list[Outcome]) -> None:
         with self.cpu:
             _complete(outcomes)
 
-    def _sync_run(self) -> None:
+    def _sync_run(self, loop: asyncio.AbstractEventLoop) -> None:
         """Make committed batches durable, then complete their futures."""
         committed, wake = self._committed, self._sync_wake
         while True:
             wake.wait()
             wake.clear()
             while committed:
-                ready: list = []
+                ready: list[Outcome] = []
                 while committed:
                     ready.extend(committed.popleft())
                 t0 = time.perf_counter()
@@ -148,17 +155,17 @@ class GroupCommitWriter:
                     ready = [(fut, None, exc) for fut, _res, _err in ready]
                 self.stats.sync_seconds += time.perf_counter() - t0
                 self.stats.syncs += 1
-                self._loop.call_soon_threadsafe(self._complete_locked, ready)  # type: ignore[union-attr]
+                loop.call_soon_threadsafe(self._complete_locked, ready)
             if self._sync_stopping and not committed:
                 return
 
-    def commit_batch(self, batch: list) -> list:
+    def commit_batch(self, batch: list[tuple[Op, Any]]) -> list[Outcome]:
         """Run one batch of (fn, target) in this thread and commit it (data pages synced; call
         store.sync_meta() before claiming durability). For a caller that is its own writer
         thread, like the charging engine process. Returns (target, result, exception) per op."""
         return self._commit_batch(batch)
 
-    def _commit_batch(self, batch: list) -> list:
+    def _commit_batch(self, batch: list[tuple[Op, Any]]) -> list[Outcome]:
         """Run and durably commit one batch; (future, result, exception) per op.
 
         Fast path: all ops share the batch txn. An op that raises without having written (`Tx.dirty`
@@ -203,10 +210,10 @@ class GroupCommitWriter:
             return outcomes
         raise StoreFullError(f"{store.path}: batch does not fit after {MAX_RETRIES} growths")
 
-    def _run_ops(self, txn: lmdb.Transaction[bytes], batch: list, now: int,
-                 isolated: bool) -> list | None:
+    def _run_ops(self, txn: lmdb.Transaction[bytes], batch: list[tuple[Op, Any]], now: int,
+                 isolated: bool) -> list[Outcome] | None:
         store = self.store
-        outcomes: list[tuple[Any, Any, Exception | None]] = []
+        outcomes: list[Outcome] = []
         append = outcomes.append
         if not isolated:
             for fn, fut in batch:
@@ -237,7 +244,7 @@ class GroupCommitWriter:
         return outcomes
 
 
-def _complete(outcomes: list) -> None:
+def _complete(outcomes: list[Outcome]) -> None:
     for target, result, exc in outcomes:
         if not isinstance(target, asyncio.Future):
             try:

@@ -29,24 +29,21 @@ import threading
 import time
 from dataclasses import asdict
 from functools import partial
+from typing import Any
 
 import lmdb
 import msgpack
 
 from balance.errors import is_write_failure
 from balance.store import open_store_capped
-from balance.writer import GroupCommitWriter
-from ocs.charging import credit, sweeper
+from balance.writer import GroupCommitWriter, Op, Outcome
+from ocs.charging import credit, requests, sweeper
 from ocs.charging.settings import ChargingSettings
 from ocs.charging.tariffs import Raters
 from ocs.config import ServeConfig
 from ocs.heap import freeze_warm_heap
 from ocs.link import TOKEN_READY, TOKEN_STATS, frame_message, split_messages
 from protocol import constants as C
-from protocol.answer import encode_error_answer, with_proxy_info
-from protocol.ccr import decode_ccr
-from protocol.errors import DiameterError
-from protocol.header import peek_header
 from rating import rater as rating_rater
 from rating.tariff_store import TariffStore
 
@@ -66,13 +63,13 @@ class Engine:
         self.ctx = credit.Context(ChargingSettings.of(cfg), self.dbs, self.raters)
         self.writer = GroupCommitWriter(self.store)  # its batch logic only; this thread is the writer
         rating_rater.warm()
-        self._out: queue.SimpleQueue = queue.SimpleQueue()
+        self._out: queue.SimpleQueue[list[Outcome] | None] = queue.SimpleQueue()  # None: stop
         self._syncer = threading.Thread(target=self._sync_run, name="ocs-engine-sync", daemon=True)
         self._send_lock = threading.Lock()
         self.stale_closed = 0
         self._reader = threading.Thread(target=self._read_run, name="ocs-engine-read", daemon=True)
         self._cond = threading.Condition()
-        self._decoded: list = []
+        self._decoded: list[tuple[Op, Any]] = []
         self._eof = False
         self.failed = False
         self._tariffs_failing = False
@@ -155,18 +152,9 @@ class Engine:
                         self._decoded.extend(ops)
                         self._cond.notify()
 
-    def _op(self, token: int, frame: bytes):  # type: ignore[no-untyped-def]
+    def _op(self, token: int, frame: bytes) -> tuple[requests.Op, tuple[int, bytes]]:
         """(fn, (token, frame)) for the batch; a frame that does not decode is answered at once."""
-        try:
-            ccr = decode_ccr(frame)
-        except DiameterError as exc:
-            answer = Ready(_error(frame, self.cfg, exc.result_code, exc.failed_avp, str(exc)))
-            return (partial(_const, value=answer), (token, frame))
-        except Exception:  # a codec bug must cost this request, not the reader thread
-            log.exception("decoding a request failed")
-            answer = Ready(_error(frame, self.cfg, C.DIAMETER_UNABLE_TO_COMPLY, None, "internal error"))
-            return (partial(_const, value=answer), (token, frame))
-        return (partial(credit.process, ctx=self.ctx, ccr=ccr), (token, frame))
+        return (requests.request_op(self.ctx, frame), (token, frame))
 
     def _follow_tariffs(self) -> None:
         try:
@@ -180,7 +168,7 @@ class Engine:
                 log.info("reading the tariff schedule works again")
             self._tariffs_failing = False
 
-    def _run_batch(self, batch: list) -> None:
+    def _run_batch(self, batch: list[tuple[Op, Any]]) -> None:
         try:
             outcomes = self.writer.commit_batch(batch)
         except Exception as exc:  # nothing of the batch is committed
@@ -240,7 +228,8 @@ class Engine:
             if stopping:
                 return
 
-    def _answer(self, target, result, exc, sync_error) -> bytes:  # type: ignore[no-untyped-def]
+    def _answer(self, target: tuple[int, bytes], result: object, exc: Exception | None,
+                sync_error: Exception | None) -> bytes:
         token, frame = target
         try:
             return self._answer_bytes(token, frame, result, exc, sync_error)
@@ -249,7 +238,8 @@ class Engine:
             return frame_message(token, _error(frame, self.cfg, C.DIAMETER_UNABLE_TO_COMPLY, None,
                                                "internal error"))
 
-    def _answer_bytes(self, token: int, frame: bytes, result, exc, sync_error) -> bytes:  # type: ignore[no-untyped-def]
+    def _answer_bytes(self, token: int, frame: bytes, result: object, exc: Exception | None,
+                      sync_error: Exception | None) -> bytes:
         if sync_error is not None:
             # Committed but not known to be on disk: a transient error makes the client retransmit,
             # and the retransmission gets the stored answer.
@@ -258,17 +248,8 @@ class Engine:
             # Nothing of it was committed. 3004 is transient (RFC 6733 §7.1.3): a gateway with a
             # second OCS sends it there (RFC 8506 §5.7) instead of applying its failure handling.
             answer = _error(frame, self.cfg, C.DIAMETER_TOO_BUSY, None, "store cannot write")
-        elif exc is not None:
-            log.error("request failed: %r", exc)
-            answer = _error(frame, self.cfg, C.DIAMETER_UNABLE_TO_COMPLY, None, "internal error")
-        elif isinstance(result, Ready):
-            answer = bytes(result)
         else:
-            answer = result
-            ids = frame[12:20]
-            if answer[12:20] != ids:  # a replay: this request's hop-by-hop and end-to-end ids
-                answer = answer[:12] + ids + answer[20:]
-            answer = with_proxy_info(answer, frame)
+            answer = requests.answer(frame, result, exc, self.cfg.origin_host, self.cfg.origin_realm)
         return frame_message(token, answer)
 
     def _send(self, data: bytes) -> None:
@@ -318,17 +299,8 @@ class Degraded:
             self.since = None
 
 
-class Ready(bytes):
-    """An answer complete as it is (an error answer already carrying the request's Proxy-Info)."""
-
-
-def _const(tx, value: bytes) -> bytes:  # type: ignore[no-untyped-def]
-    return value
-
-
 def _error(frame: bytes, cfg: ServeConfig, code: int, failed: bytes | None, message: str) -> bytes:
-    return encode_error_answer(frame, peek_header(frame), code, cfg.origin_host, cfg.origin_realm,
-                               failed, message)
+    return requests.error_answer(frame, cfg.origin_host, cfg.origin_realm, code, failed, message)
 
 
 def main() -> int:

@@ -19,10 +19,19 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    import lmdb
+
+    Txn: TypeAlias = lmdb.Transaction[bytes]  # a Tx's read_txn to read, its write_txn to write
+
 _U32 = struct.Struct(">I")
+Dbs = dict[str, Any]           # db name -> lmdb handle (ocs.charging.context.Context.dbs)
 DUE_STEP = 10  # seconds
 # Answers kept for replay: the newest first, at least ANSWERS_MIN, then as many as fit in
 # ANSWER_BYTES. Past ~2 KB a record leaves its B-tree leaf for overflow pages that LMDB reallocates
@@ -55,7 +64,7 @@ class RatingGroupState:
     granted: int = 0          # units of the open grant
     fee_paid: bool = False    # an earlier burst (before a FINAL) of this session paid the connect fee
 
-    def pack(self) -> list:
+    def pack(self) -> list[Any]:
         return [self.unit, self.total_units, self.money_units, self.bundle_units, self.amount,
                 self.first_ts, self.granted_at, self.period_used, self.service_identifier,
                 self.reserved, self.closed, self.granted, self.fee_paid]
@@ -77,7 +86,7 @@ class Session:
     closed_at: int = 0
     seen_low: int = -1       # every CC-Request-Number <= seen_low has been applied
     seen_above: list[int] = field(default_factory=list)  # applied numbers > seen_low (gaps below)
-    answers: list[list] = field(default_factory=list)  # [request number, origin host, e2e, CCA bytes]
+    answers: list[list[Any]] = field(default_factory=list)  # [request number, origin host, e2e, CCA bytes]
     filed_state: int = OPEN   # the state whose prefix `due` is filed under
     groups: dict[int, RatingGroupState] = field(default_factory=dict)
 
@@ -102,11 +111,12 @@ class Session:
             del above[:len(above) - SEEN_ABOVE_MAX]
 
     def pack(self) -> bytes:
-        return msgpack.packb([
+        packed: bytes = msgpack.packb([
             self.account_id, self.subscription_id, self.plan, self.currency, self.tariff_version,
             self.origin_host, self.started, self.seen, self.due, self.state, self.closed_at,
             self.seen_low, self.seen_above, self.answers, self.filed_state, {rg: g.pack() for rg, g in self.groups.items()},
         ], use_bin_type=True)
+        return packed
 
     @classmethod
     def unpack(cls, session_id: str, raw: bytes) -> Session:
@@ -121,12 +131,12 @@ def due_key(state: int, instant: int, session_id: str) -> bytes:
     return (b"o" if state == OPEN else b"c") + _U32.pack(max(0, min(instant, 0xFFFFFFFF))) + session_id.encode()
 
 
-def load(txn, dbs, session_id: str) -> Session | None:  # type: ignore[no-untyped-def]
+def load(txn: Txn, dbs: Dbs, session_id: str) -> Session | None:
     raw = txn.get(session_id.encode(), db=dbs["sessions"])
     return None if raw is None else Session.unpack(session_id, raw)
 
 
-def save(txn, dbs, sess: Session, force: bool = False) -> None:  # type: ignore[no-untyped-def]
+def save(txn: Txn, dbs: Dbs, sess: Session, force: bool = False) -> None:
     """Store the session and keep its index key right (see the module docstring)."""
     sid = sess.session_id
     instant = sess.seen if sess.state == OPEN else sess.closed_at
@@ -148,7 +158,8 @@ def find_answer(sess: Session, request_number: int) -> bytes | None:
     client reusing ids too early: replaying would drop the new request's usage, so it is applied."""
     for number, _host, _e2e, raw in sess.answers:
         if number == request_number:
-            return raw
+            answer: bytes = raw
+            return answer
     return None
 
 
@@ -161,14 +172,14 @@ def remember_answer(sess: Session, request_number: int, origin_host: str, end_to
         total -= len(answers.pop(0)[3])
 
 
-def purge(txn, dbs, sess: Session) -> None:  # type: ignore[no-untyped-def]
+def purge(txn: Txn, dbs: Dbs, sess: Session) -> None:
     """Forget a closed session whose answers no longer need replaying."""
     txn.delete(sess.session_id.encode(), db=dbs["sessions"])
     if sess.due:
         txn.delete(due_key(sess.filed_state, sess.due, sess.session_id), db=dbs["session_due"])
 
 
-def due_sessions(txn, dbs, state: int, upto: int, limit: int) -> list[tuple[bytes, str]]:  # type: ignore[no-untyped-def]
+def due_sessions(txn: Txn, dbs: Dbs, state: int, upto: int, limit: int) -> list[tuple[bytes, str]]:
     """Index keys of sessions in `state` (CLOSED: refused ones too) whose instant is <= upto, oldest first, at most `limit`."""
     prefix = b"o" if state == OPEN else b"c"
     out: list[tuple[bytes, str]] = []

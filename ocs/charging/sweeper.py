@@ -5,21 +5,22 @@ from __future__ import annotations
 import logging
 
 from balance import ops
+from balance.store import Tx
 from ocs.charging import credit, sessions
 
 log = logging.getLogger("ocs.sweeper")
 
 
-def sweep(tx, ctx: credit.Context, limit: int = 512) -> int:  # type: ignore[no-untyped-def]
+def sweep(tx: Tx, ctx: credit.Context, limit: int = 512) -> int:
     """One sweeper pass inside the writer: close stale sessions, forget old closed ones.
 
     Returns how many stale sessions it closed."""
     dbs, now, cfg = ctx.dbs, tx.now, ctx.cfg
     closed = 0
-    for key, sid in sessions.due_sessions(tx.txn, dbs, sessions.OPEN, now - cfg.timeout(), limit):
-        sess = sessions.load(tx.txn, dbs, sid)
+    for key, sid in sessions.due_sessions(tx.read_txn, dbs, sessions.OPEN, now - cfg.timeout(), limit):
+        sess = sessions.load(tx.read_txn, dbs, sid)
         if sess is None or sess.state != sessions.OPEN or key != sessions.due_key(sess.filed_state, sess.due, sid):
-            tx.txn.delete(key, db=dbs["session_due"])  # a leftover key
+            tx.write_txn.delete(key, db=dbs["session_due"])  # a leftover key
             if sess is None or sess.state != sessions.OPEN:
                 continue
         if sess.seen + cfg.timeout() <= now:
@@ -31,13 +32,13 @@ def sweep(tx, ctx: credit.Context, limit: int = 512) -> int:  # type: ignore[no-
                 log.exception("closing stale session %r failed: it stays open, retried next pass", sid)
                 continue
             closed += 1
-        sessions.save(tx.txn, dbs, sess, force=True)  # re-filed at its real instant or as closed
-    for key, sid in sessions.due_sessions(tx.txn, dbs, sessions.CLOSED, now - cfg.dedup_retention, limit):
-        sess = sessions.load(tx.txn, dbs, sid)
+        sessions.save(tx.write_txn, dbs, sess, force=True)  # re-filed at its real instant or as closed
+    for key, sid in sessions.due_sessions(tx.read_txn, dbs, sessions.CLOSED, now - cfg.dedup_retention, limit):
+        sess = sessions.load(tx.read_txn, dbs, sid)
         if sess is None:
-            tx.txn.delete(key, db=dbs["session_due"])
+            tx.write_txn.delete(key, db=dbs["session_due"])
         else:
-            sessions.purge(tx.txn, dbs, sess)
+            sessions.purge(tx.write_txn, dbs, sess)
     ops.expire_reservations(tx, now, limit=limit)  # holds whose session record is gone
     ops.expire_bundles(tx, now, limit=limit)
     ops.purge_idempotency(tx, now - ops.IDEM_RETENTION, limit=limit)

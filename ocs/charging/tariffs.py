@@ -11,6 +11,7 @@ from rating.tariff_store import TariffStore
 
 if TYPE_CHECKING:
     from rating.rater import Rater
+    from rating.tariff import Rate
 
 log = logging.getLogger("ocs.tariffs")
 
@@ -65,3 +66,11 @@ def _log_change(before: Rater | None, current: Rater | None) -> None:
     elif before is None or before.version != current.version:
         log.info("tariff version %d takes effect for new sessions%s", current.version,
                  "" if before is None else f" (was version {before.version})")
+
+
+def find_rate(rater: Rater | None, plan: str, currency: str, rg: int) -> Rate | None:
+    """The rate for (plan, rating group), or None (5031): also when the tariff's prices are in
+    another currency than the account's (EUR micro-prices are not JPY ones)."""
+    if rater is None or rater.currency != currency:
+        return None
+    return rater.find(plan, rg)
