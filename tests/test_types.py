@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import re
 import subprocess
-import tomllib
 import sys
+import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
