@@ -12,6 +12,7 @@ _HDR = struct.Struct(">IIIII")
 _II = struct.Struct(">II").unpack_from
 _COPY_ALWAYS = frozenset({263, 284})  # Session-Id, Proxy-Info
 _COPY_CC = frozenset({258, 416, 415})  # Auth-Application-Id, CC-Request-Type, CC-Request-Number
+_PROXY_INFO_HEAD = b"\x00\x00\x01\x1c"  # AVP code 284
 
 
 def _copyable(frame: bytes, command_code: int) -> tuple[bytes | None, list[bytes], list[bytes]]:
@@ -21,9 +22,14 @@ def _copyable(frame: bytes, command_code: int) -> tuple[bytes | None, list[bytes
     proxies: list[bytes] = []
     cc: list[bytes] = []
     want_cc = command_code == C.CC_CREDIT_CONTROL
+    # Without Proxy-Info in the frame (one substring search; a false hit only means a full scan),
+    # the scan ends once the Session-Id and the CC ids are found: RFC 6733 §8.8 puts the Session-Id
+    # first and the ids come early, so a shed CCR's answer reads a few AVPs, not the whole request.
+    proxy = _PROXY_INFO_HEAD in frame
+    needed = 1 + (len(_COPY_CC) if want_cc else 0)
     n = len(frame)
     p = HEADER_LEN
-    while n - p >= 8:
+    while n - p >= 8 and (proxy or needed):
         code, fl = _II(frame, p)
         e = p + (fl & 0xFFFFFF)
         if e < p + 8 or e > n or fl & 0x9F000000:  # bad length, reserved bits, or vendor AVP
@@ -34,10 +40,12 @@ def _copyable(frame: bytes, command_code: int) -> tuple[bytes | None, list[bytes
         # Copy only the AVPs kept (a shed request's answer is built thousands of times a second).
         if code == 263 and session is None:
             session = bytes(frame[p:e]) + bytes(-(e - p) & 3)
+            needed -= 1
         elif code == 284:
             proxies.append(bytes(frame[p:e]) + bytes(-(e - p) & 3))
         elif want_cc and e - p == 12 and code in _COPY_CC:
             cc.append(bytes(frame[p:e]))
+            needed -= 1  # a repeated one may end the scan before a third: the answer still names it
         p = (e + 3) & -4
     return session, proxies, cc
 
@@ -76,9 +84,6 @@ def encode_error_answer(
         )
         + body
     )
-
-
-_PROXY_INFO_HEAD = b"\x00\x00\x01\x1c"  # AVP code 284
 
 
 def with_proxy_info(answer: bytes, request: bytes) -> bytes:
