@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from gy_requests import ccr
 from server_harness import provision, start_server
 
 from balance.store import open_store
@@ -64,17 +65,11 @@ def fill(path: Path) -> Path:
 
 
 def ccr_i(sid: str, msisdn: str) -> CCR:
-    return CCR(session_id=sid, destination_realm="test", auth_application_id=4,
-               service_context_id="32251@3gpp.org", request_type=1, request_number=0,
-               subscription_ids=[(C.SubscriptionIdType.END_USER_E164, msisdn)],
-               mscc=[MSCCRequest(rating_group=200, requested=Units(total_octets=MIB))])
+    return ccr(sid, 1, 0, msisdn, [MSCCRequest(rating_group=200, requested=Units(total_octets=MIB))])
 
 
 def ccr_t(sid: str, msisdn: str) -> CCR:
-    return CCR(session_id=sid, destination_realm="test", auth_application_id=4,
-               service_context_id="32251@3gpp.org", request_type=3, request_number=1,
-               subscription_ids=[(C.SubscriptionIdType.END_USER_E164, msisdn)],
-               mscc=[MSCCRequest(rating_group=200, used=[Units(total_octets=MIB)])])
+    return ccr(sid, 3, 1, msisdn, [MSCCRequest(rating_group=200, used=[Units(total_octets=MIB)])])
 
 
 async def session(c: DiameterClient, msisdn: str) -> list[int]:

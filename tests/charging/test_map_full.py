@@ -7,6 +7,7 @@ import itertools
 import subprocess
 import sys
 
+import gy_requests
 import pytest
 from server_harness import provision, start_server
 
@@ -21,9 +22,7 @@ _ids = itertools.count(1)
 def ccr(sid: str, msisdn: str, rtype: int, number: int) -> CCR:
     mscc = (MSCCRequest(rating_group=200, requested=Units(total_octets=MIB)) if rtype == 1 else
             MSCCRequest(rating_group=200, used=[Units(total_octets=MIB)]))
-    return CCR(session_id=sid, destination_realm="test", auth_application_id=4,
-               service_context_id="32251@3gpp.org", request_type=rtype, request_number=number,
-               subscription_ids=[(C.SubscriptionIdType.END_USER_E164, msisdn)], mscc=[mscc])
+    return gy_requests.ccr(sid, rtype, number, msisdn, [mscc])
 
 
 @pytest.mark.parametrize("stop", ["sigterm", "kill"])

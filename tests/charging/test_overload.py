@@ -16,6 +16,7 @@ import itertools
 import os
 
 import pytest
+from gy_requests import ccr
 from probes import free_port, probe, scrape, wait_metrics
 from server_harness import account, provision, start_server
 from test_disk_full import fill, session, small_fs
@@ -61,11 +62,7 @@ def test_twice_the_peak_is_shed_by_waiting_time_not_queued(tmp_path) -> None:  #
 
 
 def _ccr(sid: str, rtype: int, number: int, mscc: list[MSCCRequest]) -> CCR:
-    return CCR(session_id=sid, origin_host="client.test", origin_realm="test",
-               destination_realm="test", auth_application_id=4,
-               service_context_id="32251@3gpp.org", request_type=rtype, request_number=number,
-               subscription_ids=[(C.SubscriptionIdType.END_USER_E164, "491700000001")],
-               mscc=mscc)
+    return ccr(sid, rtype, number, "491700000001", mscc)
 
 
 async def test_requests_queued_behind_their_session_too_long_get_3004_in_order(tmp_path) -> None:  # type: ignore[no-untyped-def]
