@@ -24,11 +24,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import msgpack
-
 from balance import ops
+from balance.schema import CDRS, EXPORT, EXPORT_CHECKPOINT, EXPORT_FILE_PREFIX
 from balance.store import Store, Tx, open_store
 from ocs.billing import cdr as C
+from ocs.billing.cdr import layout
 
 
 def populate(store: Store, accounts: int, cdrs: int, year: int, month: int, seed: int = 1) -> None:
@@ -73,18 +73,17 @@ def read_baseline(store: Store) -> float:
     t0 = time.perf_counter()
     n = 0
     with store.read() as view:
-        for _, v in view.txn.cursor(db=view.dbs["cdrs"]):
-            msgpack.unpackb(v)
+        for _ in layout.stored_from(view.read_txn, view.dbs[CDRS], 1):
             n += 1
     return time.perf_counter() - t0
 
 
 def reset_export(store: Store) -> None:
     def fn(tx: Tx) -> None:
-        cur = tx.txn.cursor(db=tx.dbs["export"])
-        keys = [k for k, _ in cur if k == b"checkpoint" or k.startswith(b"file:")]
+        cur = tx.read_txn.cursor(db=tx.dbs[EXPORT])
+        keys = [k for k, _ in cur if k == EXPORT_CHECKPOINT or k.startswith(EXPORT_FILE_PREFIX)]
         for k in keys:
-            tx.delete("export", k)
+            tx.delete(EXPORT, k)
     store.execute(fn)
 
 

@@ -28,6 +28,7 @@ def cmd_rerate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ocs.billing.cdr import columns as cdr_reader
+    from ocs.billing.cdr.files import FormatError
     from ocs.billing.rerate import rerate
     from rating.rater import rater_for
     from rating.tariff import TariffError, load_tariff
@@ -38,7 +39,7 @@ def cmd_rerate(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     try:
         cols = cdr_reader.read(args.cdrs, use_arrow=not args.no_arrow)
-    except cdr_reader.CdrError as exc:
+    except FormatError as exc:
         raise CommandError(str(exc)) from None
     currencies = set(cols.currency.names)
     if currencies - {tariff.currency}:

@@ -33,7 +33,6 @@ REQUIRED = ("account_id", "plan", "rating_group", "unit", "used_units", "amount"
             "start_time")
 OPTIONAL_INT = ("bundle_units",)
 STRINGS = ("account_id", "plan", "unit", "currency")
-CdrError = FormatError   # the one reader's error, under the name `ocs rerate` catches
 
 
 @dataclass(slots=True)
