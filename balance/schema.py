@@ -2,15 +2,38 @@
 
 Every process opens the same environment (balance.store), so every named db and every fixed key of
 every component is declared here, with what it holds and how its key and value are encoded. The
-byte values are the on-disk format: changing one is a migration. Integers in keys are big-endian,
-so byte order is numeric order; "be8" is 8 bytes big-endian unsigned; "msgpack" is a positional
-msgpack array (see the module named for its fields). A component keeps its own key-building
-functions; it takes the db names and fixed keys from here.
+byte values are the on-disk format: changing one is a migration (balance.migrate, which bumps
+SCHEMA_VERSION). Integers in keys are big-endian unsigned, so byte order is numeric order ("be8"
+is 8 bytes of it). Integers in values (counters, instants) have ONE encoding, "i64": 8 bytes
+big-endian two's complement, written and read with pack_i64/unpack_i64 below. Signed because the
+refundable-money counter takes negative deltas and an instant before 1970 is a valid int; for
+the values that are never negative (ids, sequences, checkpoints, below 2**63) it is byte for byte
+the unsigned be8 those components write, so both read the same. "msgpack" is a positional msgpack
+array (see the module named for its fields). A component keeps its own key-building functions; it
+takes the db names, fixed keys and the integer codec from here.
 """
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Callable
 from typing import Final
+
+# -- the format version, stored at META_SCHEMA_VERSION (absent: 1) --------------------------------
+# 1: USAGE values and META_OPEN_SESSIONS in decimal ASCII, EXPORT_RAN a msgpack int.
+# 2: those three are i64 like every other integer value.
+SCHEMA_VERSION: Final = 2
+
+# -- the integer codec of values ("i64") ----------------------------------------------------------
+# A bound Struct method, not a wrapper function: the charging rules call it per request.
+_I64: Final = struct.Struct(">q")
+pack_i64: Final[Callable[[int], bytes]] = _I64.pack
+
+
+def unpack_i64(raw: bytes) -> int:
+    """The int of an i64 value; struct.error for any other length (an old ASCII value is not misread)."""
+    value: int = _I64.unpack(raw)[0]
+    return value
 
 # -- named dbs of the balance store (balance.records, balance.ops) ------------------------------
 ACCOUNTS: Final = "accounts"            # account_id utf-8 -> msgpack Account
@@ -34,7 +57,7 @@ EXPORT: Final = "export"                # the fixed keys EXPORT_* / INVOICE_* be
 # -- named dbs of the charging server (ocs.charging) ----------------------------------------------
 SESSION_DUE: Final = "session_due"      # b"o"|b"c" + instant (4 bytes BE) + session_id -> b""
 USAGE: Final = "usage"                  # account_id NUL YYYYMM NUL rating group (4 bytes BE) and
-#                                         other per-account counters -> decimal ASCII integer
+#                                         other per-account counters -> i64 (ocs.charging.counters)
 
 BALANCE_DBS: Final = (ACCOUNTS, ALIASES, BUNDLES, BUNDLE_EXPIRY, RESERVATIONS, RESV_ACCOUNT,
                       RESV_EXPIRY, LEDGER, IDEM)
@@ -46,22 +69,23 @@ SERVER_DBS: Final = (SESSION_DUE, USAGE)
 ALL_DBS: Final = BALANCE_DBS + SHARED_DBS + SERVER_DBS
 
 # -- fixed keys in META -------------------------------------------------------------------------
-META_OPEN_SESSIONS: Final = b"open_sessions"       # open session count, decimal ASCII (ocs.charging.credit)
+META_OPEN_SESSIONS: Final = b"open_sessions"       # open session count, i64 (ocs.charging.counters)
+META_SCHEMA_VERSION: Final = b"schema_version"     # SCHEMA_VERSION of the format, i64 (balance.migrate)
 META_CDR_SEQ: Final = b"cdr_seq"                   # last CDR id drawn, be8 (ocs.billing.cdr)
 META_IDEM_PURGE_AT: Final = b"balance.idem_purge_at"  # idem key where purge_idempotency resumes; b"": start
 
 # -- fixed keys in TARIFFS (rating.tariff_store) ------------------------------------------------
-TARIFF_COUNTER: Final = b"counter"    # latest version, 8 bytes BE signed
-TARIFF_CHANGES: Final = b"changes"    # count of loads and retirements, 8 bytes BE signed
+TARIFF_COUNTER: Final = b"counter"    # latest version, i64
+TARIFF_CHANGES: Final = b"changes"    # count of loads and retirements, i64
 TARIFF_VERSION: Final = b"v"          # + version (8 bytes BE) -> msgpack record (source, dates, sha256)
-TARIFF_EFFECTIVE: Final = b"e"        # + version (8 bytes BE) -> effective_from, 8 bytes BE signed
-TARIFF_RETIRED: Final = b"r"          # + version (8 bytes BE) -> retirement instant, 8 bytes BE signed
+TARIFF_EFFECTIVE: Final = b"e"        # + version (8 bytes BE) -> effective_from, i64
+TARIFF_RETIRED: Final = b"r"          # + version (8 bytes BE) -> retirement instant, i64
 
 # -- fixed keys in EXPORT (ocs.billing.export.exporter): the consumer "server-files" uses them bare,
 #    every other consumer prefixes them with EXPORT_CONSUMER_PREFIX + name + b"/" --------------
 EXPORT_CHECKPOINT: Final = b"checkpoint"  # last CDR id exported, be8
 EXPORT_INTENT: Final = b"intent"          # the file being written: msgpack [path, fmt, first, last]
-EXPORT_RAN: Final = b"ran"                # when the consumer last ran, msgpack int (unix s)
+EXPORT_RAN: Final = b"ran"                # when the consumer last ran, i64 (unix s)
 EXPORT_FILE_PREFIX: Final = b"file:"      # + first CDR id (be8) -> msgpack [path, fmt, first, last,
 #                                           size, written at]: the log of files written
 EXPORT_CONSUMER_PREFIX: Final = b"c/"     # + consumer name + b"/" + one of the keys above

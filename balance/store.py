@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import lmdb
 
+from balance import migrate
 from balance.errors import StoreFullError
 from balance.records import be8
 from balance.schema import ALL_DBS, LEDGER
@@ -304,7 +305,9 @@ def open_store_capped(path: str | os.PathLike[str], *, sync: bool = True, max_ma
 
 def open_store(path: str | os.PathLike[str], *, sync: bool = True, map_size: int = 256 << 20,
                readonly: bool = False) -> Store:
-    """Open (creating the dir and all named dbs) the environment at path; shared within a process."""
+    """Open (creating the dir and all named dbs) the environment at path; shared within a process.
+    An environment of an older format is migrated (writable) or refused (read-only), one of a newer
+    format refused (balance.migrate)."""
     real = os.path.realpath(os.fspath(path))
     with _OPEN_LOCK:
         shared = _OPEN.get(real)
@@ -324,6 +327,7 @@ def open_store(path: str | os.PathLike[str], *, sync: bool = True, map_size: int
         env = lmdb.open(real, map_size=map_size, max_dbs=len(ALL_DBS) + 8, sync=sync,
                         metasync=False, readonly=readonly, max_readers=256, lock=True)
         dbs: dict[str, Any] = {}
+        shared = _Shared(env, dbs, sync, readonly, _Guard())
         try:
             for name in ALL_DBS:
                 try:
@@ -331,10 +335,14 @@ def open_store(path: str | os.PathLike[str], *, sync: bool = True, map_size: int
                 except lmdb.NotFoundError:
                     if not readonly:
                         raise
+            with env.begin() as txn:
+                version = migrate.stored_version(txn, dbs)
+            if migrate.check(real, version, readonly):
+                # execute: the rewrite may outgrow the map; the txn is redone after growing it
+                Store(real, shared).execute(lambda tx: migrate.migrate(real, tx.write_txn, dbs))
         except BaseException:
             env.close()
             raise
-        shared = _Shared(env, dbs, sync, readonly, _Guard())
         _OPEN[real] = shared
         return Store(real, shared)
 

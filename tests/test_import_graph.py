@@ -27,7 +27,8 @@ WATCHED = ("lmdb", "numba")  # third-party imports the front must not make
 LAZY = {
     ("ocs.front.server", "balance.store"): "the housekeeping thread reads the store (gauges)",
     ("ocs.front.server", "balance.totals"): "the reserved-money gauge",
-    ("ocs.front.server", "ocs.charging.credit"): "the server's dbs and the open-session count key",
+    ("ocs.front.server", "ocs.charging.credit"): "the server's dbs",
+    ("ocs.front.server", "ocs.charging.counters"): "the open-session count (gauge)",
     ("ocs.front.server", "ocs.billing.export.exporter"): "continuous CDR export, in housekeeping",
     ("ocs.front.server", "ocs.billing.export.health"): "the export's failing/working state, the same",
     ("ocs.front.server", "balance.errors"): "telling a full disk from a bug at shutdown",

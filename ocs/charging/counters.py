@@ -1,17 +1,23 @@
 """The counters the rules keep beside the balance, each in the write txn of what it counts: the
 open-session count (meta) and the per-account counters of the "usage" db (month usage per rating
-group for tiers, money refundable to events). Values are decimal ASCII (see balance.schema)."""
+group for tiers, money refundable to events). Values are i64 (balance.schema.pack_i64), signed:
+none goes below 0 today (a refund beyond the refundable money is refused, usage only grows, the
+session count stops at 0), but the refundable money takes negative deltas and the sign is free."""
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from balance import schema
+from balance.schema import pack_i64, unpack_i64
 from ocs.charging.service_units import MAX_SESSION_UNITS
 
 if TYPE_CHECKING:
+    import lmdb
+
     from balance.store import Tx
     from ocs.charging.context import Context
     from rating.tariff import Rate
@@ -20,10 +26,16 @@ _U32 = struct.Struct(">I")
 OPEN_SESSIONS_KEY = schema.META_OPEN_SESSIONS
 
 
+def open_sessions(txn: lmdb.Transaction[bytes], dbs: Mapping[str, Any]) -> int:
+    """The open-session count in meta (0 before the first session)."""
+    raw = txn.get(OPEN_SESSIONS_KEY, db=dbs["meta"])
+    return unpack_i64(raw) if raw else 0
+
+
 def adjust_open_sessions(tx: Tx, dbs: dict[str, Any], delta: int) -> None:
     """The open-session count in meta, kept in the same txn as the sessions it counts."""
-    raw = tx.read_txn.get(OPEN_SESSIONS_KEY, db=dbs["meta"])
-    tx.write_txn.put(OPEN_SESSIONS_KEY, str(max(0, (int(raw) if raw else 0) + delta)).encode(), db=dbs["meta"])
+    count = max(0, open_sessions(tx.read_txn, dbs) + delta)
+    tx.write_txn.put(OPEN_SESSIONS_KEY, pack_i64(count), db=dbs["meta"])
 
 
 def period_key(account_id: str, now: int, rating_group: int) -> bytes:
@@ -34,12 +46,12 @@ def period_key(account_id: str, now: int, rating_group: int) -> bytes:
 def _counter(tx: Tx, ctx: Context, key: bytes) -> int:
     """One of the per-account counters of the "usage" db (month usage, refundable money)."""
     raw = tx.read_txn.get(key, db=ctx.dbs["usage"])
-    return int(raw) if raw else 0
+    return unpack_i64(raw) if raw else 0
 
 
 def _add_to_counter(tx: Tx, ctx: Context, key: bytes, delta: int, cap: int | None = None) -> None:
     total = _counter(tx, ctx, key) + delta
-    tx.write_txn.put(key, str(total if cap is None else min(total, cap)).encode(), db=ctx.dbs["usage"])
+    tx.write_txn.put(key, pack_i64(total if cap is None else min(total, cap)), db=ctx.dbs["usage"])
 
 
 def period_usage(tx: Tx, ctx: Context, account_id: str, rg: int, rate: Rate) -> int:

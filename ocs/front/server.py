@@ -78,11 +78,12 @@ class Server:
         from balance.totals import ReservedTotal
         from ocs.billing.export.health import ExportHealth
         from ocs.charging import credit
+        from ocs.charging.counters import open_sessions
         self._export_health = ExportHealth(log)
         self.store = open_store_capped(self.cfg.data, sync=self.cfg.sync,
                                        max_map_size=self.cfg.max_map_size)
         self.dbs = credit.open_dbs(self.store)
-        self._open_sessions_key = credit.OPEN_SESSIONS_KEY
+        self._open_sessions = open_sessions
         self._reserved = ReservedTotal()
 
     # -- start ------------------------------------------------------------------------------------
@@ -162,8 +163,7 @@ class Server:
                 self._export_health.ok()
             self.readiness.export_failing = self._export_health.failing
         with self.store.read() as view:  # adopts a map grown by the engine
-            raw = view.txn.get(self._open_sessions_key, db=self.dbs["meta"])
-            metrics.OPEN_SESSIONS.set(int(raw) if raw else 0)
+            metrics.OPEN_SESSIONS.set(self._open_sessions(view.txn, self.dbs))
             metrics.RESERVED_MONEY.set(self._reserved.update(view))
         for account_id, status in self._reserved.take_status_changes():
             log.info("account %s is now %s", account_id, status)

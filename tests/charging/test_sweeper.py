@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from server_harness import account, provision
 
+from balance import schema
 from balance.store import open_store
 from ocs.charging import credit, sessions, sweeper
 from ocs.charging.settings import ChargingSettings
@@ -72,7 +73,7 @@ def test_refused_initial_is_never_stale_and_is_forgotten(tmp_path) -> None:  # t
         first = store.execute(lambda tx: credit.process(tx, ctx, initial("gw;refused;1", A)))
         store.execute(lambda tx: credit.process(tx, ctx, initial("gw;open;1", B)))
         with store.read() as view:
-            assert view.txn.get(credit.OPEN_SESSIONS_KEY, db=ctx.dbs["meta"]) == b"1"
+            assert view.txn.get(credit.OPEN_SESSIONS_KEY, db=ctx.dbs["meta"]) == schema.pack_i64(1)
             assert sessions.load(view.txn, ctx.dbs, "gw;refused;1").state == sessions.REFUSED
 
         def sweep_at(offset: int):  # type: ignore[no-untyped-def]
@@ -85,6 +86,6 @@ def test_refused_initial_is_never_stale_and_is_forgotten(tmp_path) -> None:  # t
         store.execute(sweep_at(400))
         with store.read() as view:
             assert sessions.load(view.txn, ctx.dbs, "gw;refused;1") is None
-            assert view.txn.get(credit.OPEN_SESSIONS_KEY, db=ctx.dbs["meta"]) == b"0"
+            assert view.txn.get(credit.OPEN_SESSIONS_KEY, db=ctx.dbs["meta"]) == schema.pack_i64(0)
     finally:
         store.close()

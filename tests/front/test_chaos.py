@@ -35,7 +35,7 @@ from balance.store import open_store
 from ocs.billing import cdr as cdrs
 from ocs.billing.cdr.files import read_all
 from ocs.billing.reconcile import DEBIT_KINDS
-from ocs.charging.credit import OPEN_SESSIONS_KEY
+from ocs.charging.counters import open_sessions
 from ocs.client import DiameterClient
 from protocol.records import CCR, MSCCRequest, Units
 
@@ -243,11 +243,11 @@ def books(data: Path) -> Books:
                     debited[e.session_id] -= e.delta
             reserved = {a.id: a.reserved for a in view.accounts() if a.reserved}
             reservations = sum(1 for _ in view.txn.cursor(db=view.dbs["reservations"]))
-            raw_open = view.txn.get(OPEN_SESSIONS_KEY, db=view.dbs["meta"])
+            open_count = open_sessions(view.txn, view.dbs)
             raw_seq = view.txn.get(cdrs.SEQ_KEY, db=view.dbs["meta"])
     finally:
         store.close()
-    return Books(dict(debited), reserved, reservations, int(raw_open or 0),
+    return Books(dict(debited), reserved, reservations, open_count,
                  int.from_bytes(raw_seq or b"", "big"))
 
 

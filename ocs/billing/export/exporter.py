@@ -116,7 +116,7 @@ def pending_intent(view: View, consumer: str = SERVER_FILES) -> Intent | None:
 
 def last_ran(view: View, consumer: str = SERVER_FILES) -> int | None:
     raw = view.get("export", _key(consumer, RAN))
-    return None if raw is None else int(msgpack.unpackb(raw))
+    return None if raw is None else schema.unpack_i64(raw)
 
 
 def last_cdr_id(view: View) -> int:
@@ -355,12 +355,12 @@ def _complete_intent(store: Store, intent: Intent, size: int, consumer: str = SE
         tx.delete("export", _key(consumer, INTENT))
         tx.put("export", _key(consumer, FILE_PREFIX) + intent.first.to_bytes(8, "big"),
                msgpack.packb([intent.path, intent.fmt, intent.first, intent.last, size, tx.now]))
-        tx.put("export", _key(consumer, RAN), msgpack.packb(tx.now))
+        tx.put("export", _key(consumer, RAN), schema.pack_i64(tx.now))
     store.execute(fn)
 
 
 def _mark_ran(store: Store, consumer: str) -> None:
-    store.execute(lambda tx: tx.put("export", _key(consumer, RAN), msgpack.packb(tx.now)))
+    store.execute(lambda tx: tx.put("export", _key(consumer, RAN), schema.pack_i64(tx.now)))
 
 
 def _write_range(store: Store, intent: Intent) -> int:
