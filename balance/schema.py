@@ -24,10 +24,11 @@ from typing import Final
 # 2: those three are i64 like every other integer value.
 SCHEMA_VERSION: Final = 2
 
-# -- the integer codec of values ("i64") ----------------------------------------------------------
-# A bound Struct method, not a wrapper function: the charging rules call it per request.
+# -- the integer codecs: "i64" for values, "be8" for keys ------------------------------------------
+# Bound Struct methods, not wrapper functions: the charging rules call them per request.
 _I64: Final = struct.Struct(">q")
 pack_i64: Final[Callable[[int], bytes]] = _I64.pack
+pack_be8: Final[Callable[[int], bytes]] = struct.Struct(">Q").pack  # an integer in a key (>= 0)
 
 
 def unpack_i64(raw: bytes) -> int:
@@ -71,7 +72,7 @@ ALL_DBS: Final = BALANCE_DBS + SHARED_DBS + SERVER_DBS
 # -- fixed keys in META -------------------------------------------------------------------------
 META_OPEN_SESSIONS: Final = b"open_sessions"       # open session count, i64 (ocs.charging.counters)
 META_SCHEMA_VERSION: Final = b"schema_version"     # SCHEMA_VERSION of the format, i64 (balance.migrate)
-META_CDR_SEQ: Final = b"cdr_seq"                   # last CDR id drawn, be8 (ocs.billing.cdr)
+META_CDR_SEQ: Final = b"cdr_seq"                   # last CDR id drawn, i64 (ocs.billing.cdr)
 META_IDEM_PURGE_AT: Final = b"balance.idem_purge_at"  # idem key where purge_idempotency resumes; b"": start
 
 # -- fixed keys in TARIFFS (rating.tariff_store) ------------------------------------------------
@@ -83,7 +84,7 @@ TARIFF_RETIRED: Final = b"r"          # + version (8 bytes BE) -> retirement ins
 
 # -- fixed keys in EXPORT (ocs.billing.export.exporter): the consumer "server-files" uses them bare,
 #    every other consumer prefixes them with EXPORT_CONSUMER_PREFIX + name + b"/" --------------
-EXPORT_CHECKPOINT: Final = b"checkpoint"  # last CDR id exported, be8
+EXPORT_CHECKPOINT: Final = b"checkpoint"  # last CDR id exported, i64
 EXPORT_INTENT: Final = b"intent"          # the file being written: msgpack [path, fmt, first, last]
 EXPORT_RAN: Final = b"ran"                # when the consumer last ran, i64 (unix s)
 EXPORT_FILE_PREFIX: Final = b"file:"      # + first CDR id (be8) -> msgpack [path, fmt, first, last,
@@ -91,5 +92,5 @@ EXPORT_FILE_PREFIX: Final = b"file:"      # + first CDR id (be8) -> msgpack [pat
 EXPORT_CONSUMER_PREFIX: Final = b"c/"     # + consumer name + b"/" + one of the keys above
 
 # -- fixed keys in EXPORT (ocs.billing.invoice.numbering) -----------------------------------------
-INVOICE_SEQ: Final = b"inv_seq"   # last invoice number drawn, be8
-INVOICE_PREFIX: Final = b"inv:"   # + period utf-8 NUL account_id utf-8 -> its invoice number, be8
+INVOICE_SEQ: Final = b"inv_seq"   # last invoice number drawn, i64
+INVOICE_PREFIX: Final = b"inv:"   # + period utf-8 NUL account_id utf-8 -> its invoice number, i64

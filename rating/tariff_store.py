@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import struct
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -25,6 +24,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import lmdb
 import msgpack
 
+from balance.schema import (
+    TARIFF_CHANGES,
+    TARIFF_COUNTER,
+    pack_be8,
+    pack_i64,
+    unpack_i64,
+)
 from rating.rater import Rater, rater_for
 from rating.tariff import WILDCARD, parse_tariff
 
@@ -33,9 +39,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-_COUNTER = b"counter"
-_CHANGES = b"changes"
-_U64 = struct.Struct(">q")
+_COUNTER = TARIFF_COUNTER
+_CHANGES = TARIFF_CHANGES
 
 
 class TariffNotFound(LookupError):
@@ -48,11 +53,11 @@ class TariffRetireRefused(ValueError):
 
 def _bump_changes(txn: lmdb.Transaction[bytes], db: lmdb._Database) -> None:
     raw = txn.get(_CHANGES, db=db)
-    txn.put(_CHANGES, _U64.pack((_U64.unpack(raw)[0] if raw else 0) + 1), db=db)
+    txn.put(_CHANGES, pack_i64((unpack_i64(raw) if raw else 0) + 1), db=db)
 
 
 def _vkey(prefix: bytes, version: int) -> bytes:
-    return prefix + _U64.pack(version)
+    return prefix + pack_be8(version)
 
 
 class TariffStore:
@@ -100,14 +105,14 @@ class TariffStore:
 
         def put(txn: lmdb.Transaction[bytes]) -> int:
             raw = txn.get(_COUNTER, db=db)
-            version: int = (_U64.unpack(raw)[0] if raw else 0) + 1
+            version: int = (unpack_i64(raw) if raw else 0) + 1
             record = {"version": version, "effective_from": eff, "loaded_at": now,
                       "source": source, "text": text, "currency": tariff.currency,
                       "sha256": hashlib.sha256(text.encode()).hexdigest(),
                       "plans": sorted(tariff.plans), "rates": len(tariff.rates)}
             txn.put(_vkey(b"v", version), msgpack.packb(record), db=db)
-            txn.put(_vkey(b"e", version), _U64.pack(eff), db=db)
-            txn.put(_COUNTER, _U64.pack(version), db=db)
+            txn.put(_vkey(b"e", version), pack_i64(eff), db=db)
+            txn.put(_COUNTER, pack_i64(version), db=db)
             _bump_changes(txn, db)
             return version
 
@@ -126,14 +131,14 @@ class TariffStore:
                 raise TariffNotFound(f"no tariff version {version}")
             old = txn.get(_vkey(b"r", version), db=db)
             if old is not None:
-                retired: int = _U64.unpack(old)[0]
+                retired: int = unpack_i64(old)
                 return retired
             left = [(e, v) for e, v in _schedule(txn, db) if v != version]
             if _in_force(left, at) is None:
                 raise TariffRetireRefused(
                     f"retiring version {version} would leave no tariff version in force now; "
                     "load its successor first")
-            txn.put(_vkey(b"r", version), _U64.pack(at), db=db)
+            txn.put(_vkey(b"r", version), pack_i64(at), db=db)
             _bump_changes(txn, db)
             return at
 
@@ -146,7 +151,7 @@ class TariffStore:
 
         def read(txn: lmdb.Transaction[bytes]) -> tuple[int, list[tuple[int, int]] | None]:
             raw = txn.get(_CHANGES, db=db)
-            changes: int = _U64.unpack(raw)[0] if raw else 0
+            changes: int = unpack_i64(raw) if raw else 0
             return changes, (None if changes == self._changes else _schedule(txn, db))
 
         changes, schedule = self._read(read)
@@ -162,7 +167,7 @@ class TariffStore:
                 raw = txn.get(_CHANGES)
         except lmdb.MapResizedError:
             raw = self._read(lambda txn: txn.get(_CHANGES, db=self._db))
-        changes: int = _U64.unpack(raw)[0] if raw else 0
+        changes: int = unpack_i64(raw) if raw else 0
         return changes
 
     def _version_at(self, instant: int) -> int | None:
@@ -219,7 +224,7 @@ class TariffStore:
                     rec: dict[str, Any] = msgpack.unpackb(value)  # untyped msgpack; see record()
                     rec.pop("text", None)
                     retired = txn.get(_vkey(b"r", rec["version"]), db=db)
-                    rec["retired_at"] = _U64.unpack(retired)[0] if retired else None
+                    rec["retired_at"] = unpack_i64(retired) if retired else None
                     out.append(rec)
             return out
 
@@ -235,7 +240,7 @@ def _schedule(txn: lmdb.Transaction[bytes], db: lmdb._Database) -> list[tuple[in
             if not key.startswith(b"e"):
                 break
             if txn.get(b"r" + key[1:], db=db) is None:
-                out.append((_U64.unpack(value)[0], _U64.unpack(key[1:])[0]))
+                out.append((unpack_i64(value), unpack_i64(key[1:])))
     return sorted(out)
 
 

@@ -111,8 +111,9 @@ def _up(src: str, dst: str) -> str | None:
         return "protocol imports nothing of ours"
     if _within(src, "rating", "balance") and _within(dst, "ocs", "bench"):
         return "rating and balance import neither ocs nor bench"
-    if _within(src, "rating") and _within(dst, "balance") and dst != "balance.money":
-        return "rating may use balance.money only (the money format at the bottom of both)"
+    if _within(src, "rating") and _within(dst, "balance") and dst not in ("balance.money", "balance.schema"):
+        return ("rating may use balance.money (the money format at the bottom of both) and "
+                "balance.schema (the one owner of the environment's keys and encodings) only")
     if _within(src, "balance") and _within(dst, "rating"):
         return "balance knows nothing of tariffs"
     if _within(src, "ocs.front") and _within(dst, "ocs.charging", "ocs.billing", "ocs.cli", *WATCHED):

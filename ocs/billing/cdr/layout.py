@@ -60,8 +60,8 @@ def unpack(raw: bytes) -> CDR:
 
 def next_id(txn: Txn, meta_db: Db) -> int:
     raw = txn.get(SEQ_KEY, db=meta_db)
-    nxt = (_U64.unpack(raw)[0] if raw else 0) + 1
-    txn.put(SEQ_KEY, _U64.pack(nxt), db=meta_db)
+    nxt = (schema.unpack_i64(raw) if raw else 0) + 1
+    txn.put(SEQ_KEY, schema.pack_i64(nxt), db=meta_db)
     return int(nxt)
 
 

@@ -106,7 +106,7 @@ class Intent:
 
 def checkpoint(view: View, consumer: str = SERVER_FILES) -> int:
     raw = view.get("export", _key(consumer, CHECKPOINT))
-    return int.from_bytes(raw, "big") if raw else 0
+    return schema.unpack_i64(raw) if raw else 0
 
 
 def pending_intent(view: View, consumer: str = SERVER_FILES) -> Intent | None:
@@ -351,7 +351,7 @@ def _complete_intent(store: Store, intent: Intent, size: int, consumer: str = SE
     _fail("checkpoint")
 
     def fn(tx: Tx) -> None:
-        tx.put("export", _key(consumer, CHECKPOINT), intent.last.to_bytes(8, "big"))
+        tx.put("export", _key(consumer, CHECKPOINT), schema.pack_i64(intent.last))
         tx.delete("export", _key(consumer, INTENT))
         tx.put("export", _key(consumer, FILE_PREFIX) + intent.first.to_bytes(8, "big"),
                msgpack.packb([intent.path, intent.fmt, intent.first, intent.last, size, tx.now]))

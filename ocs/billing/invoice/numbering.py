@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from balance import schema
+from balance.schema import pack_i64, unpack_i64
 
 if TYPE_CHECKING:
     from balance.store import Store, Tx
@@ -33,18 +34,18 @@ def assign(store: Store, period: str, account_ids: Iterable[str]) -> dict[str, s
 
     def fn(tx: Tx) -> dict[str, str]:
         raw = tx.get("export", SEQ)
-        seq = int.from_bytes(raw, "big") if raw else 0
+        seq = unpack_i64(raw) if raw else 0
         out = {}
         for a in ids:
             got = tx.get("export", _key(period, a))
             if got is None:
                 seq += 1
-                tx.put("export", _key(period, a), seq.to_bytes(8, "big"))
+                tx.put("export", _key(period, a), pack_i64(seq))
                 n = seq
             else:
-                n = int.from_bytes(got, "big")
+                n = unpack_i64(got)
             out[a] = format_number(n)
-        tx.put("export", SEQ, seq.to_bytes(8, "big"))
+        tx.put("export", SEQ, pack_i64(seq))
         return out
     return store.execute(fn)
 
@@ -52,4 +53,4 @@ def assign(store: Store, period: str, account_ids: Iterable[str]) -> dict[str, s
 def last_number(store: Store) -> int:
     with store.read() as view:
         raw = view.get("export", SEQ)
-    return int.from_bytes(raw, "big") if raw else 0
+    return unpack_i64(raw) if raw else 0
