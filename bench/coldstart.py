@@ -8,12 +8,14 @@ reads and writes LMDB), so this run's figures are the baseline it is compared wi
    straight into a fresh data dir, and the bench tariff;
 2. open M data sessions with CCR-Is through the engine's own batch path in this process
    (InProcessEngine: no sockets, so M sessions take seconds, not a load run), one account each;
-3. start `ocs serve`; time from process start to the first answered CCR-U of an open session
-   (a real Diameter client that retries connecting until the port is up);
+3. evict data.mdb from the page cache (as after a reboot), start `ocs serve`; time from process
+   start to the first answered CCR-U of an open session (a real Diameter client that retries
+   connecting until the port is up);
 4. one CCR-U for every open session (every session record and its account touched), then the
    RSS and peak RSS of the engine process and of the front (/proc/PID/status);
-5. a closed-loop load run, and in its middle kill -9 of the front then the engine; restart on the
-   same data dir and time from the restart to the first answered CCR-U again;
+5. a closed-loop load run, and in its middle kill -9 of the front and the engine (both stopped
+   first, so they die at one instant); restart on the same data dir (page cache kept, as after
+   a process crash) and time from the restart to the first answered CCR-U again;
 6. stop, check money is conserved (bench/conservation.py) and that `ocs reconcile` exits 0.
 Sessions never go stale during the run (--session-timeout is set far beyond it), so all M stay
 open throughout. Every process started is stopped by its pid, every wait is bounded.
@@ -234,11 +236,12 @@ def serve_argv(data: Path, port: int) -> list[str]:
 
 
 def children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(x) for x in text.split()]
+    """Child pids of every thread of pid (a child is listed under the thread that forked it)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            out += [int(x) for x in (task / "children").read_text().split()]
+    return out
 
 
 def cmdline(pid: int) -> str:
@@ -372,18 +375,36 @@ def _kill_all(server: servers.Launched) -> None:
 
 
 def kill9(started: Started, timeout: float = 30.0) -> None:
-    """kill -9 the front, then its engine, by pid. The front first: its peers then see the
-    connections drop with their requests unanswered (the client counts them as uncertain);
-    killed second, a front would first answer 3002 for what the engine may have committed."""
-    _kill_front(started.server)
-    if alive(started.engine) and "ocs.charging.engine" in cmdline(started.engine):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(started.engine, signal.SIGKILL)
+    """kill -9 the whole server at one instant, as a crash of its host or cgroup would: SIGSTOP
+    the front, then the engine, then SIGKILL both, by pid. Stopped first, neither sees the other
+    die: the engine cannot notice the reset socketpair and wind down, and the front cannot
+    answer 3002 for what the engine may have committed; every request in flight is left
+    unanswered (the load client counts it as uncertain)."""
+    engine = started.engine if "ocs.charging.engine" in cmdline(started.engine) else 0
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in (started.server.pid, engine):
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        started.server.proc.wait(timeout)
     deadline = time.monotonic() + timeout
     while alive(started.engine) and time.monotonic() < deadline:
         time.sleep(0.02)
-    if alive(started.engine):
-        raise servers.ServerError(f"engine {started.engine} still alive {timeout:.0f} s after kill -9")
+    if alive(started.engine) or started.server.proc.poll() is None:
+        raise servers.ServerError(f"server {started.server.pid} / engine {started.engine} still "
+                                  f"alive {timeout:.0f} s after kill -9")
+
+
+def evict_page_cache(path: Path) -> None:
+    """Drop this file's pages from the page cache (fsync, then POSIX_FADV_DONTNEED), so the next
+    start reads the store from disk as after a reboot; other files and processes are untouched."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
 
 
 def stop_quietly(started: Started | None) -> None:
@@ -489,12 +510,14 @@ def run(work: Path, *, accounts: int, sessions: int, connections: int, window: i
     usage_runs: list[list[Usage]] = []
     started: Started | None = None
     try:
-        say("starting the server ...")
+        say("starting the server (data.mdb evicted from the page cache) ...")
+        evict_page_cache(data / "data.mdb")
         started = start_and_probe(data, work / "serve-1.log", opened[0], templates, timeout)
         rep.add("start_to_first_answer_s", round(started.first_answer, 3), "s",
-                "`ocs serve` start -> first CCR-U of an open session answered 2001")
+                "`ocs serve` start, store not in the page cache -> first CCR-U of an open "
+                "session answered 2001")
         rep.add("start_to_ready_line_s", round(started.ready_line, 3), "s",
-                "`ocs serve` start -> its `OCS ready` line")
+                "`ocs serve` start, store not in the page cache -> its `OCS ready` line")
 
         say(f"one CCR-U for each of the {sessions:,} open sessions ...")
         touched = _arun(touch_all(started.server.port, opened, templates, window=window,
@@ -543,7 +566,8 @@ def run(work: Path, *, accounts: int, sessions: int, connections: int, window: i
         say("restarting on the same data dir ...")
         started = start_and_probe(data, work / "serve-2.log", opened[-1], templates, timeout)
         rep.add("recovery_s", round(started.first_answer, 3), "s",
-                "restart after kill -9 -> first CCR-U of an open session answered 2001")
+                "restart after kill -9 (page cache kept, as after a process crash) -> first "
+                "CCR-U of an open session answered 2001")
         rep.add("recovery_ready_line_s", round(started.ready_line, 3), "s",
                 "restart after kill -9 -> its `OCS ready` line")
         mem = memory(started.engine)
