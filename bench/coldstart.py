@@ -101,9 +101,6 @@ class Report:
     def add(self, name: str, value: float, unit: str, what: str) -> None:
         self.figures.append(Figure(name, value, unit, what))
 
-    def value(self, name: str) -> float:
-        return next(f.value for f in self.figures if f.name == name)
-
     def to_dict(self) -> dict[str, Any]:
         return {"accounts": self.accounts, "sessions": self.sessions,
                 "figures": {f.name: {"value": f.value, "unit": f.unit, "what": f.what}
