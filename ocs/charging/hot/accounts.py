@@ -8,10 +8,13 @@ one back. LMDB stays the durable store: `load` reads the ACCOUNTS db at start, `
 back the rows changed since the last one, a chunk of rows per write txn, each value exactly
 Account.pack of the row's record (the on-disk format does not change).
 
-Columns: int64 for the integers of the record; the three strings as codes into a lookup list each
-(a code per distinct string, appended as new ones appear; statuses are seeded with
-balance.records.STATUSES so a kernel may test `status == ACTIVE`); the ids and aliases as bytes in
-arenas with offset/length columns. An account keeps its row for good (accounts are never deleted,
+Columns: the nine integers of the record are int64 columns of one row-major block `ints`
+(balance, reserved ... are views of it): a row's money is then one or two cache lines for a kernel
+instead of one line per column, and record() / put_record() move a row's integers in one numpy
+call instead of nine (a numpy scalar access costs ~100 ns here). The three strings are codes into
+a lookup list each (a code per distinct string, appended as new ones appear; statuses are seeded
+with balance.records.STATUSES so a kernel may test `status == ACTIVE`); the ids and aliases are
+bytes in arenas with offset/length columns. An account keeps its row for good (accounts are never deleted,
 `closed` is a status). A row's aliases are entries [alias_first, alias_first + alias_count) of
 the alias columns; changing them appends new entries and leaves the old ones dead until a
 compaction. Every per-row array has the same capacity, doubled from Python when full, so a kernel
@@ -20,10 +23,11 @@ never allocates; it is handed the arrays afresh after a growth.
 
 from __future__ import annotations
 
+import gc
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import MISSING, dataclass, field, fields
-from itertools import chain
+from itertools import chain, pairwise
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgpack
@@ -32,7 +36,7 @@ import numpy.typing as npt
 from numba import njit
 
 from balance.errors import DuplicateAccount, InvalidArgument
-from balance.records import STATUSES, Account, text_key
+from balance.records import STATUSES, Account, pack, text_key
 from balance.schema import ACCOUNTS, ALIASES
 from ocs.charging.hot.index import MAX_KEY, Bytes, Int, Int64s, KeyIndex
 
@@ -54,6 +58,10 @@ _STORED: Final = tuple(f.name for f in fields(Account))[1:]
 if set(_STORED) != {*INT_FIELDS, *CODE_FIELDS, "aliases"}:  # a field appended to Account
     raise ImportError(f"AccountsTable does not hold every Account field: {_STORED}")
 _DEFAULTS: Final = tuple(f.default if f.default is not MISSING else None for f in fields(Account))[1:]
+_PROBE = Account("i", "c", 1, 2, 3, "p", "s", ["a"], 4, 5, 6, 7, 8, 9)
+if _PROBE.pack() != pack([getattr(_PROBE, name) for name in _STORED]):
+    # checkpoint packs the stored fields in field order, as Account.pack does: keep them one
+    raise ImportError("Account.pack no longer packs Account's fields in their order")
 _INT64 = (-(2**63), 2**63 - 1)
 
 ACTIVE: Final = STATUSES.index("active")  # the status code of an active account (0)
@@ -92,13 +100,15 @@ class Codes:
 
 @dataclass(slots=True)
 class AccountsTable:
-    """The columns (per row unless said otherwise) and the two indexes. Rows 0..rows-1 are in use;
+    """The columns (per row unless said otherwise) and the two indexes. The nine integer columns
+    are views of `ints` (rows x INT_FIELDS), rebound when it grows. Rows 0..rows-1 are in use;
     the arrays are longer (the capacity). `dirty[row]` is 1 for a row changed since the last
     checkpoint and `dirty_rows[:meta[M_DIRTY]]` lists those rows once each, in the order they were
     first changed: a kernel marks a row with `mark_dirty` (the mark and the list are arrays so a
     kernel can keep them), and a checkpoint writes only those. `alias_changes` is alias -> row,
     or -1 for a removed alias, since the last checkpoint: what the ALIASES db still needs."""
 
+    ints: Int64s
     balance: Int64s
     credit_limit: Int64s
     reserved: Int64s
@@ -135,7 +145,7 @@ class AccountsTable:
 
     @property
     def capacity(self) -> int:
-        return int(self.balance.size)
+        return int(self.ints.shape[0])
 
     def __len__(self) -> int:
         return self.rows
@@ -143,7 +153,7 @@ class AccountsTable:
     def nbytes(self) -> int:
         """The memory the table's arrays hold (both indexes included)."""
         arrays: list[npt.NDArray[Any]] = [getattr(self, n) for n in ROW_COLUMNS + ENTRY_COLUMNS]
-        return (sum(a.nbytes for a in arrays) + self.id_arena.nbytes + self.alias_arena.nbytes
+        return (sum(a.nbytes for a in arrays) + self.ints.nbytes + self.id_arena.nbytes + self.alias_arena.nbytes
                 + self.meta.nbytes + self.ids.nbytes() + self.aliases.nbytes())
 
     def row_of(self, ident: str) -> int | None:
@@ -155,27 +165,31 @@ class AccountsTable:
         return self.aliases.get(key) if row is None else row
 
     def id_bytes(self, row: int) -> bytes:
-        off = int(self.id_off[row])
-        return self.id_arena[off:off + int(self.id_len[row])].tobytes()
+        off = self.id_off.item(row)
+        return bytes(self.id_arena.data[off:off + self.id_len.item(row)])
 
     def alias_bytes(self, row: int) -> list[bytes]:
-        first = int(self.alias_first[row])
-        out = []
-        for e in range(first, first + int(self.alias_count[row])):
-            off = int(self.alias_off[e])
-            out.append(self.alias_arena[off:off + int(self.alias_len[e])].tobytes())
-        return out
+        count = self.alias_count.item(row)
+        if not count:
+            return []
+        first, mv = self.alias_first.item(row), self.alias_arena.data
+        if count == 1:  # the common case, without the loop's setup
+            off = self.alias_off.item(first)
+            return [bytes(mv[off:off + self.alias_len.item(first)])]
+        offs = self.alias_off[first:first + count].tolist()
+        lens = self.alias_len[first:first + count].tolist()
+        return [bytes(mv[o:o + n]) for o, n in zip(offs, lens, strict=True)]
 
     def dirty_list(self) -> Int64s:
         """The rows changed since the last checkpoint (a copy)."""
         return self.dirty_rows[:int(self.meta[M_DIRTY])].copy()
 
 
-ROW_COLUMNS: Final = (*INT_FIELDS, *CODE_FIELDS, "id_off", "id_len", "alias_first", "alias_count",
+ROW_COLUMNS: Final = (*CODE_FIELDS, "id_off", "id_len", "alias_first", "alias_count",
                       "dirty", "dirty_rows")
 ENTRY_COLUMNS: Final = ("alias_off", "alias_len")
 _DTYPES: Final[dict[str, type[np.integer[Any]]]] = {
-    **dict.fromkeys(INT_FIELDS, np.int64), "currency": np.uint16, "plan": np.int32,
+    "currency": np.uint16, "plan": np.int32,
     "status": np.uint8, "id_off": np.int64, "id_len": np.int64, "alias_first": np.int64,
     "alias_count": np.int64, "dirty": np.uint8, "dirty_rows": np.int64, "alias_off": np.int64,
     "alias_len": np.int64}
@@ -193,10 +207,11 @@ def _allocate(rows: int, entries: int, id_bytes: int, alias_bytes: int, ids: Key
     def z(name: str, n: int = rows) -> Any:
         return np.zeros(n, dtype=_DTYPES[name])
 
+    ints = np.zeros((rows, len(INT_FIELDS)), dtype=np.int64)
     return AccountsTable(
-        balance=z("balance"), credit_limit=z("credit_limit"), reserved=z("reserved"),
-        created=z("created"), updated=z("updated"), seq=z("seq"), bundle_seq=z("bundle_seq"),
-        nbundles=z("nbundles"), ledger_tail=z("ledger_tail"), currency=z("currency"),
+        ints=ints, balance=ints[:, 0], credit_limit=ints[:, 1], reserved=ints[:, 2],
+        created=ints[:, 3], updated=ints[:, 4], seq=ints[:, 5], bundle_seq=ints[:, 6],
+        nbundles=ints[:, 7], ledger_tail=ints[:, 8], currency=z("currency"),
         plan=z("plan"), status=z("status"), id_off=z("id_off"), id_len=z("id_len"),
         alias_first=z("alias_first"), alias_count=z("alias_count"), dirty=z("dirty"),
         dirty_rows=z("dirty_rows"), id_arena=np.zeros(id_bytes, dtype=np.uint8),
@@ -235,6 +250,14 @@ def reserve_rows(t: AccountsTable, rows: int) -> None:
         return
     for name in ROW_COLUMNS:
         setattr(t, name, _doubled(getattr(t, name), used + rows, used))
+    size = t.capacity
+    while size < used + rows:
+        size *= 2
+    ints = np.zeros((size, len(INT_FIELDS)), dtype=np.int64)
+    ints[:used] = t.ints[:used]
+    t.ints = ints
+    for k, name in enumerate(INT_FIELDS):
+        setattr(t, name, ints[:, k])
 
 
 def _reserve_entries(t: AccountsTable, entries: int, alias_bytes: int) -> None:
@@ -309,39 +332,42 @@ def touch(t: AccountsTable, row: int) -> None:
 
 def record(t: AccountsTable, row: int) -> Account:
     """The row as the Account the store holds (or will hold after the next checkpoint)."""
-    if not 0 <= row < t.rows:
+    if not 0 <= row < t.meta.item(M_ROWS):
         raise IndexError(f"row {row} not in 0..{t.rows - 1}")
-    first, count = t.alias_first.item(row), t.alias_count.item(row)
+    balance, credit_limit, reserved, *rest = t.ints[row].tolist()
+    off = t.id_off.item(row)
     return Account(
-        _decode(t.id_arena, [t.id_off.item(row)], [t.id_len.item(row)])[0],
-        t.currencies.names[t.currency.item(row)], t.balance.item(row), t.credit_limit.item(row),
-        t.reserved.item(row), t.plans.names[t.plan.item(row)],
-        t.statuses.names[t.status.item(row)],
-        _decode(t.alias_arena, t.alias_off[first:first + count].tolist(),
-                t.alias_len[first:first + count].tolist()) if count else [],
-        t.created.item(row), t.updated.item(row), t.seq.item(row), t.bundle_seq.item(row),
-        t.nbundles.item(row), t.ledger_tail.item(row))
+        str(t.id_arena.data[off:off + t.id_len.item(row)], "utf-8"),
+        t.currencies.names[t.currency.item(row)], balance, credit_limit, reserved,
+        t.plans.names[t.plan.item(row)], t.statuses.names[t.status.item(row)],
+        [a.decode() for a in t.alias_bytes(row)], *rest)
 
 
 def records(t: AccountsTable, rows: Sequence[int] | Int64s) -> list[Account]:
-    """record() of many rows (a checkpoint's chunk): each column read once for all of them
-    (fancy index + tolist), not a numpy scalar per cell."""
-    idx = np.asarray(rows, dtype=np.int64)
-    ints = [getattr(t, name)[idx].tolist() for name in INT_FIELDS]
-    cur, plan, status = (t.currencies.names, t.plans.names, t.statuses.names)
-    ids = _decode(t.id_arena, t.id_off[idx].tolist(), t.id_len[idx].tolist())
-    firsts, counts = t.alias_first[idx].tolist(), t.alias_count[idx].tolist()
-    aoff, alen, aarena = t.alias_off, t.alias_len, t.alias_arena
-    out = []
-    for i, (c, p, s, first, count) in enumerate(zip(
-            t.currency[idx].tolist(), t.plan[idx].tolist(), t.status[idx].tolist(), firsts, counts,
-            strict=True)):
-        aliases = (_decode(aarena, aoff[first:first + count].tolist(),
-                           alen[first:first + count].tolist()) if count else [])
-        out.append(Account(ids[i], cur[c], ints[0][i], ints[1][i], ints[2][i], plan[p], status[s],
-                           aliases, ints[3][i], ints[4][i], ints[5][i], ints[6][i], ints[7][i],
-                           ints[8][i]))
-    return out
+    """record() of many rows, in bulk (see _stored)."""
+    keys, stored = _stored(t, np.asarray(rows, dtype=np.int64))
+    return [Account(k.decode(), *f) for k, f in zip(keys, stored, strict=True)]
+
+
+def _stored(t: AccountsTable, idx: Int64s) -> tuple[list[bytes], Iterator[tuple[Any, ...]]]:
+    """The rows' keys and their stored fields (a tuple each in Account's field order: what
+    Account.unpack takes after the id, and what Account.pack packs; msgpack packs a tuple as the
+    array a list makes). Each column is read once for all the rows (fancy index + tolist) and
+    the tuples are zipped in C: a numpy scalar per cell would cost more than the LMDB put."""
+    cols: dict[str, list[Any]] = dict(zip(INT_FIELDS, t.ints[idx].T.tolist(), strict=True))
+    for name, codes in zip(CODE_FIELDS, (t.currencies, t.plans, t.statuses), strict=True):
+        cols[name] = list(map(codes.names.__getitem__, getattr(t, name)[idx].tolist()))
+    mv = t.id_arena.data
+    keys = [bytes(mv[o:o + n]) for o, n in zip(t.id_off[idx].tolist(), t.id_len[idx].tolist(),
+                                               strict=True)]
+    counts = t.alias_count[idx]
+    total = int(counts.sum())
+    starts = np.zeros(idx.size + 1, dtype=np.int64)
+    np.cumsum(counts, out=starts[1:])
+    entries = np.repeat(t.alias_first[idx] - starts[:-1], counts) + np.arange(total)
+    flat = _decode(t.alias_arena, t.alias_off[entries].tolist(), t.alias_len[entries].tolist())
+    cols["aliases"] = [flat[a:b] for a, b in pairwise(starts.tolist())]
+    return keys, zip(*(cols[name] for name in _STORED), strict=True)
 
 
 def _decode(arena: Bytes, offs: list[int], lens: list[int]) -> list[str]:
@@ -376,10 +402,12 @@ def put_record(t: AccountsTable, acct: Account) -> int:
             raise InvalidArgument(f"bad {name} {getattr(acct, name)!r}")
     found = t.ids.get(key)
     row = t.rows if found is None else found
-    for a in new:
-        owner = t.aliases.get(a)
-        if owner is not None and owner != row:
-            raise DuplicateAccount(a.decode())
+    old = [] if found is None else t.alias_bytes(row)
+    if old != new:
+        for a in new:
+            owner = t.aliases.get(a)
+            if owner is not None and owner != row:
+                raise DuplicateAccount(a.decode())
     codes = (t.currencies.get(acct.currency), t.plans.get(acct.plan), t.statuses.get(acct.status))
     if found is None:
         reserve_rows(t, 1)
@@ -391,10 +419,8 @@ def put_record(t: AccountsTable, acct: Account) -> int:
         t.alias_first[row] = t.alias_count[row] = 0
         t.meta[M_ROWS] = row + 1
         t.ids.put(key, row)
-    for name, v in zip(INT_FIELDS, values, strict=True):
-        getattr(t, name)[row] = v
+    t.ints[row] = values
     t.currency[row], t.plan[row], t.status[row] = codes
-    old = t.alias_bytes(row)
     if old != new:
         _set_aliases(t, row, old, new)
     touch(t, row)
@@ -447,17 +473,29 @@ def _indexed(keys: Sequence[bytes], buf: Bytes, offs: Int64s, lens: Int64s,
 
 def load(view: View) -> AccountsTable:
     """Every record of the ACCOUNTS db as a table, after checking the ALIASES db agrees with the
-    records' alias lists (AliasMismatch if not). In bulk: one cursor pass, the values unpacked by
-    one msgpack call (their concatenation behind an array header is one msgpack array), columns
-    filled from the unpacked lists a column at a time."""
+    records' alias lists (AliasMismatch if not). In bulk: the keys and the values read by two
+    cursor passes, the values unpacked by one msgpack call (their concatenation behind an array
+    header is one msgpack array), the columns filled from the unpacked lists a column at a time.
+
+    The cyclic GC is off meanwhile: unpacking makes two lists per account, and a collection every
+    700 new containers over ever larger young generations took 3/4 of the time (measured at
+    100,000 accounts: unpack 0.23 s with it, 0.06 s without). Nothing here makes a cycle."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _load(view)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _load(view: View) -> AccountsTable:
     txn, dbs = view.read_txn, view.dbs
-    pairs = list(txn.cursor(db=dbs[ACCOUNTS]).iternext())
-    n = len(pairs)
-    keys: Sequence[bytes] = ()
-    raws: Sequence[bytes] = ()
-    if n:
-        keys, raws = zip(*pairs, strict=True)
-    del pairs
+    keys = list(txn.cursor(db=dbs[ACCOUNTS]).iternext(values=False))
+    raws = list(txn.cursor(db=dbs[ACCOUNTS]).iternext(keys=False))
+    n = len(keys)
+    if len(raws) != n:
+        raise RuntimeError("the ACCOUNTS db changed between two cursor passes of one read txn")
     recs: list[list[Any]] = msgpack.unpackb(b"\xdd" + struct.pack(">I", n) + b"".join(raws))
     del raws
     if any(len(r) != len(_STORED) for r in recs):
@@ -477,9 +515,9 @@ def load(view: View) -> AccountsTable:
     t = _allocate(cap, max(16, total + total // 4), 0, 0,
                   _indexed(keys, id_buf, id_off, id_len, rows),
                   _indexed(flat, al_buf, al_off, al_len, np.repeat(rows, counts)))
-    for name in INT_FIELDS:
+    for k, name in enumerate(INT_FIELDS):
         try:
-            getattr(t, name)[:n] = np.fromiter(cols[name], dtype=np.int64, count=n)
+            t.ints[:n, k] = np.fromiter(cols[name], dtype=np.int64, count=n)
         except (OverflowError, TypeError) as exc:
             raise InvalidArgument(f"an account's {name} is not an int64: {exc}") from None
     for name, codes in zip(CODE_FIELDS, (t.currencies, t.plans, t.statuses), strict=True):
@@ -575,16 +613,23 @@ def checkpoint(t: AccountsTable, txn_factory: Callable[[Callable[[WriteTx], None
     one txn would stall every other writer. A chunk's marks are cleared once its txn is
     committed, so a failure leaves the rows not yet written dirty for the next checkpoint. The
     alias changes go with the last chunk: records are written first, and accounts are never
-    deleted, so an alias the ALIASES db holds always names an account the ACCOUNTS db has."""
+    deleted, so an alias the ALIASES db holds always names an account the ACCOUNTS db has.
+
+    The rows go in row order, which is key order for every row load made (it reads the db in key
+    order; rows put_record adds since come after): each chunk is then a key range and rewrites
+    its own leaf pages once, where chunks of rows taken at random each rewrote most of the same
+    pages (measured, 10,000 random rows of 100,000 in 3 chunks: 6.2 µs a row in the order they
+    were dirtied, 3.4 in row order; the same puts in one txn 2.8-3.1)."""
     if chunk < 1:
         raise ValueError(f"chunk is >= 1, not {chunk}")
-    rows = t.dirty_list()
+    rows = np.sort(t.dirty_list())
     starts = list(range(0, rows.size, chunk)) or ([0] if t.alias_changes else [])
     done = 0
     try:
         for i, start in enumerate(starts):
             part = rows[start:start + chunk]
-            items = [(a.id.encode(), a.pack()) for a in records(t, part)]
+            keys, stored = _stored(t, part)
+            items = list(zip(keys, map(pack, stored), strict=True))
             aliases = dict(t.alias_changes) if i == len(starts) - 1 else {}
             alias_items = [(a, t.id_bytes(r)) for a, r in aliases.items() if r >= 0]
             gone = [a for a, r in aliases.items() if r < 0]
