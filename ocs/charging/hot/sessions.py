@@ -1,0 +1,766 @@
+"""The sessions table of the engine's hot state: every record of the SESSIONS db as numpy columns.
+
+The brick after the accounts table (ocs.charging.hot.accounts, whose shape this follows: Codes
+for strings, byte arenas, dirty rows, load / record / put_record / checkpoint). A kernel finds a
+session's row through `ids` (Session-Id -> row) and reads and writes its integers and its rating
+groups' integers in place; the general path works on ocs.charging.sessions.Session records.
+LMDB stays the durable store: `load` reads the SESSIONS db, `checkpoint` writes back the changed
+rows as exactly Session.pack bytes, with the "session_due" keys sessions.save would leave.
+
+Unlike accounts, sessions end: `delete` (a purged session) frees its row onto a free list that
+the next new session takes, so rows stay stable for a kernel and the table does not grow with the
+churn. Per row: the scalar fields in one row-major int64 block `ints`, codes for plan / currency
+/ origin_host, the three ids in one byte arena (`text`: offset/length pairs), and three list
+columns as spans [first, first + count) of an entry pool each (`lists`): seen_above numbers,
+kept answers (number, host code, e2e, offset/length of the CCA bytes in `answer_arena`) and
+rating-group states (`groups`, one int64 row each).
+
+Groups as spans of a pool rather than a fixed array of 4 per session plus an overflow path: most
+sessions have one group, so 4 fixed slots would hold 4x the memory (15 int64 = 120 B each) for
+nothing, and an overflow path is a second layout every kernel and the checkpoint must handle. A
+span is one layout; a kernel updates a group in place, and only a new rating group in a session
+moves its span to the pool's end (what the accounts table does for aliases), the dead entries
+going at the next compaction.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import struct
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from itertools import chain
+from typing import TYPE_CHECKING, Any, Final
+
+import msgpack
+import numpy as np
+import numpy.typing as npt
+
+from balance.errors import InvalidArgument
+from balance.schema import SESSION_DUE, SESSIONS
+from ocs.charging.hot.accounts import (
+    CHUNK,
+    Codes,
+    WriteTx,
+    _gather,
+    _layout,
+    _slots_for,
+    mark_dirty,
+)
+from ocs.charging.hot.index import MAX_KEY, Bytes, Int64s, KeyIndex
+from ocs.charging.sessions import RatingGroupState, Session, due_key
+
+if TYPE_CHECKING:
+    import lmdb
+
+    from balance.views import View
+
+__all__ = ["CHUNK", "SessionsTable", "checkpoint", "delete", "empty", "load", "mark_dirty",
+           "put_record", "record", "touch"]
+
+log = logging.getLogger(__name__)
+
+U8s = npt.NDArray[np.uint8]
+U16s = npt.NDArray[np.uint16]
+I32s = npt.NDArray[np.int32]
+
+# The scalar integers of Session, columns of `ints`, and the record's stored order (Session.pack:
+# its field order after session_id; a field added to Session must be added here too).
+INT_FIELDS: Final = ("tariff_version", "started", "seen", "due", "state", "closed_at", "seen_low",
+                     "filed_state")
+CODE_FIELDS: Final = ("plan", "currency", "origin_host")
+TEXT_FIELDS: Final = ("session_id", "account_id", "subscription_id")
+_STORED: Final = ("account_id", "subscription_id", "plan", "currency", "tariff_version",
+                  "origin_host", "started", "seen", "due", "state", "closed_at", "seen_low",
+                  "seen_above", "answers", "filed_state", "groups")
+if tuple(f.name for f in fields(Session)) != ("session_id", *_STORED):
+    raise ImportError(f"SessionsTable does not hold every Session field: {fields(Session)}")
+_PROBE = Session("s", "a", "u", "p", "c", 1, "h", 2, 3, 4, 5, 6, 7, [8], [[9, "h", 10, b"x"]], 11,
+                 {12: RatingGroupState("t", 13)})
+if _PROBE.pack() != msgpack.packb([*(getattr(_PROBE, n) for n in _STORED[:-1]), {12: _PROBE.groups[12].pack()}],
+                                  use_bin_type=True):
+    raise ImportError("Session.pack no longer packs Session's fields in their order")
+_GROUP_FIELDS: Final = tuple(f.name for f in fields(RatingGroupState))
+_INT64 = (-(2**63), 2**63 - 1)
+
+I_TARIFF, I_STARTED, I_SEEN, I_DUE, I_STATE, I_CLOSED_AT, I_SEEN_LOW, I_FILED = range(8)
+# text: offset/length of each id in text_arena
+T_SID, T_SID_LEN, T_ACCT, T_ACCT_LEN, T_SUB, T_SUB_LEN = range(6)
+# lists: the spans of the three list columns
+L_ABOVE, L_ABOVE_N, L_ANS, L_ANS_N, L_GRP, L_GRP_N = range(6)
+# answers (per entry): [request number, origin host code, end-to-end id, bytes offset, length]
+A_NUMBER, A_HOST, A_E2E, A_OFF, A_LEN = range(5)
+# groups (per entry): the session row, the rating group, then RatingGroupState's fields in order
+# (unit as a code, service_identifier -1 for None, the three flags 0/1)
+G_SESSION, G_RG, G_UNIT, G_TOTAL, G_MONEY, G_BUNDLE, G_AMOUNT, G_FIRST_TS, G_GRANTED_AT, \
+    G_PERIOD_USED, G_SERVICE, G_RESERVED, G_CLOSED, G_GRANTED, G_FEE_PAID = range(15)
+G_WIDTH: Final = 15
+_FLAGS: Final = (G_RESERVED - G_UNIT, G_CLOSED - G_UNIT, G_FEE_PAID - G_UNIT)  # in g.pack()
+_SERVICE: Final = G_SERVICE - G_UNIT
+if _GROUP_FIELDS[_SERVICE] != "service_identifier" or len(_GROUP_FIELDS) != G_WIDTH - 2 or \
+        [_GROUP_FIELDS[i] for i in _FLAGS] != ["reserved", "closed", "fee_paid"]:
+    raise ImportError("RatingGroupState's fields moved: the group columns do not match")
+
+# meta: M_ROWS rows ever used (the high-water mark), M_DIRTY rows in dirty_rows (accounts' index,
+# so its mark_dirty serves), M_FREE rows in free_rows, then used / dead counts of each pool.
+M_ROWS, M_DIRTY, M_FREE, M_TEXT_USED, M_TEXT_DEAD, M_ABOVE_USED, M_ABOVE_DEAD, M_ANS_USED, \
+    M_ANS_DEAD, M_ANS_BYTES, M_ANS_BYTES_DEAD, M_GRP_USED, M_GRP_DEAD = range(13)
+META_SIZE: Final = 13
+
+
+@dataclass(slots=True)
+class SessionsTable:
+    """The columns (per row unless said otherwise), the pools and the id index. Rows
+    0..meta[M_ROWS]-1 have been used; `live[row]` says whether one holds a session now (a freed
+    row is in free_rows[:meta[M_FREE]]). `filed[row]` is the (due, filed_state) whose
+    "session_due" key the store holds for the row's session and `in_store[row]` whether the
+    SESSIONS db has it: what the checkpoint compares the record with. `gone` is session id ->
+    that (due, filed_state) of the deleted sessions the store still holds; `due_repairs` is due
+    key -> True (put) / False (delete) of the disagreements load found (see load)."""
+
+    ints: Int64s          # rows x INT_FIELDS
+    plan: I32s
+    currency: U16s
+    origin_host: I32s
+    text: Int64s          # rows x 6 (T_*)
+    lists: Int64s         # rows x 6 (L_*)
+    filed: Int64s         # rows x 2: the stored key's (due, filed_state)
+    in_store: U8s
+    live: U8s
+    dirty: U8s
+    dirty_rows: Int64s
+    free_rows: Int64s
+    text_arena: Bytes
+    above: Int64s         # per entry: a seen_above number
+    answers: Int64s       # entries x 5 (A_*)
+    answer_arena: Bytes
+    groups: Int64s        # entries x G_WIDTH (G_*)
+    meta: Int64s
+    ids: KeyIndex         # session id (utf-8) -> row
+    plans: Codes
+    currencies: Codes
+    hosts: Codes          # origin hosts, of the sessions and of their answers
+    units: Codes
+    gone: dict[bytes, tuple[int, int]] = field(default_factory=dict)
+    due_repairs: dict[bytes, bool] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        """Rows ever used (live or free); row numbers are below it."""
+        return int(self.meta[M_ROWS])
+
+    @property
+    def capacity(self) -> int:
+        return int(self.ints.shape[0])
+
+    def __len__(self) -> int:
+        """The sessions held."""
+        return self.rows - int(self.meta[M_FREE])
+
+    def nbytes(self) -> int:
+        """The memory the table's arrays hold (the index included)."""
+        arrays: list[npt.NDArray[Any]] = [getattr(self, n) for n in _ROW_ARRAYS + _POOL_ARRAYS]
+        return sum(a.nbytes for a in arrays) + self.meta.nbytes + self.ids.nbytes()
+
+    def row_of(self, session_id: str) -> int | None:
+        key = session_id.encode()
+        return self.ids.get(key) if 1 <= len(key) <= MAX_KEY else None
+
+    def text_bytes(self, row: int, which: int) -> bytes:
+        """One of the row's ids as bytes (which: T_SID, T_ACCT or T_SUB)."""
+        off, n = self.text[row, which:which + 2].tolist()
+        return bytes(self.text_arena.data[off:off + n])
+
+    def live_rows(self) -> Int64s:
+        return np.flatnonzero(self.live[:self.rows]).astype(np.int64)
+
+    def dirty_list(self) -> Int64s:
+        """The rows changed since the last checkpoint (a copy; a row freed since may be in it)."""
+        return self.dirty_rows[:int(self.meta[M_DIRTY])].copy()
+
+
+_ROW_ARRAYS: Final = ("ints", "plan", "currency", "origin_host", "text", "lists", "filed",
+                      "in_store", "live", "dirty", "dirty_rows", "free_rows")
+_POOL_ARRAYS: Final = ("text_arena", "above", "answers", "answer_arena", "groups")
+_ROW_SHAPES: Final[dict[str, tuple[type[np.integer[Any]], int]]] = {
+    "ints": (np.int64, len(INT_FIELDS)), "plan": (np.int32, 0), "currency": (np.uint16, 0),
+    "origin_host": (np.int32, 0), "text": (np.int64, 6), "lists": (np.int64, 6),
+    "filed": (np.int64, 2), "in_store": (np.uint8, 0), "live": (np.uint8, 0),
+    "dirty": (np.uint8, 0), "dirty_rows": (np.int64, 0), "free_rows": (np.int64, 0)}
+
+
+def _zeros(n: int, dtype: type[np.integer[Any]], width: int = 0) -> Any:
+    return np.zeros((n, width) if width else n, dtype=dtype)
+
+
+def empty(capacity: int = 16) -> SessionsTable:
+    """A table with no session and room for `capacity` rows before the first doubling."""
+    n = max(capacity, 1)
+    return _allocate(n, KeyIndex.empty(_slots_for(n), 48 * n), 96 * n, n, 2 * n, 512 * n, n)
+
+
+def _allocate(rows: int, ids: KeyIndex, text_bytes: int, above: int, answers: int,
+              answer_bytes: int, groups: int) -> SessionsTable:
+    cols = {name: _zeros(rows, dtype, width) for name, (dtype, width) in _ROW_SHAPES.items()}
+    return SessionsTable(
+        **cols, text_arena=_zeros(text_bytes, np.uint8), above=_zeros(above, np.int64),
+        answers=_zeros(answers, np.int64, 5), answer_arena=_zeros(answer_bytes, np.uint8),
+        groups=_zeros(groups, np.int64, G_WIDTH), meta=_zeros(META_SIZE, np.int64), ids=ids,
+        plans=Codes.of((), np.int32), currencies=Codes.of((), np.uint16),
+        hosts=Codes.of((), np.int32), units=Codes.of((), np.int32))
+
+
+# -- growth and compaction ----------------------------------------------------------------------
+
+def _grown(a: npt.NDArray[Any], need: int, used: int) -> npt.NDArray[Any]:
+    """a, or a copy of its first `used` items (rows of a 2-D array) in one doubled until `need` fit."""
+    size = max(a.shape[0], 1)
+    if need <= a.shape[0]:
+        return a
+    while size < need:
+        size *= 2
+    out = np.zeros((size, *a.shape[1:]), dtype=a.dtype)
+    out[:used] = a[:used]
+    return out
+
+
+def _reserve_rows(t: SessionsTable, rows: int) -> None:
+    used = t.rows
+    if used + rows > t.capacity:
+        for name in _ROW_ARRAYS:
+            setattr(t, name, _grown(getattr(t, name), used + rows, used))
+
+
+def _span_entries(firsts: Int64s, counts: Int64s) -> tuple[Int64s, Int64s]:
+    """The pool entries of the spans laid one after another, and each span's new first."""
+    starts = np.zeros(counts.size, dtype=np.int64)
+    if counts.size > 1:
+        np.cumsum(counts[:-1], out=starts[1:])
+    total = int(counts.sum())
+    return np.repeat(firsts - starts, counts) + np.arange(total, dtype=np.int64), starts
+
+
+def _compact_pool(t: SessionsTable, pool: str, col: int, used: int, dead: int) -> None:
+    """Lay the live rows' spans of one pool out again in row order (freed rows have count 0)."""
+    rows = t.rows
+    entries, starts = _span_entries(t.lists[:rows, col], t.lists[:rows, col + 1])
+    old = getattr(t, pool)
+    new = np.zeros((max(2 * entries.size, 16), *old.shape[1:]), dtype=old.dtype)
+    new[:entries.size] = old[entries]
+    setattr(t, pool, new)
+    t.lists[:rows, col] = starts
+    t.meta[used], t.meta[dead] = entries.size, 0
+
+
+def _compact_bytes(arena: Bytes, offs: Int64s, lens: Int64s) -> tuple[Bytes, Int64s, int]:
+    """The spans gathered into a new arena with room: (arena, their new offsets, bytes used)."""
+    total = int(lens.sum())
+    out = np.zeros(max(2 * total, 64), dtype=np.uint8)
+    new_offs = np.zeros(offs.size, dtype=np.int64)
+    _gather(arena, np.ascontiguousarray(offs), np.ascontiguousarray(lens), out, new_offs)
+    return out, new_offs, total
+
+
+def _room_text(t: SessionsTable, nbytes: int) -> None:
+    used = int(t.meta[M_TEXT_USED])
+    if used + nbytes <= t.text_arena.size:
+        return
+    if t.meta[M_TEXT_DEAD] * 2 > used:
+        rows = t.live_rows()
+        pairs = t.text[rows].reshape(-1, 2)
+        arena, offs, used = _compact_bytes(t.text_arena, pairs[:, 0], pairs[:, 1])
+        t.text[rows, 0::2] = offs.reshape(-1, 3)
+        t.text_arena = arena
+        t.meta[M_TEXT_USED], t.meta[M_TEXT_DEAD] = used, 0
+    t.text_arena = _grown(t.text_arena, used + nbytes, used)
+
+
+def _room_answer_bytes(t: SessionsTable, nbytes: int) -> None:
+    used = int(t.meta[M_ANS_BYTES])
+    if used + nbytes <= t.answer_arena.size:
+        return
+    if t.meta[M_ANS_BYTES_DEAD] * 2 > used:
+        rows = t.rows
+        entries, _ = _span_entries(t.lists[:rows, L_ANS], t.lists[:rows, L_ANS_N])
+        arena, offs, used = _compact_bytes(t.answer_arena, t.answers[entries, A_OFF],
+                                           t.answers[entries, A_LEN])
+        t.answers[entries, A_OFF] = offs
+        t.answer_arena = arena
+        t.meta[M_ANS_BYTES], t.meta[M_ANS_BYTES_DEAD] = used, 0
+    t.answer_arena = _grown(t.answer_arena, used + nbytes, used)
+
+
+_POOLS: Final = {L_ABOVE: ("above", M_ABOVE_USED, M_ABOVE_DEAD),
+                 L_ANS: ("answers", M_ANS_USED, M_ANS_DEAD),
+                 L_GRP: ("groups", M_GRP_USED, M_GRP_DEAD)}
+
+
+def _place(t: SessionsTable, row: int, col: int, values: npt.NDArray[Any]) -> None:
+    """Make the row's span of one pool hold `values`: in place when they fit in the old span
+    (the rest of it dead), else at the pool's end (the old span dead), compacting first when
+    dead entries are over half the used ones and the pool would otherwise grow."""
+    pool, used_m, dead_m = _POOLS[col]
+    first, count = t.lists[row, col:col + 2].tolist()
+    k = values.shape[0]
+    if k > count:
+        t.meta[dead_m] += count
+        t.lists[row, col + 1] = 0  # not live while the pool may be compacted
+        used = int(t.meta[used_m])
+        if used + k > getattr(t, pool).shape[0] and t.meta[dead_m] * 2 > used:
+            _compact_pool(t, pool, col, used_m, dead_m)
+            used = int(t.meta[used_m])
+        setattr(t, pool, _grown(getattr(t, pool), used + k, used))
+        first = used
+        t.meta[used_m] = used + k
+    else:
+        t.meta[dead_m] += count - k
+    if k:
+        getattr(t, pool)[first:first + k] = values
+    t.lists[row, col], t.lists[row, col + 1] = first, k
+
+
+# -- the dirty marks ----------------------------------------------------------------------------
+
+def touch(t: SessionsTable, row: int) -> None:
+    """mark_dirty from Python, after changing a row's columns directly."""
+    if not 0 <= row < t.rows or not t.live[row]:
+        raise IndexError(f"row {row} holds no session")
+    if not t.dirty[row]:
+        mark_dirty(t.dirty, t.dirty_rows, t.meta, row)
+
+
+# -- records ------------------------------------------------------------------------------------
+
+def record(t: SessionsTable, row: int) -> Session:
+    """The row as the Session the store holds (or will hold after the next checkpoint)."""
+    if not 0 <= row < t.meta.item(M_ROWS) or not t.live.item(row):
+        raise IndexError(f"row {row} holds no session")
+    ints = t.ints[row].tolist()
+    sid, sid_n, acct, acct_n, sub, sub_n, a0, an, s0, sn, g0, gn = \
+        t.text[row].tolist() + t.lists[row].tolist()
+    mv = t.text_arena.data
+    answers: list[list[Any]] = []
+    if sn:
+        amv, hosts = t.answer_arena.data, t.hosts.names
+        answers = [[num, hosts[h], e2e, bytes(amv[o:o + n])]
+                   for num, h, e2e, o, n in t.answers[s0:s0 + sn].tolist()]
+    groups: dict[int, RatingGroupState] = {}
+    if gn:
+        units = t.units.names
+        for g in t.groups[g0:g0 + gn].tolist():
+            groups[g[G_RG]] = RatingGroupState(
+                units[g[G_UNIT]], g[G_TOTAL], g[G_MONEY], g[G_BUNDLE], g[G_AMOUNT], g[G_FIRST_TS],
+                g[G_GRANTED_AT], g[G_PERIOD_USED], None if g[G_SERVICE] < 0 else g[G_SERVICE],
+                g[G_RESERVED] == 1, g[G_CLOSED] == 1, g[G_GRANTED], g[G_FEE_PAID] == 1)
+    return Session(
+        str(mv[sid:sid + sid_n], "utf-8"), str(mv[acct:acct + acct_n], "utf-8"),
+        str(mv[sub:sub + sub_n], "utf-8"), t.plans.names[t.plan.item(row)],
+        t.currencies.names[t.currency.item(row)], ints[I_TARIFF],
+        t.hosts.names[t.origin_host.item(row)], ints[I_STARTED], ints[I_SEEN], ints[I_DUE],
+        ints[I_STATE], ints[I_CLOSED_AT], ints[I_SEEN_LOW], t.above[a0:a0 + an].tolist(), answers,
+        ints[I_FILED], groups)
+
+
+def _int64(v: object, what: str) -> int:
+    if type(v) is not int or not _INT64[0] <= v <= _INT64[1]:
+        raise InvalidArgument(f"{what} {v!r} is not an int64")
+    return v
+
+
+def _text(v: object, what: str) -> bytes:
+    if not isinstance(v, str):
+        raise InvalidArgument(f"{what} {v!r} is not a string")
+    try:
+        return v.encode()
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{what} {v!r} is not utf-8") from None
+
+
+def _group_row(rg: object, g: object, units: Codes | None) -> list[int]:
+    """The group's entry (without the session row; unit code 0 when `units` is None: checked
+    only). Exactly the types Session.pack writes back as read: ints, None or an id >= 0, bools."""
+    if not isinstance(g, RatingGroupState):
+        raise InvalidArgument(f"rating group {rg!r}: not a RatingGroupState")
+    return _group_values(rg, g.pack(), units)
+
+
+def _group_values(rg: object, p: list[Any], units: Codes | None) -> list[int]:
+    if len(p) != G_WIDTH - 2:
+        raise InvalidArgument(f"rating group {rg!r} has {len(p)} fields, not {G_WIDTH - 2}")
+    what = f"rating group {rg!r}"
+    if not isinstance(p[0], str):
+        raise InvalidArgument(f"{what}: unit {p[0]!r} is not a string")
+    out = [0, _int64(rg, "rating group"), 0 if units is None else units.get(p[0])]
+    for i in range(1, G_WIDTH - 2):
+        v = p[i]
+        if i in _FLAGS:
+            if type(v) is not bool:
+                raise InvalidArgument(f"{what}: {_GROUP_FIELDS[i]} {v!r} is not a bool")
+            out.append(int(v))
+        elif i == _SERVICE and v is None:
+            out.append(-1)
+        else:
+            out.append(_int64(v, f"{what}: {_GROUP_FIELDS[i]}"))
+            if i == _SERVICE and v < 0:
+                raise InvalidArgument(f"{what}: service_identifier {v} < 0 (-1 holds None)")
+    return out
+
+
+def _answer(a: object) -> tuple[int, str, int, bytes]:
+    if not isinstance(a, list) or len(a) != 4 or not isinstance(a[1], str) or \
+            not isinstance(a[3], bytes):
+        raise InvalidArgument(f"an answer is [number, origin host, e2e, bytes], not {a!r}")
+    return _int64(a[0], "answer number"), a[1], _int64(a[2], "answer e2e"), a[3]
+
+
+def put_record(t: SessionsTable, sess: Session) -> int:
+    """Insert or update the session's row from a record, exactly as given (the due / filed_state
+    it carries are what sessions.save left in it); returns the row, marked dirty. Checks
+    everything first, so a refused record changes nothing."""
+    key = _text(sess.session_id, "session id")
+    if not 1 <= len(key) <= MAX_KEY:
+        raise InvalidArgument(f"session id {sess.session_id!r} is not 1..{MAX_KEY} bytes")
+    texts = [key, _text(sess.account_id, "account id"), _text(sess.subscription_id, "subscription id")]
+    ints = [_int64(getattr(sess, name), name) for name in INT_FIELDS]
+    for name in CODE_FIELDS:
+        if not isinstance(getattr(sess, name), str):
+            raise InvalidArgument(f"{name} {getattr(sess, name)!r} is not a string")
+    if not isinstance(sess.seen_above, list):
+        raise InvalidArgument(f"seen_above {sess.seen_above!r} is not a list")
+    above = [_int64(v, "a seen_above number") for v in sess.seen_above]
+    if not isinstance(sess.answers, list):
+        raise InvalidArgument(f"answers {sess.answers!r} is not a list")
+    answers = [_answer(a) for a in sess.answers]
+    if not isinstance(sess.groups, dict):
+        raise InvalidArgument(f"groups {sess.groups!r} is not a dict")
+    for rg, g in sess.groups.items():
+        _group_row(rg, g, None)
+
+    found = t.ids.get(key)
+    if found is None:
+        _reserve_rows(t, 1)
+        nfree = int(t.meta[M_FREE])
+        if nfree:
+            row = int(t.free_rows[nfree - 1])
+            t.meta[M_FREE] = nfree - 1
+        else:
+            row = t.rows
+            t.meta[M_ROWS] = row + 1
+        t.text[row] = 0
+        t.lists[row] = 0
+        was = t.gone.pop(key, None)  # deleted and back before a checkpoint: the store has it
+        t.in_store[row] = was is not None
+        t.filed[row] = was or (0, 0)
+        t.live[row] = 1
+        t.ids.put(key, row)
+    else:
+        row = found
+    t.ints[row] = ints
+    t.plan[row], t.currency[row], t.origin_host[row] = (
+        t.plans.get(sess.plan), t.currencies.get(sess.currency), t.hosts.get(sess.origin_host))
+    _set_texts(t, row, texts)
+    _place(t, row, L_ABOVE, np.array(above, dtype=np.int64))
+    _set_answers(t, row, answers)
+    grows = [_group_row(rg, g, t.units) for rg, g in sess.groups.items()]
+    for entry in grows:
+        entry[G_SESSION] = row
+    _place(t, row, L_GRP, np.array(grows, dtype=np.int64).reshape(-1, G_WIDTH))
+    touch(t, row)
+    return row
+
+
+def _set_texts(t: SessionsTable, row: int, texts: list[bytes]) -> None:
+    for k, b in enumerate(texts):
+        off, n = t.text[row, 2 * k:2 * k + 2].tolist()
+        if n == len(b) and bytes(t.text_arena.data[off:off + n]) == b:
+            continue
+        _room_text(t, len(b))  # may compact: the row's other offsets move, none of its bytes
+        at = int(t.meta[M_TEXT_USED])
+        t.text_arena[at:at + len(b)] = np.frombuffer(b, dtype=np.uint8)
+        t.meta[M_TEXT_DEAD] += n
+        t.text[row, 2 * k], t.text[row, 2 * k + 1] = at, len(b)
+        t.meta[M_TEXT_USED] = at + len(b)
+
+
+def _set_answers(t: SessionsTable, row: int, answers: list[tuple[int, str, int, bytes]]) -> None:
+    """The answers' entries; the bytes of an answer the row already keeps are not copied again
+    (a CCR-U keeps the last answer and adds one: one new CCA's bytes per update). Room for all of
+    them is made first, while the row's old entries are live, so a compaction moves them too."""
+    _room_answer_bytes(t, sum(len(raw) for *_, raw in answers))
+    first, count = t.lists[row, L_ANS:L_ANS + 2].tolist()
+    mv = t.answer_arena.data
+    old = {bytes(mv[o:o + n]): (o, n) for o, n in t.answers[first:first + count, A_OFF:].tolist()}
+    spans = {raw: old[raw] for *_, raw in answers if raw in old}
+    t.meta[M_ANS_BYTES_DEAD] += sum(n for raw, (_, n) in old.items() if raw not in spans)
+    at = int(t.meta[M_ANS_BYTES])
+    for *_, raw in answers:
+        if raw not in spans:
+            t.answer_arena[at:at + len(raw)] = np.frombuffer(raw, dtype=np.uint8)
+            spans[raw] = (at, len(raw))
+            at += len(raw)
+    t.meta[M_ANS_BYTES] = at
+    values = np.array([[num, t.hosts.get(host), e2e, *spans[raw]] for num, host, e2e, raw in answers],
+                      dtype=np.int64).reshape(-1, 5)
+    _place(t, row, L_ANS, values)
+
+
+def delete(t: SessionsTable, session_id: str) -> bool:
+    """Forget a session (sessions.purge's change): its row is freed for the next new session,
+    and the next checkpoint deletes its record and its "session_due" key. False if not held."""
+    key = session_id.encode()
+    row = t.ids.get(key) if 1 <= len(key) <= MAX_KEY else None
+    if row is None:
+        return False
+    if t.in_store[row]:
+        due, filed_state = t.filed[row].tolist()
+        t.gone[key] = (due, filed_state)
+    t.meta[M_TEXT_DEAD] += int(t.text[row, 1::2].sum())
+    first, count = t.lists[row, L_ANS:L_ANS + 2].tolist()
+    t.meta[M_ANS_BYTES_DEAD] += int(t.answers[first:first + count, A_LEN].sum())
+    for col, (_, _, dead) in _POOLS.items():
+        t.meta[dead] += int(t.lists[row, col + 1])
+    t.lists[row] = 0
+    t.text[row] = 0
+    t.live[row] = 0
+    t.in_store[row] = 0
+    t.free_rows[int(t.meta[M_FREE])] = row
+    t.meta[M_FREE] += 1
+    t.ids.delete(key)
+    return True
+
+
+# -- load ---------------------------------------------------------------------------------------
+
+def load(view: View) -> SessionsTable:
+    """Every record of the SESSIONS db as a table, in bulk as the accounts table loads (two
+    cursor passes, one msgpack call for all the values, columns filled a field at a time, the
+    cyclic GC off meanwhile: see ocs.charging.hot.accounts.load).
+
+    The "session_due" db is then checked against the records: sessions.save keeps exactly
+    due_key(filed_state, due, id) for each session with a due, so that index follows from the
+    records. A disagreement (a key no session files, a session whose key is missing) is logged
+    and kept in `due_repairs`, which the next checkpoint writes: the records are the truth here
+    (unlike the accounts' alias index, nothing is guessed), and a missing key would otherwise
+    leave a session the sweeper never closes or purges."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _load(view)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _column(values: Iterable[Any], n: int, what: str) -> Int64s:
+    values = list(values)
+    if any(type(v) is not int for v in values):
+        bad = next(v for v in values if type(v) is not int)
+        raise InvalidArgument(f"a session's {what} {bad!r} is not an int")
+    try:
+        return np.fromiter(values, dtype=np.int64, count=n)
+    except OverflowError:
+        raise InvalidArgument(f"a session's {what} is not an int64") from None
+
+
+def _load(view: View) -> SessionsTable:
+    txn, dbs = view.read_txn, view.dbs
+    keys = list(txn.cursor(db=dbs[SESSIONS]).iternext(values=False))
+    raws = list(txn.cursor(db=dbs[SESSIONS]).iternext(keys=False))
+    n = len(keys)
+    if len(raws) != n:
+        raise RuntimeError("the SESSIONS db changed between two cursor passes of one read txn")
+    recs: list[list[Any]] = msgpack.unpackb(b"\xdd" + struct.pack(">I", n) + b"".join(raws),
+                                            raw=False, strict_map_key=False)
+    del raws
+    if any(len(r) != len(_STORED) for r in recs):
+        raise InvalidArgument(f"a session record does not have Session's {len(_STORED)} fields")
+    cols: dict[str, Any] = dict(zip(_STORED, zip(*recs, strict=True), strict=True)) if n else \
+        dict.fromkeys(_STORED, ())
+    del recs
+    cap = max(16, n + n // 4)
+    rows = np.arange(n, dtype=np.int64)
+
+    texts = [keys, *(list(map(str.encode, _strings(cols[name], name))) for name in TEXT_FIELDS[1:])]
+    buf, offs, lens = _layout(list(chain.from_iterable(texts)))
+    if n and (lens[:n].min() < 1 or lens[:n].max() > MAX_KEY):
+        raise InvalidArgument(f"a session id is not 1..{MAX_KEY} bytes")
+    ids = KeyIndex.empty(_slots_for(n), max(64, int(lens[:n].sum()) * 5 // 4))
+    ids.put_batch(buf, offs[:n], np.zeros(n, dtype=np.int64), lens[:n], rows)
+
+    above_n = np.fromiter(map(len, cols["seen_above"]), dtype=np.int64, count=n)
+    above = _column(chain.from_iterable(cols["seen_above"]), int(above_n.sum()), "seen_above")
+    ans_n = np.fromiter(map(len, cols["answers"]), dtype=np.int64, count=n)
+    flat_ans = [_answer(a) for a in chain.from_iterable(cols["answers"])]
+    grp_n = np.fromiter(map(len, cols["groups"]), dtype=np.int64, count=n)
+
+    t = _allocate(cap, ids, 0, 0, 0, 0, 0)
+    for k, name in enumerate(INT_FIELDS):
+        t.ints[:n, k] = _column(cols[name], n, name)
+    for name, codes in zip(CODE_FIELDS, (t.plans, t.currencies, t.hosts), strict=True):
+        for s in dict.fromkeys(_strings(cols[name], name)):
+            codes.get(s)
+        getattr(t, name)[:n] = np.fromiter(map(codes.code.__getitem__, cols[name]),
+                                           dtype=getattr(t, name).dtype, count=n)
+    t.text_arena = _with_room(buf)
+    t.text[:n, 0::2] = offs.reshape(3, n).T
+    t.text[:n, 1::2] = lens.reshape(3, n).T
+    t.meta[M_TEXT_USED] = buf.size
+
+    t.above = _with_room_entries(above)
+    t.lists[:n, L_ABOVE_N] = above_n
+    t.meta[M_ABOVE_USED] = above.size
+
+    ans_buf, ans_offs, ans_lens = _layout([raw for *_, raw in flat_ans])
+    hosts = [t.hosts.get(h) for _, h, _, _ in flat_ans]
+    answers = np.zeros((len(flat_ans), 5), dtype=np.int64)
+    if flat_ans:
+        answers[:, A_NUMBER] = [a[0] for a in flat_ans]
+        answers[:, A_HOST] = hosts
+        answers[:, A_E2E] = [a[2] for a in flat_ans]
+        answers[:, A_OFF], answers[:, A_LEN] = ans_offs, ans_lens
+    t.answers = _with_room_entries(answers)
+    t.answer_arena = _with_room(ans_buf)
+    t.lists[:n, L_ANS_N] = ans_n
+    t.meta[M_ANS_USED], t.meta[M_ANS_BYTES] = len(flat_ans), ans_buf.size
+
+    units = t.units
+    grows = [_group_values(rg, g, units) for rg, g in
+             chain.from_iterable(d.items() for d in cols["groups"])]
+    groups = np.array(grows, dtype=np.int64).reshape(-1, G_WIDTH)
+    groups[:, G_SESSION] = np.repeat(rows, grp_n)
+    t.groups = _with_room_entries(groups)
+    t.lists[:n, L_GRP_N] = grp_n
+    t.meta[M_GRP_USED] = groups.shape[0]
+    for col, counts in ((L_ABOVE, above_n), (L_ANS, ans_n), (L_GRP, grp_n)):
+        if n > 1:
+            np.cumsum(counts[:-1], out=t.lists[1:n, col])
+
+    t.live[:n] = 1
+    t.in_store[:n] = 1
+    t.filed[:n, 0] = t.ints[:n, I_DUE]
+    t.filed[:n, 1] = t.ints[:n, I_FILED]
+    t.meta[M_ROWS] = n
+    t.due_repairs = _check_due(t, txn, dbs[SESSION_DUE], keys)
+    if t.due_repairs:
+        puts = sum(t.due_repairs.values())
+        log.warning("the %s db disagrees with the sessions: %d keys missing, %d keys no session "
+                    "files (repaired at the next checkpoint), e.g. %r", SESSION_DUE, puts,
+                    len(t.due_repairs) - puts, list(t.due_repairs)[:3])
+    return t
+
+
+def _strings(values: Sequence[Any], what: str) -> Sequence[str]:
+    if not all(isinstance(v, str) for v in values):
+        raise InvalidArgument(f"a session's {what} is not a string")
+    return values
+
+
+def _with_room(buf: Bytes) -> Bytes:
+    out = np.zeros(buf.size + buf.size // 4 + 64, dtype=np.uint8)
+    out[:buf.size] = buf
+    return out
+
+
+def _with_room_entries(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    out = np.zeros((a.shape[0] + a.shape[0] // 4 + 16, *a.shape[1:]), dtype=a.dtype)
+    out[:a.shape[0]] = a
+    return out
+
+
+def _filed_keys(t: SessionsTable, rows: Int64s, sids: Sequence[bytes]) -> list[bytes]:
+    """due_key of each row's stored (due, filed_state), for the rows whose due is not 0."""
+    dues, states = t.filed[rows, 0].tolist(), t.filed[rows, 1].tolist()
+    return [due_key(s, d, sid.decode()) for d, s, sid in zip(dues, states, sids, strict=True) if d]
+
+
+def _check_due(t: SessionsTable, txn: lmdb.Transaction[bytes], db: lmdb._Database,
+               sids: Sequence[bytes]) -> dict[bytes, bool]:
+    want = _filed_keys(t, np.arange(len(sids), dtype=np.int64), sids)
+    have = list(txn.cursor(db=db).iternext(values=False))
+    if sorted(want) == have:
+        return {}
+    wanted = set(want)
+    stored = set(have)
+    return {**{k: False for k in have if k not in wanted}, **{k: True for k in want if k not in stored}}
+
+
+# -- checkpoint ---------------------------------------------------------------------------------
+
+def checkpoint(t: SessionsTable, txn_factory: Callable[[Callable[[WriteTx], None]], object],
+               chunk: int = CHUNK) -> int:
+    """Write the dirty rows into the SESSIONS db (Session.pack of each record) with their
+    "session_due" keys, delete the deleted sessions and their keys, write load's due repairs;
+    returns the rows written. `txn_factory(fn)` runs fn in one write txn and commits it, `chunk`
+    rows per txn, a chunk's marks cleared once it is committed (see the accounts' checkpoint).
+
+    A row's "session_due" key moves as sessions.save moves it: the key the store holds (from
+    `filed`) is deleted and the record's own put when they differ, so the db ends with the keys
+    the same saves would have left. The deletes and repairs go with the first chunk. The rows go
+    in session-id order: rows are reused after deletes, so row order is not key order here, and a
+    chunk that is a key range rewrites its leaf pages once (the accounts' measurement)."""
+    if chunk < 1:
+        raise ValueError(f"chunk is >= 1, not {chunk}")
+    listed = t.dirty_list()
+    freed = listed[t.live[listed] == 0]
+    t.dirty[freed] = 0
+    rows = listed[t.live[listed] == 1]
+    sids = [t.text_bytes(r, T_SID) for r in rows.tolist()]
+    order = sorted(range(len(sids)), key=sids.__getitem__)
+    rows = rows[np.array(order, dtype=np.int64)] if order else rows
+    starts = list(range(0, rows.size, chunk)) or ([0] if t.gone or t.due_repairs else [])
+    done = 0
+    try:
+        for i, start in enumerate(starts):
+            part = rows[start:start + chunk]
+            recs = [record(t, r) for r in part.tolist()]
+            items = [(s.session_id.encode(), s.pack()) for s in recs]
+            moves: list[tuple[bytes | None, bytes | None]] = []
+            for r, s in zip(part.tolist(), recs, strict=True):
+                old = due_key(int(t.filed[r, 1]), int(t.filed[r, 0]), s.session_id) \
+                    if t.in_store[r] and t.filed[r, 0] else None
+                new = due_key(s.filed_state, s.due, s.session_id) if s.due else None
+                if old != new:
+                    moves.append((old, new))
+            gone = dict(t.gone) if i == 0 else {}
+            repairs = dict(t.due_repairs) if i == 0 else {}
+
+            def write(tx: WriteTx, items: list[tuple[bytes, bytes]] = items,
+                      moves: list[tuple[bytes | None, bytes | None]] = moves,
+                      gone: dict[bytes, tuple[int, int]] = gone,
+                      repairs: dict[bytes, bool] = repairs) -> None:
+                txn = tx.write_txn
+                sessions_db, due_db = tx.dbs[SESSIONS], tx.dbs[SESSION_DUE]
+                for key, put in repairs.items():
+                    if put:
+                        txn.put(key, b"", db=due_db)
+                    else:
+                        txn.delete(key, db=due_db)
+                for sid, (due, filed_state) in gone.items():
+                    txn.delete(sid, db=sessions_db)
+                    if due:
+                        txn.delete(due_key(filed_state, due, sid.decode()), db=due_db)
+                for key, value in items:
+                    txn.put(key, value, db=sessions_db)
+                for old, new in moves:
+                    if old is not None:
+                        txn.delete(old, db=due_db)
+                    if new is not None:
+                        txn.put(new, b"", db=due_db)
+
+            txn_factory(write)
+            t.dirty[part] = 0
+            t.in_store[part] = 1
+            t.filed[part, 0] = t.ints[part, I_DUE]
+            t.filed[part, 1] = t.ints[part, I_FILED]
+            done += part.size
+            for sid, v in gone.items():
+                if t.gone.get(sid) == v:
+                    del t.gone[sid]
+            for key in repairs:
+                t.due_repairs.pop(key, None)
+    finally:
+        left = rows[done:]
+        t.dirty_rows[:left.size] = left
+        t.meta[M_DIRTY] = left.size
+    return done
