@@ -537,9 +537,9 @@ def load(view: View) -> SessionsTable:
     cursor passes, one msgpack call for all the values, columns filled a field at a time, the
     cyclic GC off meanwhile: see ocs.charging.hot.accounts.load).
 
-    The "session_due" db is then checked against the records: sessions.save keeps exactly
-    due_key(filed_state, due, id) for each session with a due, so that index follows from the
-    records. A disagreement (a key no session files, a session whose key is missing) is logged
+    The "session_due" db is then checked against the records: sessions.save leaves exactly
+    due_key(filed_state, due, id) for each session it saved (it files one whenever it refiles, and
+    refiles when due is 0), so that index follows from the records. A disagreement (a key no session files, a session whose key is missing) is logged
     and kept in `due_repairs`, which the next checkpoint writes: the records are the truth here
     (unlike the accounts' alias index, nothing is guessed), and a missing key would otherwise
     leave a session the sweeper never closes or purges."""
@@ -669,9 +669,9 @@ def _with_room_entries(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
 
 
 def _filed_keys(t: SessionsTable, rows: Int64s, sids: Sequence[bytes]) -> list[bytes]:
-    """due_key of each row's stored (due, filed_state), for the rows whose due is not 0."""
+    """due_key of each row's stored (due, filed_state)."""
     dues, states = t.filed[rows, 0].tolist(), t.filed[rows, 1].tolist()
-    return [due_key(s, d, sid.decode()) for d, s, sid in zip(dues, states, sids, strict=True) if d]
+    return [due_key(s, d, sid.decode()) for d, s, sid in zip(dues, states, sids, strict=True)]
 
 
 def _check_due(t: SessionsTable, txn: lmdb.Transaction[bytes], db: lmdb._Database,
@@ -696,7 +696,8 @@ def checkpoint(t: SessionsTable, txn_factory: Callable[[Callable[[WriteTx], None
 
     A row's "session_due" key moves as sessions.save moves it: the key the store holds (from
     `filed`) is deleted and the record's own put when they differ, so the db ends with the keys
-    the same saves would have left. The deletes and repairs go with the first chunk. The rows go
+    the same saves would have left. (One difference, at instant 0 only: sessions.save and purge
+    do not delete a key filed with due 0 and leave it for the sweeper; this deletes it.) The deletes and repairs go with the first chunk. The rows go
     in session-id order: rows are reused after deletes, so row order is not key order here, and a
     chunk that is a key range rewrites its leaf pages once (the accounts' measurement)."""
     if chunk < 1:
@@ -715,18 +716,18 @@ def checkpoint(t: SessionsTable, txn_factory: Callable[[Callable[[WriteTx], None
             part = rows[start:start + chunk]
             recs = [record(t, r) for r in part.tolist()]
             items = [(s.session_id.encode(), s.pack()) for s in recs]
-            moves: list[tuple[bytes | None, bytes | None]] = []
+            moves: list[tuple[bytes | None, bytes]] = []
             for r, s in zip(part.tolist(), recs, strict=True):
                 old = due_key(int(t.filed[r, 1]), int(t.filed[r, 0]), s.session_id) \
-                    if t.in_store[r] and t.filed[r, 0] else None
-                new = due_key(s.filed_state, s.due, s.session_id) if s.due else None
+                    if t.in_store[r] else None
+                new = due_key(s.filed_state, s.due, s.session_id)
                 if old != new:
                     moves.append((old, new))
             gone = dict(t.gone) if i == 0 else {}
             repairs = dict(t.due_repairs) if i == 0 else {}
 
             def write(tx: WriteTx, items: list[tuple[bytes, bytes]] = items,
-                      moves: list[tuple[bytes | None, bytes | None]] = moves,
+                      moves: list[tuple[bytes | None, bytes]] = moves,
                       gone: dict[bytes, tuple[int, int]] = gone,
                       repairs: dict[bytes, bool] = repairs) -> None:
                 txn = tx.write_txn
@@ -738,15 +739,13 @@ def checkpoint(t: SessionsTable, txn_factory: Callable[[Callable[[WriteTx], None
                         txn.delete(key, db=due_db)
                 for sid, (due, filed_state) in gone.items():
                     txn.delete(sid, db=sessions_db)
-                    if due:
-                        txn.delete(due_key(filed_state, due, sid.decode()), db=due_db)
+                    txn.delete(due_key(filed_state, due, sid.decode()), db=due_db)
                 for key, value in items:
                     txn.put(key, value, db=sessions_db)
                 for old, new in moves:
                     if old is not None:
                         txn.delete(old, db=due_db)
-                    if new is not None:
-                        txn.put(new, b"", db=due_db)
+                    txn.put(new, b"", db=due_db)
 
             txn_factory(write)
             t.dirty[part] = 0
