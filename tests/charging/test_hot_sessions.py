@@ -171,6 +171,7 @@ def test_records_round_trip_through_the_table(recs: list[S.Session], capacity: i
         row = t.row_of(s.session_id)
         assert row is not None
         assert H.record(t, row) == s and H.record(t, row).pack() == s.pack()
+    assert H.records(t, [t.row_of(s.session_id) or 0 for s in recs]) == recs
     assert sorted(t.dirty_list().tolist()) == list(range(len(recs)))
     # updates (each session replaced by another drawn one), deletes, re-puts
     changed = [data.draw(session(s.session_id)) for s in recs]

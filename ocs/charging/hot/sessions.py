@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from balance.views import View
 
 __all__ = ["CHUNK", "SessionsTable", "checkpoint", "delete", "empty", "load", "mark_dirty",
-           "put_record", "record", "touch"]
+           "put_record", "record", "records", "touch"]
 
 log = logging.getLogger(__name__)
 
@@ -362,6 +362,62 @@ def record(t: SessionsTable, row: int) -> Session:
         ints[I_FILED], groups)
 
 
+def records(t: SessionsTable, rows: Sequence[int] | Int64s) -> list[Session]:
+    """record() of many rows, in bulk (see _stored)."""
+    keys, stored = _stored(t, np.asarray(rows, dtype=np.int64))
+    return [Session(k.decode(), f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10],
+                    f[11], f[12], f[13], f[14], {rg: RatingGroupState(*g) for rg, g in f[15].items()})
+            for k, f in zip(keys, stored, strict=True)]
+
+
+def _split(flat: list[Any], counts: list[int]) -> list[list[Any]]:
+    out, at = [], 0
+    for c in counts:
+        out.append(flat[at:at + c])
+        at += c
+    return out
+
+
+def _pool_rows(t: SessionsTable, idx: Int64s, col: int, pool: npt.NDArray[Any]) -> tuple[list[Any], list[int]]:
+    counts = t.lists[idx, col + 1]
+    entries, _ = _span_entries(t.lists[idx, col], counts)
+    return pool[entries].tolist(), counts.tolist()
+
+
+def _stored(t: SessionsTable, idx: Int64s) -> tuple[list[bytes], list[list[Any]]]:
+    """The rows' keys and their stored fields: each the list Session.pack packs (groups as
+    {rating group: RatingGroupState.pack()}), so msgpack of it is the record's bytes. Each column
+    and pool is read once for all the rows (fancy index + tolist), as the accounts' _stored."""
+    if idx.size and (idx.min() < 0 or idx.max() >= t.rows or not t.live[idx].all()):
+        raise IndexError("a row holds no session")
+    ints = t.ints[idx].tolist()
+    text = t.text[idx].tolist()
+    mv = t.text_arena.data
+    plans = map(t.plans.names.__getitem__, t.plan[idx].tolist())
+    currencies = map(t.currencies.names.__getitem__, t.currency[idx].tolist())
+    hosts = t.hosts.names
+    origin = map(hosts.__getitem__, t.origin_host[idx].tolist())
+    above, counts = _pool_rows(t, idx, L_ABOVE, t.above)
+    aboves = _split(above, counts)
+    ans, counts = _pool_rows(t, idx, L_ANS, t.answers)
+    amv = t.answer_arena.data
+    answers = _split([[num, hosts[h], e2e, bytes(amv[o:o + n])] for num, h, e2e, o, n in ans], counts)
+    grp, counts = _pool_rows(t, idx, L_GRP, t.groups)
+    units = t.units.names
+    groups = [dict(part) for part in _split(
+        [(g[G_RG], [units[g[G_UNIT]], *g[G_TOTAL:G_SERVICE], None if g[G_SERVICE] < 0 else g[G_SERVICE],
+                    g[G_RESERVED] == 1, g[G_CLOSED] == 1, g[G_GRANTED], g[G_FEE_PAID] == 1])
+         for g in grp], counts)]
+    keys = [bytes(mv[tx[T_SID]:tx[T_SID] + tx[T_SID_LEN]]) for tx in text]
+    stored = [[str(mv[tx[T_ACCT]:tx[T_ACCT] + tx[T_ACCT_LEN]], "utf-8"),
+               str(mv[tx[T_SUB]:tx[T_SUB] + tx[T_SUB_LEN]], "utf-8"), plan, currency, i[I_TARIFF],
+               host, i[I_STARTED], i[I_SEEN], i[I_DUE], i[I_STATE], i[I_CLOSED_AT], i[I_SEEN_LOW],
+               ab, an, i[I_FILED], gr]
+              for tx, i, plan, currency, host, ab, an, gr in zip(
+                  text, ints, plans, currencies, origin, aboves, answers, groups, strict=True)]
+    return keys, stored
+
+
 def _int64(v: object, what: str) -> int:
     if type(v) is not int or not _INT64[0] <= v <= _INT64[1]:
         raise InvalidArgument(f"{what} {v!r} is not an int64")
@@ -375,14 +431,6 @@ def _text(v: object, what: str) -> bytes:
         return v.encode()
     except UnicodeEncodeError:
         raise InvalidArgument(f"{what} {v!r} is not utf-8") from None
-
-
-def _group_row(rg: object, g: object, units: Codes | None) -> list[int]:
-    """The group's entry (without the session row; unit code 0 when `units` is None: checked
-    only). Exactly the types Session.pack writes back as read: ints, None or an id >= 0, bools."""
-    if not isinstance(g, RatingGroupState):
-        raise InvalidArgument(f"rating group {rg!r}: not a RatingGroupState")
-    return _group_values(rg, g.pack(), units)
 
 
 def _group_values(rg: object, p: list[Any], units: Codes | None) -> list[int]:
@@ -417,25 +465,43 @@ def _answer(a: object) -> tuple[int, str, int, bytes]:
 def put_record(t: SessionsTable, sess: Session) -> int:
     """Insert or update the session's row from a record, exactly as given (the due / filed_state
     it carries are what sessions.save left in it); returns the row, marked dirty. Checks
-    everything first, so a refused record changes nothing."""
+    everything first, so a refused record changes nothing. Every integer of the record (scalars,
+    seen_above, answers' numbers and ids, groups' fields) goes through one numpy array: one call
+    checks their int64 range and its slices fill the columns (a call per value cost ~3x more)."""
     key = _text(sess.session_id, "session id")
     if not 1 <= len(key) <= MAX_KEY:
         raise InvalidArgument(f"session id {sess.session_id!r} is not 1..{MAX_KEY} bytes")
     texts = [key, _text(sess.account_id, "account id"), _text(sess.subscription_id, "subscription id")]
-    ints = [_int64(getattr(sess, name), name) for name in INT_FIELDS]
     for name in CODE_FIELDS:
         if not isinstance(getattr(sess, name), str):
             raise InvalidArgument(f"{name} {getattr(sess, name)!r} is not a string")
-    if not isinstance(sess.seen_above, list):
-        raise InvalidArgument(f"seen_above {sess.seen_above!r} is not a list")
-    above = [_int64(v, "a seen_above number") for v in sess.seen_above]
-    if not isinstance(sess.answers, list):
-        raise InvalidArgument(f"answers {sess.answers!r} is not a list")
-    answers = [_answer(a) for a in sess.answers]
-    if not isinstance(sess.groups, dict):
-        raise InvalidArgument(f"groups {sess.groups!r} is not a dict")
-    for rg, g in sess.groups.items():
-        _group_row(rg, g, None)
+    above, answers, groups = sess.seen_above, sess.answers, sess.groups
+    if type(above) is not list or type(answers) is not list or type(groups) is not dict:
+        raise InvalidArgument("seen_above and answers are lists, groups a dict")
+    flat = [getattr(sess, name) for name in INT_FIELDS]
+    flat += above
+    for ans in answers:
+        if type(ans) is not list or len(ans) != 4 or type(ans[1]) is not str or type(ans[3]) is not bytes:
+            raise InvalidArgument(f"an answer is [number, origin host, e2e, bytes], not {ans!r}")
+        flat += (ans[0], ans[2])
+    units = []
+    for rg, g in groups.items():
+        if not isinstance(g, RatingGroupState):
+            raise InvalidArgument(f"rating group {rg!r}: not a RatingGroupState")
+        p = g.pack()
+        svc = p[_SERVICE]
+        if type(p[0]) is not str or any(type(p[i]) is not bool for i in _FLAGS) or \
+                (svc is not None and (type(svc) is not int or svc < 0)):
+            raise InvalidArgument(f"rating group {rg!r}: unit a string, flags bools, "
+                                  f"service_identifier None or >= 0: {p!r}")
+        units.append(p[0])
+        flat += (rg, *p[1:_SERVICE], -1 if svc is None else svc, *map(int, p[_SERVICE + 1:]))
+    if not all(type(v) is int for v in flat):
+        raise InvalidArgument(f"not an int: {next(v for v in flat if type(v) is not int)!r}")
+    try:
+        ints = np.array(flat, dtype=np.int64)
+    except OverflowError:
+        raise InvalidArgument(f"an integer of session {sess.session_id!r} is not an int64") from None
 
     found = t.ids.get(key)
     if found is None:
@@ -456,16 +522,23 @@ def put_record(t: SessionsTable, sess: Session) -> int:
         t.ids.put(key, row)
     else:
         row = found
-    t.ints[row] = ints
+    n_int, n_above, n_ans = len(INT_FIELDS), len(above), len(answers)
+    t.ints[row] = ints[:n_int]
     t.plan[row], t.currency[row], t.origin_host[row] = (
         t.plans.get(sess.plan), t.currencies.get(sess.currency), t.hosts.get(sess.origin_host))
     _set_texts(t, row, texts)
-    _place(t, row, L_ABOVE, np.array(above, dtype=np.int64))
-    _set_answers(t, row, answers)
-    grows = [_group_row(rg, g, t.units) for rg, g in sess.groups.items()]
-    for entry in grows:
-        entry[G_SESSION] = row
-    _place(t, row, L_GRP, np.array(grows, dtype=np.int64).reshape(-1, G_WIDTH))
+    at = n_int + n_above
+    _place(t, row, L_ABOVE, ints[n_int:at])
+    _set_answers(t, row, answers, ints[at:at + 2 * n_ans].reshape(n_ans, 2))
+    at += 2 * n_ans
+    block = np.empty((len(units), G_WIDTH), dtype=np.int64)
+    if units:
+        values = ints[at:].reshape(len(units), G_WIDTH - 2)
+        block[:, G_SESSION] = row
+        block[:, G_RG] = values[:, 0]
+        block[:, G_UNIT] = [t.units.get(u) for u in units]
+        block[:, G_TOTAL:] = values[:, 1:]
+    _place(t, row, L_GRP, block)
     touch(t, row)
     return row
 
@@ -483,7 +556,7 @@ def _set_texts(t: SessionsTable, row: int, texts: list[bytes]) -> None:
         t.meta[M_TEXT_USED] = at + len(b)
 
 
-def _set_answers(t: SessionsTable, row: int, answers: list[tuple[int, str, int, bytes]]) -> None:
+def _set_answers(t: SessionsTable, row: int, answers: list[list[Any]], ints: Int64s) -> None:
     """The answers' entries; the bytes of an answer the row already keeps are not copied again
     (a CCR-U keeps the last answer and adds one: one new CCA's bytes per update). Room for all of
     them is made first, while the row's old entries are live, so a compaction moves them too."""
@@ -500,8 +573,11 @@ def _set_answers(t: SessionsTable, row: int, answers: list[tuple[int, str, int, 
             spans[raw] = (at, len(raw))
             at += len(raw)
     t.meta[M_ANS_BYTES] = at
-    values = np.array([[num, t.hosts.get(host), e2e, *spans[raw]] for num, host, e2e, raw in answers],
-                      dtype=np.int64).reshape(-1, 5)
+    values = np.empty((len(answers), 5), dtype=np.int64)
+    if answers:
+        values[:, A_NUMBER], values[:, A_E2E] = ints[:, 0], ints[:, 1]
+        values[:, A_HOST] = [t.hosts.get(a[1]) for a in answers]
+        values[:, A_OFF:] = [spans[a[3]] for a in answers]
     _place(t, row, L_ANS, values)
 
 
@@ -685,6 +761,9 @@ def _check_due(t: SessionsTable, txn: lmdb.Transaction[bytes], db: lmdb._Databas
     return {**{k: False for k in have if k not in wanted}, **{k: True for k in want if k not in stored}}
 
 
+_pack: Final = msgpack.Packer(use_bin_type=True).pack  # Session.pack's options
+
+
 # -- checkpoint ---------------------------------------------------------------------------------
 
 def checkpoint(t: SessionsTable, txn_factory: Callable[[Callable[[WriteTx], None]], object],
@@ -714,13 +793,15 @@ def checkpoint(t: SessionsTable, txn_factory: Callable[[Callable[[WriteTx], None
     try:
         for i, start in enumerate(starts):
             part = rows[start:start + chunk]
-            recs = [record(t, r) for r in part.tolist()]
-            items = [(s.session_id.encode(), s.pack()) for s in recs]
+            keys, stored = _stored(t, part)
+            items = list(zip(keys, map(_pack, stored), strict=True))
             moves: list[tuple[bytes | None, bytes]] = []
-            for r, s in zip(part.tolist(), recs, strict=True):
-                old = due_key(int(t.filed[r, 1]), int(t.filed[r, 0]), s.session_id) \
-                    if t.in_store[r] else None
-                new = due_key(s.filed_state, s.due, s.session_id)
+            for key, was, filed, due, state in zip(
+                    keys, t.in_store[part].tolist(), t.filed[part].tolist(),
+                    t.ints[part, I_DUE].tolist(), t.ints[part, I_FILED].tolist(), strict=True):
+                text = key.decode()
+                old = due_key(filed[1], filed[0], text) if was else None
+                new = due_key(state, due, text)
                 if old != new:
                     moves.append((old, new))
             gone = dict(t.gone) if i == 0 else {}
