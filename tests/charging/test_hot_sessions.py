@@ -15,9 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from numba import njit
 from server_harness import TARIFF
 
 from balance import ops
@@ -434,3 +436,36 @@ def test_growth_and_churn() -> None:
     assert t.text_arena.size <= 8 * sum(len(s.session_id) + len(s.account_id) + len(s.subscription_id)
                                         for s in recs)
     assert t.ids.capacity <= 8192
+
+
+@njit(cache=False)
+def _charge(ints: Any, lists: Any, groups: Any, dirty: Any, dirty_rows: Any, meta: Any, rows: Any,
+            now: int, amount: int) -> None:
+    """What a kernel does for a CCR-U: the session's activity and its first group's money."""
+    for row in rows:
+        ints[row, H.I_SEEN] = now
+        g = lists[row, H.L_GRP]
+        groups[g, H.G_AMOUNT] += amount
+        groups[g, H.G_TOTAL] += 1
+        H.mark_dirty(dirty, dirty_rows, meta, row)
+
+
+def test_a_kernel_changes_rows_in_place_and_marks_them(store: Store, twin: Store) -> None:
+    recs = [S.Session(f"s{i}", "a", "a", "p", "EUR", 1, "gw", T0, T0,
+                      groups={9: S.RatingGroupState("time", amount=i)}) for i in range(8)]
+    saved(store, recs)
+    copy_sessions(store, twin)
+    t = loaded(store)
+    rows = np.array([t.row_of("s3"), t.row_of("s5"), t.row_of("s3")], dtype=np.int64)
+    _charge(t.ints, t.lists, t.groups, t.dirty, t.dirty_rows, t.meta, rows, T0 + 4, 250)
+    assert sorted(t.dirty_list().tolist()) == sorted({int(r) for r in rows})
+    for s in recs[3], recs[5]:
+        s.seen = T0 + 4
+        s.groups[9].amount += 500 if s is recs[3] else 250
+        s.groups[9].total_units += 2 if s is recs[3] else 1
+        assert s.seen - s.due < S.DUE_STEP  # so sessions.save keeps the key (a kernel that
+        #                                     moves seen further refiles due itself)
+    twin.execute(lambda tx: [S.save(tx.write_txn, tx.dbs, s) for s in (recs[3], recs[5])])
+    assert H.checkpoint(t, store.execute) == 2
+    assert stored(store) == stored(twin)
+    assert_table_is_store(t, store)

@@ -28,7 +28,8 @@ from __future__ import annotations
 import gc
 import logging
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from itertools import chain
 from typing import TYPE_CHECKING, Any, Final
@@ -98,6 +99,7 @@ G_SESSION, G_RG, G_UNIT, G_TOTAL, G_MONEY, G_BUNDLE, G_AMOUNT, G_FIRST_TS, G_GRA
 G_WIDTH: Final = 15
 _FLAGS: Final = (G_RESERVED - G_UNIT, G_CLOSED - G_UNIT, G_FEE_PAID - G_UNIT)  # in g.pack()
 _SERVICE: Final = G_SERVICE - G_UNIT
+_F1, _F2, _F3 = _FLAGS
 if _GROUP_FIELDS[_SERVICE] != "service_identifier" or len(_GROUP_FIELDS) != G_WIDTH - 2 or \
         [_GROUP_FIELDS[i] for i in _FLAGS] != ["reserved", "closed", "fee_paid"]:
     raise ImportError("RatingGroupState's fields moved: the group columns do not match")
@@ -362,12 +364,27 @@ def record(t: SessionsTable, row: int) -> Session:
         ints[I_FILED], groups)
 
 
+@contextmanager
+def _gc_off() -> Iterator[None]:
+    """The cyclic GC off while many small lists are made (see load: nothing here makes a cycle,
+    and a collection every 700 new containers over the caller's heap cost more than the work)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def records(t: SessionsTable, rows: Sequence[int] | Int64s) -> list[Session]:
     """record() of many rows, in bulk (see _stored)."""
-    keys, stored = _stored(t, np.asarray(rows, dtype=np.int64))
-    return [Session(k.decode(), f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10],
-                    f[11], f[12], f[13], f[14], {rg: RatingGroupState(*g) for rg, g in f[15].items()})
-            for k, f in zip(keys, stored, strict=True)]
+    with _gc_off():
+        keys, stored = _stored(t, np.asarray(rows, dtype=np.int64))
+        return [Session(k.decode(), f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9],
+                        f[10], f[11], f[12], f[13], f[14],
+                        {rg: RatingGroupState(*g) for rg, g in f[15].items()})
+                for k, f in zip(keys, stored, strict=True)]
 
 
 def _split(flat: list[Any], counts: list[int]) -> list[list[Any]]:
@@ -418,12 +435,6 @@ def _stored(t: SessionsTable, idx: Int64s) -> tuple[list[bytes], list[list[Any]]
     return keys, stored
 
 
-def _int64(v: object, what: str) -> int:
-    if type(v) is not int or not _INT64[0] <= v <= _INT64[1]:
-        raise InvalidArgument(f"{what} {v!r} is not an int64")
-    return v
-
-
 def _text(v: object, what: str) -> bytes:
     if not isinstance(v, str):
         raise InvalidArgument(f"{what} {v!r} is not a string")
@@ -433,33 +444,44 @@ def _text(v: object, what: str) -> bytes:
         raise InvalidArgument(f"{what} {v!r} is not utf-8") from None
 
 
-def _group_values(rg: object, p: list[Any], units: Codes | None) -> list[int]:
-    if len(p) != G_WIDTH - 2:
-        raise InvalidArgument(f"rating group {rg!r} has {len(p)} fields, not {G_WIDTH - 2}")
-    what = f"rating group {rg!r}"
-    if not isinstance(p[0], str):
-        raise InvalidArgument(f"{what}: unit {p[0]!r} is not a string")
-    out = [0, _int64(rg, "rating group"), 0 if units is None else units.get(p[0])]
-    for i in range(1, G_WIDTH - 2):
-        v = p[i]
-        if i in _FLAGS:
-            if type(v) is not bool:
-                raise InvalidArgument(f"{what}: {_GROUP_FIELDS[i]} {v!r} is not a bool")
-            out.append(int(v))
-        elif i == _SERVICE and v is None:
-            out.append(-1)
-        else:
-            out.append(_int64(v, f"{what}: {_GROUP_FIELDS[i]}"))
-            if i == _SERVICE and v < 0:
-                raise InvalidArgument(f"{what}: service_identifier {v} < 0 (-1 holds None)")
-    return out
+def _answer_ints(answers: Iterable[Any], flat: list[Any]) -> None:
+    """Check the answers' shape and types; their number and e2e appended to flat (checked there)."""
+    for ans in answers:
+        if type(ans) is not list or len(ans) != 4 or type(ans[1]) is not str or type(ans[3]) is not bytes:
+            raise InvalidArgument(f"an answer is [number, origin host, e2e, bytes], not {ans!r}")
+        flat += (ans[0], ans[2])
 
 
-def _answer(a: object) -> tuple[int, str, int, bytes]:
-    if not isinstance(a, list) or len(a) != 4 or not isinstance(a[1], str) or \
-            not isinstance(a[3], bytes):
-        raise InvalidArgument(f"an answer is [number, origin host, e2e, bytes], not {a!r}")
-    return _int64(a[0], "answer number"), a[1], _int64(a[2], "answer e2e"), a[3]
+def _group_ints(groups: Iterable[tuple[Any, list[Any]]], units: list[str], flat: list[Any]) -> None:
+    """Check packed groups (rg, RatingGroupState.pack()): exactly the types Session.pack writes
+    back as read (a string unit, bools, None or an id >= 0). Their units appended to units, the
+    G_WIDTH - 2 integers of each (rg first, None as -1) to flat (checked there)."""
+    for rg, p in groups:
+        shaped = type(p) is list and len(p) == G_WIDTH - 2
+        svc = p[_SERVICE] if shaped else None
+        if not shaped or type(p[0]) is not str or type(p[_F1]) is not bool or \
+                type(p[_F2]) is not bool or type(p[_F3]) is not bool or \
+                (svc is not None and (type(svc) is not int or svc < 0)):
+            raise InvalidArgument(f"rating group {rg!r}: {G_WIDTH - 2} fields, unit a string, flags "
+                                  f"bools, service_identifier None or >= 0, not {p!r}")
+        units.append(p[0])
+        flat += (rg, *p[1:_SERVICE], -1 if svc is None else svc, *map(int, p[_SERVICE + 1:]))
+
+
+def _all_of(kind: type, values: Iterable[Any]) -> bool:
+    """Whether every value's type is exactly kind (no bool for int): map(type) runs in C, where a
+    generator's test per value cost most of a load's checks."""
+    return set(map(type, values)) <= {kind}
+
+
+def _ints(flat: list[Any], what: str) -> Int64s:
+    """flat as int64s, every one an int (not a bool, a float, None) in range."""
+    if not _all_of(int, flat):
+        raise InvalidArgument(f"{what}: not an int: {next(v for v in flat if type(v) is not int)!r}")
+    try:
+        return np.array(flat, dtype=np.int64)
+    except OverflowError:
+        raise InvalidArgument(f"{what}: an integer is not an int64") from None
 
 
 def put_record(t: SessionsTable, sess: Session) -> int:
@@ -480,28 +502,13 @@ def put_record(t: SessionsTable, sess: Session) -> int:
         raise InvalidArgument("seen_above and answers are lists, groups a dict")
     flat = [getattr(sess, name) for name in INT_FIELDS]
     flat += above
-    for ans in answers:
-        if type(ans) is not list or len(ans) != 4 or type(ans[1]) is not str or type(ans[3]) is not bytes:
-            raise InvalidArgument(f"an answer is [number, origin host, e2e, bytes], not {ans!r}")
-        flat += (ans[0], ans[2])
-    units = []
+    _answer_ints(answers, flat)
+    units: list[str] = []
     for rg, g in groups.items():
         if not isinstance(g, RatingGroupState):
             raise InvalidArgument(f"rating group {rg!r}: not a RatingGroupState")
-        p = g.pack()
-        svc = p[_SERVICE]
-        if type(p[0]) is not str or any(type(p[i]) is not bool for i in _FLAGS) or \
-                (svc is not None and (type(svc) is not int or svc < 0)):
-            raise InvalidArgument(f"rating group {rg!r}: unit a string, flags bools, "
-                                  f"service_identifier None or >= 0: {p!r}")
-        units.append(p[0])
-        flat += (rg, *p[1:_SERVICE], -1 if svc is None else svc, *map(int, p[_SERVICE + 1:]))
-    if not all(type(v) is int for v in flat):
-        raise InvalidArgument(f"not an int: {next(v for v in flat if type(v) is not int)!r}")
-    try:
-        ints = np.array(flat, dtype=np.int64)
-    except OverflowError:
-        raise InvalidArgument(f"an integer of session {sess.session_id!r} is not an int64") from None
+    _group_ints(((rg, g.pack()) for rg, g in groups.items()), units, flat)
+    ints = _ints(flat, f"session {sess.session_id!r}")
 
     found = t.ids.get(key)
     if found is None:
@@ -619,18 +626,13 @@ def load(view: View) -> SessionsTable:
     and kept in `due_repairs`, which the next checkpoint writes: the records are the truth here
     (unlike the accounts' alias index, nothing is guessed), and a missing key would otherwise
     leave a session the sweeper never closes or purges."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with _gc_off():
         return _load(view)
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _column(values: Iterable[Any], n: int, what: str) -> Int64s:
     values = list(values)
-    if any(type(v) is not int for v in values):
+    if not _all_of(int, values):
         bad = next(v for v in values if type(v) is not int)
         raise InvalidArgument(f"a session's {what} {bad!r} is not an int")
     try:
@@ -667,8 +669,15 @@ def _load(view: View) -> SessionsTable:
     above_n = np.fromiter(map(len, cols["seen_above"]), dtype=np.int64, count=n)
     above = _column(chain.from_iterable(cols["seen_above"]), int(above_n.sum()), "seen_above")
     ans_n = np.fromiter(map(len, cols["answers"]), dtype=np.int64, count=n)
-    flat_ans = [_answer(a) for a in chain.from_iterable(cols["answers"])]
+    flat_ans = list(chain.from_iterable(cols["answers"]))
+    ans_ints: list[Any] = []
+    _answer_ints(flat_ans, ans_ints)
+    ans_pairs = _ints(ans_ints, "a session's answers").reshape(-1, 2)
     grp_n = np.fromiter(map(len, cols["groups"]), dtype=np.int64, count=n)
+    grp_units: list[str] = []
+    grp_ints: list[Any] = []
+    _group_ints(chain.from_iterable(d.items() for d in cols["groups"]), grp_units, grp_ints)
+    grp_values = _ints(grp_ints, "a session's rating groups").reshape(-1, G_WIDTH - 2)
 
     t = _allocate(cap, ids, 0, 0, 0, 0, 0)
     for k, name in enumerate(INT_FIELDS):
@@ -687,24 +696,23 @@ def _load(view: View) -> SessionsTable:
     t.lists[:n, L_ABOVE_N] = above_n
     t.meta[M_ABOVE_USED] = above.size
 
-    ans_buf, ans_offs, ans_lens = _layout([raw for *_, raw in flat_ans])
-    hosts = [t.hosts.get(h) for _, h, _, _ in flat_ans]
+    ans_buf, ans_offs, ans_lens = _layout([a[3] for a in flat_ans])
+    hosts = [t.hosts.get(a[1]) for a in flat_ans]
     answers = np.zeros((len(flat_ans), 5), dtype=np.int64)
     if flat_ans:
-        answers[:, A_NUMBER] = [a[0] for a in flat_ans]
+        answers[:, A_NUMBER], answers[:, A_E2E] = ans_pairs[:, 0], ans_pairs[:, 1]
         answers[:, A_HOST] = hosts
-        answers[:, A_E2E] = [a[2] for a in flat_ans]
         answers[:, A_OFF], answers[:, A_LEN] = ans_offs, ans_lens
     t.answers = _with_room_entries(answers)
     t.answer_arena = _with_room(ans_buf)
     t.lists[:n, L_ANS_N] = ans_n
     t.meta[M_ANS_USED], t.meta[M_ANS_BYTES] = len(flat_ans), ans_buf.size
 
-    units = t.units
-    grows = [_group_values(rg, g, units) for rg, g in
-             chain.from_iterable(d.items() for d in cols["groups"])]
-    groups = np.array(grows, dtype=np.int64).reshape(-1, G_WIDTH)
+    groups = np.zeros((len(grp_units), G_WIDTH), dtype=np.int64)
     groups[:, G_SESSION] = np.repeat(rows, grp_n)
+    groups[:, G_RG] = grp_values[:, 0]
+    groups[:, G_UNIT] = [t.units.get(u) for u in grp_units]
+    groups[:, G_TOTAL:] = grp_values[:, 1:]
     t.groups = _with_room_entries(groups)
     t.lists[:n, L_GRP_N] = grp_n
     t.meta[M_GRP_USED] = groups.shape[0]
@@ -727,7 +735,7 @@ def _load(view: View) -> SessionsTable:
 
 
 def _strings(values: Sequence[Any], what: str) -> Sequence[str]:
-    if not all(isinstance(v, str) for v in values):
+    if not _all_of(str, values):
         raise InvalidArgument(f"a session's {what} is not a string")
     return values
 
@@ -785,7 +793,8 @@ def checkpoint(t: SessionsTable, txn_factory: Callable[[Callable[[WriteTx], None
     freed = listed[t.live[listed] == 0]
     t.dirty[freed] = 0
     rows = listed[t.live[listed] == 1]
-    sids = [t.text_bytes(r, T_SID) for r in rows.tolist()]
+    mv = t.text_arena.data
+    sids = [bytes(mv[o:o + n]) for o, n in t.text[rows, T_SID:T_SID + 2].tolist()]
     order = sorted(range(len(sids)), key=sids.__getitem__)
     rows = rows[np.array(order, dtype=np.int64)] if order else rows
     starts = list(range(0, rows.size, chunk)) or ([0] if t.gone or t.due_repairs else [])
@@ -793,8 +802,10 @@ def checkpoint(t: SessionsTable, txn_factory: Callable[[Callable[[WriteTx], None
     try:
         for i, start in enumerate(starts):
             part = rows[start:start + chunk]
-            keys, stored = _stored(t, part)
-            items = list(zip(keys, map(_pack, stored), strict=True))
+            with _gc_off():
+                keys, stored = _stored(t, part)
+                items = list(zip(keys, map(_pack, stored), strict=True))
+                del stored
             moves: list[tuple[bytes | None, bytes]] = []
             for key, was, filed, due, state in zip(
                     keys, t.in_store[part].tolist(), t.filed[part].tolist(),
