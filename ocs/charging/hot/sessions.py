@@ -21,6 +21,11 @@ nothing, and an overflow path is a second layout every kernel and the checkpoint
 span is one layout; a kernel updates a group in place, and only a new rating group in a session
 moves its span to the pool's end (what the accounts table does for aliases), the dead entries
 going at the next compaction.
+
+Measured (bench.hot_sessions, 100,000 open sessions of one group and two ~300 B answers, 766 B
+records): load 1.75 s (sessions.load of every id 1.76 s), arrays 148 MiB (1,555 B a session, 72
+MiB of it the kept answers' bytes), record() 16 us, put_record() 33 us (sessions.save 15 us: the
+general path; a kernel writes the columns), checkpoint 30 us a row (sessions.save 30 us).
 """
 
 from __future__ import annotations
