@@ -14,6 +14,7 @@ import pytest
     ("bench.journal", ["--runs", "1", "--batches", "5"], "Journal.append"),
     ("bench.hot_index", ["--keys", "5000", "--runs", "1", "--batches", "5"], "lookup_batch"),
     ("bench.hot_accounts", ["--accounts", "3000", "--calls", "200"], "checkpoint"),
+    ("bench.hot_sessions", ["--sessions", "2000", "--calls", "200", "--dirty", "500"], "checkpoint"),
 ])
 def test_micro_benchmark_runs(module: str, args: list[str], expect: str) -> None:
     r = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
