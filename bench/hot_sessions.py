@@ -19,12 +19,12 @@ import gc
 import os
 import tempfile
 import time
-from collections.abc import Callable
 
 import numpy as np
 
 from balance.schema import SESSIONS
 from balance.store import Store, Tx, open_store
+from bench.hot_accounts import rss, timed  # the same measuring helpers as the accounts bench
 from ocs.charging import sessions as S
 from ocs.charging.hot import sessions as H
 
@@ -49,17 +49,6 @@ def provision(store: Store, n: int) -> None:
             for i in range(start, min(n, start + PROVISION_TXN)):
                 S.save(tx.write_txn, tx.dbs, session(i), force=True)
         store.execute(fn)
-
-
-def rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def timed(fn: Callable[[], object]) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def update(s: S.Session, k: int) -> None:
