@@ -47,6 +47,7 @@ from bench.client import LoadSpec, Usage
 from bench.conservation import Conservation, check
 from bench.peer_pydiameter import client_host
 from bench.provision import DEFAULT_TARIFF, load_tariff_once
+from bench.servers import alive, cmdline
 from bench.templates import Template, make_templates, new_run_id, session_tail
 from bench.workload import DATA, INITIAL, SERVICES, UPDATE, account_id
 
@@ -239,22 +240,6 @@ def children(pid: int) -> list[int]:
         with contextlib.suppress(OSError):
             out += [int(x) for x in (task / "children").read_text().split()]
     return out
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def alive(pid: int) -> bool:
-    """Running (not gone, not a zombie)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
 
 
 def engine_pid(front: int) -> int:

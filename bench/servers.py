@@ -102,6 +102,23 @@ def stop(server: Launched, timeout: float = 30.0) -> int:
     return proc.returncode
 
 
+def cmdline(pid: int) -> str:
+    """A process's command line, NULs as spaces (empty once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting to be reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
 def ocs_serve_argv(data_dir: str | os.PathLike[str], *, no_sync: bool = False, workers: int = 1,
                    origin_realm: str = "ocs", extra: list[str] | None = None) -> list[str]:
     argv = [sys.executable, "-m", "ocs", "serve", "--data", os.fspath(data_dir),

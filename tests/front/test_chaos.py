@@ -32,6 +32,7 @@ import pytest
 from server_harness import RunningServer, provision, start_server
 
 from balance.store import open_store
+from bench.servers import alive, cmdline
 from ocs.billing import cdr as cdrs
 from ocs.billing.cdr.files import read_all
 from ocs.billing.reconcile import DEBIT_KINDS
@@ -138,22 +139,6 @@ def child_pids(pid: int) -> list[int]:
             if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
                 found.append(int(stat.parent.name))
     return found
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def alive(pid: int) -> bool:
-    """Running (not gone, not a zombie waiting to be reaped)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
 
 
 def serve(data: Path, config: Path,
