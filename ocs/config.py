@@ -53,6 +53,11 @@ class ServeConfig:
     def timeout(self) -> int:
         return self.session_timeout if self.session_timeout else 2 * self.validity_time
 
+    def sole_writer(self) -> bool:
+        """One engine writes the data dir (not one of the --workers N, which share it): it takes
+        the control lock exclusively and serves the control socket."""
+        return self.workers == 1 and not self.reuse_port
+
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 

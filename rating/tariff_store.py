@@ -98,25 +98,10 @@ class TariffStore:
     # -- writes ---------------------------------------------------------------------------------
     def load(self, text: str, source: str, effective_from: int | None = None) -> int:
         """Validate `text` (TariffError on a problem, nothing stored) and store it as a new version."""
-        tariff = parse_tariff(text, source)
+        parse_tariff(text, source)
         now = int(time.time())
         eff = now if effective_from is None else int(effective_from)
-        db = self._db
-
-        def put(txn: lmdb.Transaction[bytes]) -> int:
-            raw = txn.get(_COUNTER, db=db)
-            version: int = (unpack_i64(raw) if raw else 0) + 1
-            record = {"version": version, "effective_from": eff, "loaded_at": now,
-                      "source": source, "text": text, "currency": tariff.currency,
-                      "sha256": hashlib.sha256(text.encode()).hexdigest(),
-                      "plans": sorted(tariff.plans), "rates": len(tariff.rates)}
-            txn.put(_vkey(b"v", version), msgpack.packb(record), db=db)
-            txn.put(_vkey(b"e", version), pack_i64(eff), db=db)
-            txn.put(_COUNTER, pack_i64(version), db=db)
-            _bump_changes(txn, db)
-            return version
-
-        return self._write(put)
+        return self._write(lambda txn: load_in(txn, self._db, text, source, eff, now))
 
     def retire(self, version: int, now: int | None = None) -> int:
         """Retire a version: it is never chosen for new sessions again (sessions already rating
@@ -124,25 +109,7 @@ class TariffStore:
         TariffNotFound if there is no such version, TariffRetireRefused if no version would be in
         force now without it (load its successor first)."""
         at = int(time.time()) if now is None else now
-        db = self._db
-
-        def put(txn: lmdb.Transaction[bytes]) -> int:
-            if txn.get(_vkey(b"v", version), db=db) is None:
-                raise TariffNotFound(f"no tariff version {version}")
-            old = txn.get(_vkey(b"r", version), db=db)
-            if old is not None:
-                retired: int = unpack_i64(old)
-                return retired
-            left = [(e, v) for e, v in _schedule(txn, db) if v != version]
-            if _in_force(left, at) is None:
-                raise TariffRetireRefused(
-                    f"retiring version {version} would leave no tariff version in force now; "
-                    "load its successor first")
-            txn.put(_vkey(b"r", version), pack_i64(at), db=db)
-            _bump_changes(txn, db)
-            return at
-
-        return self._write(put)
+        return self._write(lambda txn: retire_in(txn, self._db, version, at)[0])
 
     # -- reads ----------------------------------------------------------------------------------
     def _refresh(self) -> None:
@@ -212,23 +179,67 @@ class TariffStore:
 
     def list(self) -> list[dict[str, Any]]:
         """Every version's metadata (no text), oldest first."""
-        db = self._db
+        return self._read(lambda txn: records_in(txn, self._db))
 
-        def scan(txn: lmdb.Transaction[bytes]) -> list[dict[str, Any]]:
-            out = []
-            cur = txn.cursor(db=db)
-            if cur.set_range(b"v"):
-                for key, value in cur:
-                    if not key.startswith(b"v"):
-                        break
-                    rec: dict[str, Any] = msgpack.unpackb(value)  # untyped msgpack; see record()
-                    rec.pop("text", None)
-                    retired = txn.get(_vkey(b"r", rec["version"]), db=db)
-                    rec["retired_at"] = unpack_i64(retired) if retired else None
-                    out.append(rec)
-            return out
 
-        return self._read(scan)
+# -- the same, inside a transaction the caller holds (the engine's batch, a CLI command) ----------
+
+def load_in(txn: lmdb.Transaction[bytes], db: lmdb._Database, text: str, source: str,
+            effective_from: int, now: int) -> int:
+    """Store `text` as a new version effective from `effective_from`; TariffError (nothing
+    written) if it does not parse. Returns the version."""
+    tariff = parse_tariff(text, source)
+    raw = txn.get(_COUNTER, db=db)
+    version: int = (unpack_i64(raw) if raw else 0) + 1
+    record = {"version": version, "effective_from": effective_from, "loaded_at": now,
+              "source": source, "text": text, "currency": tariff.currency,
+              "sha256": hashlib.sha256(text.encode()).hexdigest(),
+              "plans": sorted(tariff.plans), "rates": len(tariff.rates)}
+    txn.put(_vkey(b"v", version), msgpack.packb(record), db=db)
+    txn.put(_vkey(b"e", version), pack_i64(effective_from), db=db)
+    txn.put(_COUNTER, pack_i64(version), db=db)
+    _bump_changes(txn, db)
+    return version
+
+
+def retire_in(txn: lmdb.Transaction[bytes], db: lmdb._Database, version: int,
+              at: int) -> tuple[int, bool]:
+    """Retire `version` at `at`: (when it was retired, whether it already was). Raises before
+    writing: TariffNotFound, TariffRetireRefused (no version would be in force at `at`)."""
+    if txn.get(_vkey(b"v", version), db=db) is None:
+        raise TariffNotFound(f"no tariff version {version}")
+    old = txn.get(_vkey(b"r", version), db=db)
+    if old is not None:
+        return unpack_i64(old), True
+    left = [(e, v) for e, v in _schedule(txn, db) if v != version]
+    if _in_force(left, at) is None:
+        raise TariffRetireRefused(
+            f"retiring version {version} would leave no tariff version in force now; "
+            "load its successor first")
+    txn.put(_vkey(b"r", version), pack_i64(at), db=db)
+    _bump_changes(txn, db)
+    return at, False
+
+
+def records_in(txn: lmdb.Transaction[bytes], db: lmdb._Database) -> list[dict[str, Any]]:
+    """Every version's metadata (no text, with retired_at), oldest first."""
+    out = []
+    cur = txn.cursor(db=db)
+    if cur.set_range(b"v"):
+        for key, value in cur:
+            if not key.startswith(b"v"):
+                break
+            rec: dict[str, Any] = msgpack.unpackb(value)  # untyped msgpack; see record()
+            rec.pop("text", None)
+            retired = txn.get(_vkey(b"r", rec["version"]), db=db)
+            rec["retired_at"] = unpack_i64(retired) if retired else None
+            out.append(rec)
+    return out
+
+
+def version_in_force(txn: lmdb.Transaction[bytes], db: lmdb._Database, instant: int) -> int | None:
+    """The version in force at `instant` as stored in this txn (None: none)."""
+    return _in_force(_schedule(txn, db), instant)
 
 
 def _schedule(txn: lmdb.Transaction[bytes], db: lmdb._Database) -> list[tuple[int, int]]:

@@ -37,7 +37,9 @@ import msgpack
 from balance.errors import is_write_failure
 from balance.store import open_store_capped
 from balance.writer import GroupCommitWriter, Op, Outcome
-from ocs.charging import credit, requests, sweeper
+from ocs.charging import commands, credit, requests, sweeper
+from ocs.charging.control import wire as control_wire
+from ocs.charging.control.server import ControlServer, Reply
 from ocs.charging.settings import ChargingSettings
 from ocs.charging.tariffs import Raters
 from ocs.config import ServeConfig
@@ -57,6 +59,13 @@ class Engine:
     def __init__(self, cfg: ServeConfig, sock: socket.socket) -> None:
         self.cfg = cfg
         self.sock = sock
+        # The engine is the only writer of its data dir: it holds the lock exclusively (waiting
+        # for a CLI command running on LMDB directly to finish), and the CLI sends it commands.
+        # With --workers N the N engines share the environment (LMDB serialises their writes)
+        # and the CLI keeps writing it directly: they hold the lock shared and do not listen.
+        os.makedirs(cfg.data, exist_ok=True)
+        self._lock_fd = control_wire.open_lock(cfg.data)
+        control_wire.hold(self._lock_fd, exclusive=cfg.sole_writer())
         self.store = open_store_capped(cfg.data, sync=cfg.sync, max_map_size=cfg.max_map_size)
         self.dbs = credit.open_dbs(self.store)
         self.raters = Raters(TariffStore(self.store))
@@ -74,11 +83,15 @@ class Engine:
         self.failed = False
         self._tariffs_failing = False
         self.degraded = Degraded()
+        self.control = (ControlServer(cfg.data, self._submit, self.writer.cpu)
+                        if cfg.sole_writer() else None)
 
     # -- main thread --------------------------------------------------------------------------
     def run(self) -> int:
         self._syncer.start()
         self._reader.start()
+        if self.control is not None:
+            self.control.start()
         freeze_warm_heap()
         self._send(frame_message(TOKEN_READY, b""))
         cfg = self.cfg
@@ -112,6 +125,8 @@ class Engine:
                 self._run_batch(batch)
             if eof:
                 break
+        if self.control is not None:
+            self.control.stop()
         self._out.put(None)
         self._syncer.join()
         self.store.close()
@@ -151,6 +166,12 @@ class Engine:
                     with self._cond:
                         self._decoded.extend(ops)
                         self._cond.notify()
+
+    def _submit(self, fn: Op, reply: Reply) -> None:
+        """A control command, for the next batch (called from a control connection's thread)."""
+        with self._cond:
+            self._decoded.append((fn, reply))
+            self._cond.notify()
 
     def _op(self, token: int, frame: bytes) -> tuple[requests.Op, tuple[int, bytes]]:
         """(fn, (token, frame)) for the batch; a frame that does not decode is answered at once."""
@@ -222,8 +243,10 @@ class Engine:
                             else:
                                 self.stale_closed += r
                                 sweeper.report(r)  # once its closes are durable
-                    payload = b"".join(self._answer(t, r, e, sync_error)
-                                       for t, r, e in ready if t is not None)
+                        elif isinstance(t, Reply):
+                            _reply(t, r, e, sync_error)
+                    payload = b"".join(self._answer(t, r, e, sync_error) for t, r, e in ready
+                                       if t is not None and not isinstance(t, Reply))
                 self._send(payload)
             if stopping:
                 return
@@ -256,6 +279,21 @@ class Engine:
         if data:
             with self._send_lock:
                 self.sock.sendall(data)
+
+
+def _reply(reply: Reply, result: object, exc: Exception | None, sync_error: Exception | None) -> None:
+    """A control command's outcome, once its batch is durable (or known not to be)."""
+    if sync_error is not None:
+        reply.failed(f"the store could not sync ({sync_error}); the change may or may not be in "
+                     "force: repeat the command with the same --idempotency-key")
+    elif isinstance(exc, _CannotWrite):
+        reply.failed(f"the store cannot write ({exc}); nothing was changed")
+    else:
+        if exc is not None and not isinstance(exc, Exception):
+            exc = RuntimeError(repr(exc))
+        if exc is not None and not isinstance(exc, commands.Refused):
+            log.error("control command failed: %r", exc)
+        reply.done(result, exc)
 
 
 class _CannotWrite(Exception):

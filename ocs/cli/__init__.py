@@ -9,7 +9,7 @@ import pkgutil
 import sys
 from types import ModuleType
 
-from ocs.cli.common import CommandError
+from ocs.cli.common import CommandError, ServerError
 
 PRIVATE_UMASK = 0o077        # data dir 0700, files 0600: balances, CDRs, invoices are personal data
 GROUP_READABLE_UMASK = 0o027  # --group-readable: the owner's group may read (backups, log shippers)
@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     except CommandError as exc:
         print(f"ocs: error: {exc}", file=sys.stderr)
         return 2
+    except ServerError as exc:
+        print(f"ocs: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     finally:

@@ -1,7 +1,9 @@
-"""`ocs account ...`: provision and inspect accounts directly in the LMDB store.
+"""`ocs account ...`: provision and inspect accounts.
 
-Works with or without a server running: every write is one durable transaction through the same
-balance ops the server uses, so the server sees it on its next transaction.
+Works with or without a server running: each command is one of ocs.charging.commands, sent to the
+server's engine while one runs (it applies it in its batch order, durably, before answering) and
+run in one durable LMDB transaction here when none does; either way it is in force for the next
+request.
 """
 
 from __future__ import annotations
@@ -14,45 +16,44 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
-from balance import ops
-from balance.errors import BalanceError
 from balance.money import MoneyError, format_micro, to_micro
-from balance.records import UNITS, Account, Bundle
-from balance.store import Store, Tx
+from balance.records import UNITS, Account, Bundle, LedgerEntry
+from ocs.charging.commands import NO_TARIFF
 from ocs.cli.common import (
     CommandError,
     Subparsers,
     add_data_arg,
+    engine,
     format_instant,
-    open_existing,
     parse_instant,
     require_data,
 )
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from ocs.charging.control.client import Runner
 
 IMPORT_BATCH = 1000  # accounts per write txn when importing
 
 
 # -- helpers ----------------------------------------------------------------------------------
 
-NO_TARIFF = "no tariff loaded; load one first with `ocs tariff load`"
 E164 = re.compile(r"[0-9]{1,15}")
 ID_FORMATS = ("e164", "any")
 
 
-def _store(args: argparse.Namespace, *, provisioning: bool = False) -> Store:
-    """The existing store of --data: no account command creates one (a typo must not start an
-    empty system); provisioning needs a tariff, whose `ocs tariff load` creates the store."""
+def _engine(args: argparse.Namespace, *, provisioning: bool = False) -> AbstractContextManager[Runner]:
+    """The engine (or the store) of --data: no account command creates one (a typo must not start
+    an empty system); provisioning needs a tariff, whose `ocs tariff load` creates the store."""
     if provisioning:
         try:
             require_data(args.data)
         except CommandError as exc:
             raise CommandError(f"{exc}; {NO_TARIFF}") from None
-    return open_existing(args.data)
+    return engine(args.data)
 
 
 def _check_id(ident: str, id_format: str, where: str = "") -> None:
@@ -92,21 +93,6 @@ def _key(args: argparse.Namespace) -> str:
     return getattr(args, "idempotency_key", None) or f"cli:{uuid.uuid4()}"
 
 
-def _write(store: Store, fn: Callable[[Tx], T]) -> T:
-    try:
-        return store.execute(fn)
-    except BalanceError as exc:
-        raise CommandError(str(exc)) from None
-
-
-def _resolve(store: Store, ident: str) -> str:
-    with store.read() as view:
-        account_id = view.resolve(ident)
-    if account_id is None:
-        raise CommandError(f"unknown account {ident!r}")
-    return account_id
-
-
 def _bundle_json(b: Bundle) -> dict[str, Any]:
     money = b.unit == "money"
     return {"id": b.id, "unit": b.unit,
@@ -126,50 +112,17 @@ def _account_json(a: Account, bundles: list[Bundle]) -> dict[str, Any]:
 
 # -- commands ---------------------------------------------------------------------------------
 
-def _tariff_currency(store: Store) -> str | None:
-    """The currency of the tariff in force (None without one). Read once per command: building
-    the tariff costs ~2 ms, which per row of a large import was most of its time."""
-    from rating.tariff_store import TariffStore
-    rater = TariffStore(store).current()
-    return rater.currency if rater is not None else None
-
-
-def _known_plans(store: Store) -> set[str]:
-    """The plans of every loaded tariff version that is not retired; CommandError without one."""
-    from rating.tariff_store import TariffStore
-    plans = {p for rec in TariffStore(store).list() if not rec.get("retired_at") for p in rec["plans"]}
-    if not plans:
-        raise CommandError(NO_TARIFF)
-    return plans
-
-
-def _check_plan(plans: set[str], plan: str, where: str = "") -> None:
-    """An account on a plan no tariff prices would get 5031 on every request."""
-    if plan not in plans:
-        raise CommandError(f"{where}no loaded tariff has plan {plan!r} "
-                           f"(plans: {', '.join(sorted(plans))})")
-
-
-def _check_currency(tariff_currency: str | None, currency: str, where: str) -> None:
-    """An account's money and its tariff's prices must be in one currency: the server would read
-    EUR micro-prices as JPY ones (it refuses to rate such an account: 5031)."""
-    if tariff_currency is not None and tariff_currency != currency:
-        raise CommandError(f"{where}: currency {currency} is not the tariff's ({tariff_currency})")
-
-
 def cmd_create(args: argparse.Namespace) -> int:
     _check_id(args.id, args.id_format)
     balance = _opening_balance(args.balance)
     limit = _amount(args.credit_limit, "credit limit") if args.credit_limit else 0
     if limit < 0:
         raise CommandError(f"bad credit limit {args.credit_limit!r}: must not be negative")
-    with _store(args, provisioning=True) as store:
-        _check_plan(_known_plans(store), args.plan)
-        _check_currency(_tariff_currency(store), args.currency.upper(), args.id)
-        acct = _write(store, lambda tx: ops.create_account(
-            tx, _key(args), account_id=args.id, currency=args.currency.upper(), balance=balance,
-            credit_limit=limit, plan=args.plan, aliases=args.imsi or ()))
-    print(f"created {acct.id} balance {format_micro(acct.balance)} {acct.currency}")
+    with _engine(args, provisioning=True) as run:
+        acct = run.run("account.create", key=_key(args), account_id=args.id,
+                       currency=args.currency.upper(), balance=balance, credit_limit=limit,
+                       plan=args.plan, aliases=args.imsi or [])
+    print(f"created {acct['id']} balance {format_micro(acct['balance'])} {acct['currency']}")
     return 0
 
 
@@ -177,12 +130,10 @@ def cmd_topup(args: argparse.Namespace) -> int:
     amount = _amount(args.amount)
     if amount <= 0:
         raise CommandError(f"bad amount {args.amount!r}: a top-up must be positive")
-    with _store(args) as store:
-        account_id = _resolve(store, args.id)
-        cur = args.currency.upper() if args.currency else None
-        balance = _write(store, lambda tx: ops.topup(tx, _key(args), account_id, amount,
-                                                     reason=args.reason, currency=cur))
-    print(f"{account_id} balance {format_micro(balance)}")
+    with _engine(args) as run:
+        done = run.run("account.topup", key=_key(args), ident=args.id, amount=amount,
+                       reason=args.reason, currency=args.currency.upper() if args.currency else None)
+    print(f"{done['id']} balance {format_micro(done['balance'])}")
     return 0
 
 
@@ -190,12 +141,10 @@ def cmd_adjust(args: argparse.Namespace) -> int:
     amount = _amount(args.amount)
     if amount == 0:
         raise CommandError("bad amount '0': an adjustment must not be zero")
-    with _store(args) as store:
-        account_id = _resolve(store, args.id)
-        cur = args.currency.upper() if args.currency else None
-        balance = _write(store, lambda tx: ops.adjust(tx, _key(args), account_id, amount,
-                                                      args.reason, currency=cur))
-    print(f"{account_id} balance {format_micro(balance)}")
+    with _engine(args) as run:
+        done = run.run("account.adjust", key=_key(args), ident=args.id, amount=amount,
+                       reason=args.reason, currency=args.currency.upper() if args.currency else None)
+    print(f"{done['id']} balance {format_micro(done['balance'])}")
     return 0
 
 
@@ -214,23 +163,19 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     if expires is not None and expires <= time.time():
         raise CommandError(f"bad --expires {args.expires!r}: already past (now "
                            f"{format_instant(int(time.time()))}); such a bundle could never be used")
-    with _store(args) as store:
-        account_id = _resolve(store, args.id)
-        bid = _write(store, lambda tx: ops.add_bundle(
-            tx, _key(args), account_id, unit=args.unit, amount=amount,
-            rating_groups=args.rating_group or (), valid_from=valid_from, expires=expires,
-            priority=args.priority))
-    print(f"{account_id} bundle {bid}: {args.amount} {args.unit}")
+    with _engine(args) as run:
+        done = run.run("account.bundle", key=_key(args), ident=args.id, unit=args.unit,
+                       amount=amount, rating_groups=args.rating_group or [],
+                       valid_from=valid_from, expires=expires, priority=args.priority)
+    print(f"{done['id']} bundle {done['bundle']}: {args.amount} {args.unit}")
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with _store(args) as store:
-        account_id = _resolve(store, args.id)
-        with store.read() as view:
-            acct = view.get_account(account_id)
-            bundles = view.bundles(account_id)
-    doc = _account_json(acct, bundles)
+    with _engine(args) as run:
+        found = run.run("account.show", ident=args.id)
+    acct = Account(**found["account"])
+    doc = _account_json(acct, [Bundle(**b) for b in found["bundles"]])
     if args.json:
         print(json.dumps(doc))
         return 0
@@ -245,9 +190,21 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _all_accounts(run: Runner) -> Iterator[Account]:
+    """Every account in id order, a page per command (a million accounts is not one answer)."""
+    after = ""
+    while True:
+        page = run.run("account.list", after=after)
+        for doc in page:
+            yield Account(**doc)
+        if not page:
+            return
+        after = page[-1]["id"]
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    with _store(args) as store, store.read() as view:
-        accounts = list(view.accounts())
+    with _engine(args) as run:
+        accounts = list(_all_accounts(run))
     if args.json:
         print(json.dumps([{"id": a.id, "currency": a.currency, "balance": format_micro(a.balance),
                            "reserved": format_micro(a.reserved),
@@ -261,10 +218,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    with _store(args) as store:
-        account_id = _resolve(store, args.id)
-        with store.read() as view:
-            entries = list(view.ledger(account_id))
+    with _engine(args) as run:
+        found = run.run("account.ledger", ident=args.id)
+    entries = [LedgerEntry(**e) for e in found["entries"]]
     rows = [{"seq": e.seq, "time": _iso(e.ts), "kind": e.kind, "delta": format_micro(e.delta),
              "balance": format_micro(e.balance), "reserved_delta": format_micro(e.reserved_delta),
              "reserved": format_micro(e.reserved), "bundles": e.bundles, "session": e.session_id,
@@ -282,10 +238,9 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 def _status(status: str) -> Callable[[argparse.Namespace], int]:
     def cmd(args: argparse.Namespace) -> int:
-        with _store(args) as store:
-            account_id = _resolve(store, args.id)
-            acct = _write(store, lambda tx: ops.set_status(tx, _key(args), account_id, status))
-        print(f"{acct.id} {acct.status}")
+        with _engine(args) as run:
+            acct = run.run("account.status", key=_key(args), ident=args.id, status=status)
+        print(f"{acct['id']} {acct['status']}")
         return 0
     return cmd
 
@@ -347,35 +302,21 @@ def cmd_import(args: argparse.Namespace) -> int:
     def fields(row: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in row.items() if k not in ("line", "lineno")}
 
-    with _store(args, provisioning=True) as store:
-        plans = _known_plans(store)
-        tariff_currency = _tariff_currency(store)
-        for row in rows:
-            _check_plan(plans, row["plan"], f"{row['line']}: ")
-            _check_currency(tariff_currency, row["currency"], row["line"])
-        # dry run: every row through the real op, with its real key, in one txn then thrown away;
-        # rows an interrupted run of this same file created replay, any other existing id refuses
-        probe = store.begin_write()
-        try:
-            tx = Tx(probe, store, 0)
-            for row in rows:
-                try:
-                    ops.create_account(tx, key(row), **fields(row))
-                except BalanceError as exc:
-                    raise CommandError(f"{row['line']}: {exc}") from None
-        finally:
-            store.end(probe, False)
+    for row in rows:
+        row["key"], row["where"] = key(row), row["line"]
+    payload = [fields(row) for row in rows]
+    with _engine(args, provisioning=True) as run:
+        # dry run: every row through the real op, with its real key, then thrown away; rows an
+        # interrupted run of this same file created replay, any other existing id refuses
+        for start in range(0, len(payload), IMPORT_BATCH):
+            run.run("account.import", rows=payload[start:start + IMPORT_BATCH], dry_run=True)
         done = 0
         with tqdm(total=len(rows), unit="acct", desc="import", disable=None, file=sys.stderr) as bar:
-            for start in range(0, len(rows), IMPORT_BATCH):
-                chunk = rows[start:start + IMPORT_BATCH]
-
-                def create(tx: Tx, chunk: list[dict[str, Any]] = chunk) -> None:
-                    for row in chunk:
-                        ops.create_account(tx, key(row), **fields(row))
+            for start in range(0, len(payload), IMPORT_BATCH):
+                chunk = payload[start:start + IMPORT_BATCH]
                 try:
-                    store.execute(create)
-                except BalanceError as exc:
+                    run.run("account.import", rows=chunk, dry_run=False)
+                except CommandError as exc:
                     raise CommandError(f"{args.file}: import stopped after {done} accounts "
                                        f"(rerun resumes): {exc}") from None
                 done += len(chunk)

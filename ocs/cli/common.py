@@ -7,16 +7,37 @@ A command signals a user error by raising `CommandError`: the CLI prints it on o
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
 if TYPE_CHECKING:
     from balance.store import Store
+    from ocs.charging.control.client import Runner
 
 
 class CommandError(Exception):
     """A bad argument, file or state named in one line; the command changed nothing."""
+
+
+class ServerError(Exception):
+    """The server could not apply the command or went away before answering (exit 1)."""
+
+
+@contextmanager
+def engine(data: str, *, create: bool = False) -> Iterator[Runner]:
+    """Run commands (ocs.charging.commands) on the data dir: through the running server's engine
+    when one serves it, on LMDB directly when none does. `create` makes a missing data dir."""
+    from ocs.charging.control.client import Failed, Refused, session
+    try:
+        with session(data, create=create) as runner:
+            yield runner
+    except Refused as exc:
+        raise CommandError(str(exc)) from None
+    except Failed as exc:
+        raise ServerError(str(exc)) from None
 
 
 DEFAULT_DATA = "./ocs-data"

@@ -8,7 +8,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ocs.cli.common import CommandError, Subparsers, add_data_arg, format_instant, parse_instant
+from ocs.cli.common import (
+    CommandError,
+    Subparsers,
+    add_data_arg,
+    engine,
+    format_instant,
+    parse_instant,
+)
 
 if TYPE_CHECKING:
     from balance.store import Store
@@ -77,46 +84,34 @@ def cmd_load(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     now = int(time.time())
     past = eff is not None and eff < now
-    store, tariffs = _store(args.data, create=True)
-    try:
-        # A version cannot have been in force before it existed: a time already past means now,
-        # so it is in force for the next request (and no earlier version with a later start
-        # keeps it out).
-        version = tariffs.load(text, args.file, now if eff is None or past else eff)
-        rec = tariffs.record(version)
-        current = tariffs.current(now)
-    finally:
-        store.close()
-    when = format_instant(rec["effective_from"])
-    if current is not None and current.version == version:
+    # A version cannot have been in force before it existed: a time already past means now,
+    # so it is in force for the next request (and no earlier version with a later start
+    # keeps it out).
+    with engine(args.data, create=True) as run:
+        done = run.run("tariff.load", text=text, source=args.file,
+                       effective_from=now if eff is None or past else eff)
+    version, in_force = done["version"], done["in_force"]
+    when = format_instant(done["effective_from"])
+    if in_force == version:
         note = f"in force now (from {when})"
         if past and eff is not None:  # past implies eff is not None; this tells mypy
             note += f"; the requested {format_instant(eff)} is past, so it takes effect now"
-    elif rec["effective_from"] > now:
+    elif done["effective_from"] > now:
         note = f"scheduled from {when}"
     else:
-        note = f"effective from {when}, but version {current.version if current else '?'} is in force"
+        note = f"effective from {when}, but version {in_force or '?'} is in force"
     print(f"loaded tariff version {version} from {args.file}: {note}")
     return 0
 
 
 def cmd_retire(args: argparse.Namespace) -> int:
-    from rating.tariff_store import TariffNotFound, TariffRetireRefused
-    store, tariffs = _store(args.data, create=False)
-    try:
-        try:
-            before = {r["version"]: r["retired_at"] for r in tariffs.list()}
-            at = tariffs.retire(args.version)
-        except (TariffNotFound, TariffRetireRefused) as exc:
-            raise CommandError(str(exc)) from None
-        current = tariffs.current()
-    finally:
-        store.close()
-    if before.get(args.version) is not None:
-        print(f"tariff version {args.version} was already retired at {format_instant(at)}")
+    with engine(args.data) as run:
+        done = run.run("tariff.retire", version=args.version)
+    if done["already"]:
+        print(f"tariff version {args.version} was already retired at {format_instant(done['at'])}")
         return 0
     print(f"retired tariff version {args.version}; version "
-          f"{current.version if current else '?'} is in force for new sessions "
+          f"{done['in_force'] or '?'} is in force for new sessions "
           "(open sessions keep theirs)")
     return 0
 

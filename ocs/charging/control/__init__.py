@@ -1,0 +1,1 @@
+"""The engine's control channel: provisioning commands and consistent reads over a Unix socket."""
