@@ -60,14 +60,19 @@ SESSION_DUE: Final = "session_due"      # b"o"|b"c" + instant (4 bytes BE) + ses
 USAGE: Final = "usage"                  # account_id NUL YYYYMM NUL rating group (4 bytes BE) and
 #                                         other per-account counters -> i64 (ocs.charging.counters)
 
+# -- named dbs of the integration surface (ocs.charging.access, ocs.charging.audit) ---------------
+API_KEYS: Final = "api_keys"            # sha256 of an API key's secret (32 bytes) -> msgpack key record
+AUDIT: Final = "audit"                  # be8 position -> msgpack audit entry (appended, never edited)
+
 BALANCE_DBS: Final = (ACCOUNTS, ALIASES, BUNDLES, BUNDLE_EXPIRY, RESERVATIONS, RESV_ACCOUNT,
                       RESV_EXPIRY, LEDGER, IDEM)
 SHARED_DBS: Final = (SESSIONS, CDRS, CDR_INDEX, META, TARIFFS, EXPORT)
 SERVER_DBS: Final = (SESSION_DUE, USAGE)
+ACCESS_DBS: Final = (API_KEYS, AUDIT)
 # Every named db of the environment, in the order open_store opens them. The server's two were
 # once created only by ocs.charging.credit.open_dbs; open_store now creates them too (an existing
 # environment without them gains two empty dbs, which is what open_dbs did on the server's start).
-ALL_DBS: Final = BALANCE_DBS + SHARED_DBS + SERVER_DBS
+ALL_DBS: Final = BALANCE_DBS + SHARED_DBS + SERVER_DBS + ACCESS_DBS
 
 # -- fixed keys in META -------------------------------------------------------------------------
 META_OPEN_SESSIONS: Final = b"open_sessions"       # open session count, i64 (ocs.charging.counters)

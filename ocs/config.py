@@ -49,6 +49,8 @@ class ServeConfig:
     cdr_rotate_seconds: int = 300
     max_map_size: int = 0                       # bytes the store may grow to; 0 = 1 TiB
     product_name: str = "OCS"
+    api: str = "127.0.0.1:8080"                 # the HTTP API (ocs.api); "" = none (--no-api)
+    api_rate_limit: float = 2000.0              # requests/s per API key (bursts of twice that); 0 = off
 
     def timeout(self) -> int:
         return self.session_timeout if self.session_timeout else 2 * self.validity_time
@@ -169,6 +171,13 @@ def load(path: str | Path | None, overrides: dict[str, Any]) -> ServeConfig:
         split_hostport(addr, "listen")
     if cfg.metrics:
         split_hostport(cfg.metrics, "metrics")
+    if not isinstance(cfg.api, str):
+        raise ConfigError(f"api must be HOST:PORT or \"\" (none), got {cfg.api!r}")
+    if cfg.api:
+        split_hostport(cfg.api, "api")
+    if isinstance(cfg.api_rate_limit, bool) or not isinstance(cfg.api_rate_limit, (int, float)) \
+            or cfg.api_rate_limit < 0:
+        raise ConfigError(f"api_rate_limit must be a number >= 0, got {cfg.api_rate_limit!r}")
     if cfg.validity_time <= 0:
         raise ConfigError("validity_time must be > 0")
     if cfg.workers < 1:

@@ -105,6 +105,7 @@ class RunningServer:
     port: int = 0
     addresses: list[str] = field(default_factory=list)
     stderr_path: Path | None = None
+    api: str = ""  # the HTTP API's HOST:PORT, when it serves one
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         if self.proc.poll() is None:
@@ -127,8 +128,9 @@ def start_server(data: Path, *extra: str, timeout: float = 60.0) -> RunningServe
     """`ocs serve --listen 127.0.0.1:0` as a subprocess; returns once it printed its ready line."""
     data.mkdir(parents=True, exist_ok=True)
     err = data.parent / f"{data.name}-server-{time.monotonic_ns()}.log"
+    api = [] if any(a.startswith("--api") or a == "--no-api" for a in extra) else ["--no-api"]
     cmd = [sys.executable, "-m", "ocs", "serve", "--data", str(data), "--listen", "127.0.0.1:0",
-           "--origin-host", "ocs.test", "--origin-realm", "test", "--log-level", "INFO", *extra]
+           "--origin-host", "ocs.test", "--origin-realm", "test", "--log-level", "INFO", *api, *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err.open("w"), text=True)
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
@@ -142,9 +144,10 @@ def start_server(data: Path, *extra: str, timeout: float = 60.0) -> RunningServe
         proc.wait(5)
         raise RuntimeError(f"server did not start: {line!r}\n{err.read_text()}")
     addresses = line.split()[2:]
+    api = next((a.split("=", 1)[1] for a in addresses if a.startswith("api=")), "")
     first = next(a for a in addresses if "=" not in a)  # not workers=N, metrics=ADDR
     host, _, port = first.rpartition(":")
-    return RunningServer(data, proc, host.strip("[]"), int(port), addresses, err)
+    return RunningServer(data, proc, host.strip("[]"), int(port), addresses, err, api)
 
 
 @contextlib.asynccontextmanager

@@ -118,6 +118,10 @@ def _up(src: str, dst: str) -> str | None:
         return "balance knows nothing of tariffs"
     if _within(src, "ocs.front") and _within(dst, "ocs.charging", "ocs.billing", "ocs.cli", *WATCHED):
         return "the front loads neither the store, numba, the rules nor billing"
+    if _within(src, "ocs.charging", "ocs.billing", "ocs.front") and _within(dst, "ocs.api"):
+        return "only the CLI imports the API (the front starts it as a process)"
+    if _within(src, "ocs.api") and _within(dst, "ocs.front", "ocs.billing", *WATCHED):
+        return "the API reaches state through the engine's control channel only"
     if _within(src, "ocs.charging", "ocs.billing") and _within(dst, "ocs.front", "ocs.cli"):
         return "the engine and billing know nothing of the front or the CLI"
     if _within(src, "ocs") and not _within(src, "ocs.cli") and _within(dst, "bench"):

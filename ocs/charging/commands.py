@@ -16,42 +16,84 @@ the message on one line and exits 2, and nothing changed.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from balance import ops
-from balance.errors import BalanceError, StoreFullError
-from balance.schema import ACCOUNTS, TARIFFS
+from balance.errors import (
+    AccountBusy,
+    AccountNotActive,
+    BalanceError,
+    DuplicateAccount,
+    IdempotencyConflict,
+    InsufficientFunds,
+    StoreFullError,
+    UnknownAccount,
+)
+from balance.schema import ACCOUNTS, API_KEYS, TARIFFS
 from balance.store import Tx
+from ocs.charging import access, audit
 
 Command = Callable[..., Any]
+# Refusal kinds (the API's status for each: 422, 404, 409, 401, 403)
+INVALID, NOT_FOUND, CONFLICT, UNAUTHORIZED, FORBIDDEN = (
+    "invalid", "not_found", "conflict", "unauthorized", "forbidden")
 
 
 class Refused(Exception):
     """The command changed nothing; its message names what is wrong, in one line."""
 
+    def __init__(self, message: str, kind: str = INVALID) -> None:
+        super().__init__(message)
+        self.kind = kind
 
-COMMANDS: dict[str, Command] = {}
-READS = frozenset({"account.show", "account.list", "account.ledger", "account.resolve"})  # no writes
+
+@dataclass(slots=True, frozen=True)
+class Spec:
+    fn: Command
+    roles: frozenset[str]  # API key roles that may run it (the command line may run them all)
+    writes: bool           # writes: audited; reads: run in a read txn where no engine runs
+    selfcare: bool         # a selfcare key may run it on its own account (args["ident"])
+
+
+COMMANDS: dict[str, Spec] = {}
 NO_TARIFF = "no tariff loaded; load one first with `ocs tariff load`"
 LIST_PAGE = 10_000  # accounts per `account.list` call: a million accounts is a hundred calls
+ADMIN = frozenset({"admin"})
+STAFF = frozenset({"admin", "crm"})
+READERS = frozenset({"admin", "crm", "billing", "readonly"})
+_KINDS: dict[type[BalanceError], str] = {UnknownAccount: NOT_FOUND, DuplicateAccount: CONFLICT,
+                                         IdempotencyConflict: CONFLICT, AccountBusy: CONFLICT,
+                                         AccountNotActive: CONFLICT, InsufficientFunds: CONFLICT}
 
 
-def _command(name: str) -> Callable[[Command], Command]:
+def _command(name: str, roles: frozenset[str] = STAFF, *, writes: bool = True,
+             selfcare: bool = False) -> Callable[[Command], Command]:
     def register(fn: Command) -> Command:
-        COMMANDS[name] = fn
+        COMMANDS[name] = Spec(fn, roles, writes, selfcare)
         return fn
     return register
 
 
-def run(tx: Tx, name: str, args: dict[str, Any]) -> Any:
-    """Run command `name` with keyword `args` in `tx`; Refused for an unknown command or one that
-    refuses (balance errors become Refused, except a full store, which is the server's failure)."""
-    fn = COMMANDS.get(name)
-    if fn is None:
-        raise Refused(f"unknown command {name!r}")
+def reads(name: str) -> bool:
+    spec = COMMANDS.get(name)
+    return spec is not None and not spec.writes
+
+
+def run(tx: Tx, name: str, args: dict[str, Any], actor: dict[str, Any] | None = None) -> Any:
+    """Run command `name` with keyword `args` in `tx` for `actor` ({"cli": USER} from the command
+    line, {"key": SHA-256 of an API key, "request_id": ID} from the API; None: in-process callers).
+    Refused for an unknown command, an actor not allowed, or a command that refuses (balance
+    errors become Refused, except a full store, which is the server's failure). A change is
+    audited in the same transaction."""
+    spec = COMMANDS.get(name)
+    if spec is None:
+        raise Refused(f"unknown command {name!r}", NOT_FOUND)
+    who = _authorize(tx, spec, args, actor or {})
     try:
-        return fn(tx, **args)
+        result = spec.fn(tx, **args)
     except TypeError as exc:  # arguments that do not match: a client of another version
         if not getattr(tx, "dirty", False):  # a read view never writes
             raise Refused(f"bad arguments for {name}: {exc}") from None
@@ -59,7 +101,39 @@ def run(tx: Tx, name: str, args: dict[str, Any]) -> Any:
     except StoreFullError:
         raise
     except BalanceError as exc:
-        raise Refused(str(exc)) from None
+        raise Refused(str(exc), _KINDS.get(type(exc), INVALID)) from None
+    if spec.writes:
+        account = args.get("ident", args.get("account"))
+        if name.startswith("account.") and isinstance(result, dict):
+            account = result.get("id", account)  # resolved: an alias names its account
+        audit.append(tx.write_txn, tx.dbs, {
+            "at": tx.now, "actor": who, "command": name,
+            "account": account if isinstance(account, str) else None,
+            "idempotency_key": args.get("key"), "request_id": (actor or {}).get("request_id"),
+            "outcome": _summary(result)})
+    return result
+
+
+def _authorize(tx: Tx, spec: Spec, args: dict[str, Any], actor: dict[str, Any]) -> str:
+    if "key" not in actor:
+        return f"cli:{actor.get('cli') or '?'}"
+    key = access.find(tx.read_txn, tx.dbs, actor["key"])
+    if key is None:
+        raise Refused("unknown or revoked API key", UNAUTHORIZED)
+    if key.role == "selfcare" and spec.selfcare:
+        ident = args.get("ident")
+        if not isinstance(ident, str) or tx.resolve(ident) != key.account:
+            raise Refused("a selfcare key sees its own account only", FORBIDDEN)
+    elif key.role not in spec.roles:
+        raise Refused(f"role {key.role} may not do this", FORBIDDEN)
+    return f"key:{key.name}"
+
+
+def _summary(result: object) -> object:
+    """What an audit entry keeps of a result: scalars, and the scalar fields of a dict."""
+    if isinstance(result, dict):
+        return {k: v for k, v in result.items() if isinstance(v, (int, str, bool, type(None)))}
+    return result if isinstance(result, (int, str, bool, type(None))) else None
 
 
 def as_data(record: object) -> dict[str, Any]:
@@ -74,7 +148,7 @@ def as_data(record: object) -> dict[str, Any]:
 def _resolve(tx: Tx, ident: str) -> str:
     account_id = tx.resolve(ident)
     if account_id is None:
-        raise Refused(f"unknown account {ident!r}")
+        raise Refused(f"unknown account {ident!r}", NOT_FOUND)
     return account_id
 
 
@@ -111,7 +185,7 @@ def account_create(tx: Tx, *, key: str, account_id: str, currency: str, balance:
     return as_data(acct)
 
 
-@_command("account.import")
+@_command("account.import", frozenset())  # the command line only
 def account_import(tx: Tx, *, rows: list[dict[str, Any]], dry_run: bool) -> int:
     """Create the accounts of `rows` (each: key, where, and create_account's fields). A dry run
     creates them in a nested txn and throws it away: every row through the real op, its real key,
@@ -178,45 +252,90 @@ def account_status(tx: Tx, *, key: str, ident: str, status: str) -> dict[str, An
     return as_data(ops.set_status(tx, key, _resolve(tx, ident), status))
 
 
-@_command("account.show")
+@_command("account.show", READERS, writes=False, selfcare=True)
 def account_show(tx: Tx, *, ident: str) -> dict[str, Any]:
     account_id = _resolve(tx, ident)
     return {"account": as_data(tx.get_account(account_id)),
             "bundles": [as_data(b) for b in tx.bundles(account_id)]}
 
 
-@_command("account.list")
-def account_list(tx: Tx, *, after: str = "", limit: int = LIST_PAGE) -> list[dict[str, Any]]:
-    """Accounts in id order, the first `limit` after id `after` (a page: call again from the last)."""
+@_command("account.list", READERS, writes=False)
+def account_list(tx: Tx, *, after: str = "", limit: int = LIST_PAGE, status: str | None = None,
+                 plan: str | None = None, prefix: str = "",
+                 alias: str | None = None) -> list[dict[str, Any]]:
+    """Accounts in id order, the first `limit` after id `after` that match the filters (a page:
+    call again from the last id). `alias` (an IMSI, ...) selects the one account it names."""
     from balance.records import Account
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= LIST_PAGE:
+        raise Refused(f"limit must be 1..{LIST_PAGE}")
+    if alias is not None:
+        target = tx.read_txn.get(alias.encode(), db=tx.dbs["aliases"])
+        if target is None or target.decode() <= after:
+            return []
+        acct = tx.get_account(target.decode())
+        match = (status in (None, acct.status) and plan in (None, acct.plan)
+                 and acct.id.startswith(prefix))
+        return [as_data(acct)] if match else []
     cur = tx.read_txn.cursor(db=tx.dbs[ACCOUNTS])
-    start = after.encode()
+    start = max(after, prefix).encode()
     if not cur.set_range(start):
         return []
     out: list[dict[str, Any]] = []
+    pre = prefix.encode()
     for key, raw in cur:
-        if key == start:
+        if not key.startswith(pre):
+            break
+        if key == after.encode():
             continue
-        out.append(as_data(Account.unpack(key.decode(), raw)))
+        acct = Account.unpack(key.decode(), raw)
+        if status not in (None, acct.status) or plan not in (None, acct.plan):
+            continue
+        out.append(as_data(acct))
         if len(out) >= limit:
             break
     return out
 
 
-@_command("account.ledger")
+@_command("account.update")
+def account_update(tx: Tx, *, key: str, ident: str, plan: str | None = None,
+                   credit_limit: int | None = None, status: str | None = None) -> dict[str, Any]:
+    """Change an account's plan (a plan of a loaded tariff), credit limit or status."""
+    account_id = _resolve(tx, ident)
+    changes: dict[str, object] = {}
+    if plan is not None:
+        plans, _currency = _plans_and_currency(tx)
+        if plan not in plans:
+            raise Refused(f"no loaded tariff has plan {plan!r} (plans: {', '.join(sorted(plans))})")
+        changes["plan"] = plan
+    if credit_limit is not None:
+        changes["credit_limit"] = credit_limit
+    if status is not None:
+        changes["status"] = status
+    if not changes:
+        raise Refused("nothing to change: give plan, credit_limit or status")
+    return as_data(ops.update_account(tx, key, account_id, **changes))
+
+
+@_command("engine.ping", access.ANY_ROLE, writes=False)
+def engine_ping(tx: Tx) -> dict[str, Any]:
+    """The readiness probe's question: the engine answers and the store can be read."""
+    return {"now": tx.now, "accounts": tx.read_txn.stat(tx.dbs[ACCOUNTS])["entries"]}
+
+
+@_command("account.ledger", READERS, writes=False, selfcare=True)
 def account_ledger(tx: Tx, *, ident: str, after_seq: int = 0) -> dict[str, Any]:
     account_id = _resolve(tx, ident)
     return {"id": account_id, "entries": [as_data(e) for e in tx.ledger(account_id, after_seq)]}
 
 
-@_command("account.resolve")
+@_command("account.resolve", READERS, writes=False, selfcare=True)
 def account_resolve(tx: Tx, *, ident: str) -> str:
     return _resolve(tx, ident)
 
 
 # -- tariffs ------------------------------------------------------------------------------------
 
-@_command("tariff.load")
+@_command("tariff.load", ADMIN)
 def tariff_load(tx: Tx, *, text: str, source: str, effective_from: int) -> dict[str, Any]:
     """Store a new tariff version (validated here again: a command may come from any client)."""
     from rating.tariff import TariffError
@@ -229,12 +348,71 @@ def tariff_load(tx: Tx, *, text: str, source: str, effective_from: int) -> dict[
             "in_force": version_in_force(tx.read_txn, tx.dbs[TARIFFS], tx.now)}
 
 
-@_command("tariff.retire")
+@_command("tariff.retire", ADMIN)
 def tariff_retire(tx: Tx, *, version: int) -> dict[str, Any]:
     from rating.tariff_store import TariffNotFound, TariffRetireRefused, retire_in, version_in_force
     try:
         at, was = retire_in(tx.write_txn, tx.dbs[TARIFFS], version, tx.now)
-    except (TariffNotFound, TariffRetireRefused) as exc:
-        raise Refused(str(exc)) from None
+    except TariffNotFound as exc:
+        raise Refused(str(exc), NOT_FOUND) from None
+    except TariffRetireRefused as exc:
+        raise Refused(str(exc), CONFLICT) from None
     return {"at": at, "already": was,
             "in_force": version_in_force(tx.read_txn, tx.dbs[TARIFFS], tx.now)}
+
+
+@_command("tariff.list", READERS, writes=False)
+def tariff_list(tx: Tx) -> list[dict[str, Any]]:
+    from rating.tariff_store import records_in, version_in_force
+    current = version_in_force(tx.read_txn, tx.dbs[TARIFFS], tx.now)
+    return [{**rec, "in_force": rec["version"] == current} for rec in records_in(tx.read_txn, tx.dbs[TARIFFS])]
+
+
+# -- API keys and the audit trail ---------------------------------------------------------------
+
+_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+@_command("apikey.create", ADMIN)
+def apikey_create(tx: Tx, *, name: str, role: str, digest: bytes,
+                  account: str | None = None) -> dict[str, Any]:
+    """Store a key by the SHA-256 of its secret (made by the caller, which shows it once)."""
+    if not isinstance(name, str) or not _KEY_NAME.fullmatch(name):
+        raise Refused(f"bad key name {name!r}: 1-64 of A-Z a-z 0-9 . _ -, starting alphanumeric")
+    if role not in access.ROLES:
+        raise Refused(f"bad role {role!r}: one of {', '.join(access.ROLES)}")
+    if not isinstance(digest, bytes) or len(digest) != 32:
+        raise Refused("digest must be the 32-byte SHA-256 of the secret")
+    if (role == "selfcare") != (account is not None):
+        raise Refused("a selfcare key needs --account, and only a selfcare key takes one")
+    if account is not None:
+        account = _resolve(tx, account)
+    if any(k.name == name and k.revoked is None for k in access.all_keys(tx.read_txn, tx.dbs)):
+        raise Refused(f"an API key named {name!r} exists; revoke it first", CONFLICT)
+    key = access.ApiKey(name, role, account, tx.now, None, digest)
+    tx.write_txn.put(digest, key.pack(), db=tx.dbs[API_KEYS])
+    return key.public()
+
+
+@_command("apikey.list", ADMIN, writes=False)
+def apikey_list(tx: Tx) -> list[dict[str, Any]]:
+    return [k.public() for k in access.all_keys(tx.read_txn, tx.dbs)]
+
+
+@_command("apikey.revoke", ADMIN)
+def apikey_revoke(tx: Tx, *, name: str) -> dict[str, Any]:
+    live = [k for k in access.all_keys(tx.read_txn, tx.dbs) if k.name == name and k.revoked is None]
+    if not live:
+        raise Refused(f"no live API key named {name!r}", NOT_FOUND)
+    key = live[0]
+    key.revoked = tx.now
+    tx.write_txn.put(key.digest, key.pack(), db=tx.dbs[API_KEYS])
+    return key.public()
+
+
+@_command("audit.list", ADMIN, writes=False)
+def audit_list(tx: Tx, *, after: int = 0, since: int | None = None, account: str | None = None,
+               limit: int = 1000) -> list[dict[str, Any]]:
+    return [{"position": pos, **e} for pos, e in
+            audit.entries(tx.read_txn, tx.dbs, after=after, since=since, account=account,
+                          limit=max(1, min(int(limit), 10_000)))]

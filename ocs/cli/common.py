@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -69,22 +68,15 @@ def open_existing(data: str) -> Store:
         raise CommandError(f"cannot open data dir {data}: {exc}") from None
 
 
-LAST_INSTANT = 253402300799  # 9999-12-31T23:59:59Z: what every later display of a time can show
-
-
 def parse_instant(text: str, what: str) -> int:
     """ISO 8601 -> unix seconds (no zone = UTC), 1970 .. 9999 UTC, or a one-line CommandError."""
+    from ocs.instants import parse_instant as parse
     try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise CommandError(f"bad {what} {text!r}: expected ISO 8601 like 2026-12-31T23:59:59Z") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    ts = int(when.timestamp())
-    if not 0 <= ts <= LAST_INSTANT:
-        raise CommandError(f"bad {what} {text!r}: must be between 1970 and 9999 (UTC)")
-    return ts
+        return parse(text, what)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def format_instant(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    from ocs.instants import format_instant as fmt
+    return fmt(ts)

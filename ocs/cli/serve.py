@@ -33,6 +33,12 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--origin-host", default=None)
     p.add_argument("--origin-realm", default=None)
     p.add_argument("--metrics", metavar="HOST:PORT", default=None, help="Prometheus exposition address")
+    p.add_argument("--api", metavar="HOST:PORT", default=None,
+                   help="the HTTP API's address (default 127.0.0.1:8080)")
+    p.add_argument("--no-api", dest="api", action="store_const", const="",
+                   help="serve no HTTP API")
+    p.add_argument("--api-rate-limit", type=float, default=None, metavar="N",
+                   help="requests/s per API key (default 2000; 0: no limit)")
     p.add_argument("--log-level", default=None, type=str.upper, choices=LOG_LEVELS)
     p.add_argument("--validity-time", type=int, default=None, metavar="S",
                    help="Validity-Time granted with quota (default 900)")
@@ -50,7 +56,8 @@ def register(sub: Subparsers) -> None:
     p.set_defaults(func=run)
 
 
-SETTING_FLAGS = ("data", "listen", "origin_host", "origin_realm", "metrics", "log_level",
+SETTING_FLAGS = ("data", "listen", "origin_host", "origin_realm", "metrics", "api", "api_rate_limit",
+                 "log_level",
                  "validity_time", "session_timeout", "quota_holding_time", "sync", "workers",
                  "allow_peer", "cdr_export")
 
@@ -114,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(str(exc)) from None
         for addr in every:
             check_listen(addr, "metrics")
+    if cfg.api and cfg.workers == 1:
+        check_listen(cfg.api, "api")
     # the format of ocs.front.server.run (whose basicConfig is then a no-op), so this warns in it
     logging.basicConfig(level=getattr(logging, cfg.log_level, logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -61,6 +62,8 @@ class Server:
         self.listeners: list[asyncio.base_events.Server] = []
         self.addresses: list[str] = []
         self.metrics_address = ""  # where --metrics serves, once it does (port 0 resolved)
+        self.api_proc: subprocess.Popen[bytes] | None = None
+        self.api_address = ""      # where the HTTP API serves, once it does (port 0 resolved)
         self.exporter: CdrExporter | None = None
         self.exit_code = 0
         self.readiness = Readiness()
@@ -104,6 +107,8 @@ class Server:
             self.metrics_address = metrics.serve_metrics(host, port, partial(probe_app, self.readiness))
         if self.cfg.cdr_export:
             self._start_exporter()
+        if self.cfg.api:
+            self._start_api()
         self._tasks = [asyncio.create_task(self._housekeeping())]
         self.readiness.started = True
 
@@ -122,6 +127,41 @@ class Server:
         except (TimeoutError, ConnectionError) as exc:
             self.engine_proc.kill()
             raise OSError(f"the charging engine did not start: {exc!r}") from None
+
+    def _start_api(self) -> None:
+        """The HTTP API in a process of its own (ocs.api.process), so an API burst never delays a
+        CCA. We bind its socket here, so a taken port fails the start and the ready line names
+        the port; it reaches state through the engine's control socket, which is up by now."""
+        if not self.cfg.sole_writer():
+            log.info("no HTTP API with --workers N: the API needs the one engine that owns "
+                        "the data dir (run `ocs serve` with one worker, or --no-api)")
+            return
+        host, port = split_hostport(self.cfg.api, "api")
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(info[0], info[1], info[2])
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(info[4])
+            sock.listen(1024)
+            name = sock.getsockname()
+            self.api_address = join_hostport(name[0], name[1])
+            self.api_proc = subprocess.Popen(
+                [sys.executable, "-m", "ocs.api.process", "--data", self.cfg.data, "--fd",
+                 str(sock.fileno()), "--parent", str(os.getpid()), "--rate",
+                 str(self.cfg.api_rate_limit), "--log-level", self.cfg.log_level],
+                pass_fds=[sock.fileno()])
+        finally:
+            sock.close()
+
+    async def _stop_api(self) -> None:
+        if self.api_proc is None or self.api_proc.poll() is not None:
+            return
+        self.api_proc.terminate()  # uvicorn finishes the requests it holds, then exits
+        try:
+            await asyncio.to_thread(self.api_proc.wait, 10)
+        except subprocess.TimeoutExpired:
+            self.api_proc.kill()
+            await asyncio.to_thread(self.api_proc.wait, 5)
 
     def _engine_lost(self, expected: bool) -> None:
         if not expected:  # it died: answer what it held, stop rather than accept more
@@ -201,6 +241,7 @@ class Server:
         # _stop is set: housekeeping ends after its current pass. Not cancelled: cancelling the
         # task would leave its thread inside the exporter while we close it (a CDR in two files).
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._stop_api()  # before the engine: its commands in flight are answered first
         if self.dispatcher.engine is not None:
             self.dispatcher.engine.close()  # EOF: the engine finishes, syncs and exits
         if self.engine_proc is not None:
@@ -244,6 +285,7 @@ async def _serve(cfg: ServeConfig, on_ready: Ready | None = None) -> int:
         on_ready(server.addresses, server.metrics_address)
     else:
         shown = f" metrics={server.metrics_address}" if server.metrics_address else ""
+        shown += f" api={server.api_address}" if server.api_address else ""
         print("OCS ready " + " ".join(server.addresses) + shown, flush=True)
     await server.wait_stopped()
     log.info("stopping: draining %d requests, DPR to %d peers", server.dispatcher.in_flight,

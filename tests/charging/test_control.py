@@ -132,7 +132,8 @@ def test_refusals_through_the_engine_change_nothing(server) -> None:  # type: ig
 
 def test_a_bad_client_gets_an_answer_or_a_closed_socket(server) -> None:  # type: ignore[no-untyped-def]
     data = server.data
-    assert call(data, "account.nosuch") == {"refused": "unknown command 'account.nosuch'"}
+    assert call(data, "account.nosuch") == {"refused": "unknown command 'account.nosuch'",
+                                            "kind": "not_found"}
     answer = call(data, "account.topup", key="k", ident="491760000001", amount=1, colour="red")
     assert isinstance(answer, dict) and "refused" in answer and "colour" in answer["refused"]
     answer = call(data, "account.topup", key="k2", ident="491760000001", amount="ten")
@@ -189,7 +190,7 @@ def test_engine_waits_for_a_command_running_on_lmdb(tmp_path: Path) -> None:
     try:
         assert wire.try_shared(fd)  # as a CLI command on LMDB does
         proc = subprocess.Popen([sys.executable, "-m", "ocs", "serve", "--data", str(data),
-                                 "--listen", "127.0.0.1:0", "--no-cdr-export"],
+                                 "--listen", "127.0.0.1:0", "--no-cdr-export", "--no-api"],
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
             with pytest.raises(subprocess.TimeoutExpired):

@@ -23,17 +23,33 @@ CONNECT_WAIT = 120.0  # an engine that holds the lock is starting (loading its s
 
 
 class Refused(Exception):
-    """The command changed nothing; the message says why (the CLI exits 2)."""
+    """The command changed nothing; the message says why (the CLI exits 2), `kind` what sort of
+    refusal it is (ocs.charging.commands: invalid, not_found, conflict, unauthorized, forbidden)."""
+
+    def __init__(self, message: str, kind: str = "invalid") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class Failed(Exception):
     """The server could not apply the command, or went away before answering (the CLI exits 1)."""
 
 
+def cli_actor() -> dict[str, Any]:
+    """Who a command-line command is audited as: cli:USER."""
+    import getpass
+    try:
+        return {"cli": getpass.getuser()}
+    except (KeyError, OSError):  # no passwd entry for the uid (a container)
+        return {"cli": f"uid{os.getuid()}"}
+
+
 class Runner(Protocol):
     remote: bool
 
-    def run(self, name: str, **args: Any) -> Any: ...
+    def call(self, name: str, args: dict[str, Any], actor: dict[str, Any] | None) -> Any: ...
+
+    def run(self, command: str, /, **args: Any) -> Any: ...
 
 
 class Remote:
@@ -44,9 +60,12 @@ class Remote:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
 
-    def run(self, name: str, **args: Any) -> Any:
+    def run(self, command: str, /, **args: Any) -> Any:
+        return self.call(command, args, cli_actor())
+
+    def call(self, name: str, args: dict[str, Any], actor: dict[str, Any] | None) -> Any:
         try:
-            self.sock.sendall(wire.pack({"cmd": name, "args": args}))
+            self.sock.sendall(wire.pack({"cmd": name, "args": args, "actor": actor}))
             answer = wire.recv(self.sock)
         except (OSError, wire.FrameError) as exc:
             raise Failed(f"lost the server before it answered ({exc}); the change may or may not "
@@ -57,7 +76,7 @@ class Remote:
         if "ok" in answer:
             return answer["ok"]
         if "refused" in answer:
-            raise Refused(answer["refused"])
+            raise Refused(answer["refused"], answer.get("kind", "invalid"))
         raise Failed(answer.get("failed", "the server could not apply the command"))
 
 
@@ -70,18 +89,22 @@ class Local:
         from balance.store import open_store
         self.store = open_store(data) if create else _open_existing(data)
 
-    def run(self, name: str, **args: Any) -> Any:
+    def run(self, command: str, /, **args: Any) -> Any:
+        return self.call(command, args, cli_actor())
+
+    def call(self, name: str, args: dict[str, Any], actor: dict[str, Any] | None) -> Any:
         from balance.errors import BalanceError
         from balance.store import Tx
         from ocs.charging import commands
         try:
-            if name in commands.READS:  # a read txn: a read command that wrote would fail
+            if commands.reads(name):  # a read txn: a read command that wrote would fail
                 with self.store.read() as view:
-                    result = commands.run(Tx(view.read_txn, self.store, int(time.time())), name, args)
+                    result = commands.run(Tx(view.read_txn, self.store, int(time.time())), name,
+                                          args, actor)
             else:
-                result = self.store.execute(lambda tx: commands.run(tx, name, args))
+                result = self.store.execute(lambda tx: commands.run(tx, name, args, actor))
         except commands.Refused as exc:
-            raise Refused(str(exc)) from None
+            raise Refused(str(exc), exc.kind) from None
         except BalanceError as exc:  # the store is full
             raise Failed(str(exc)) from None
         # what a remote caller would get: plain data only, in both modes

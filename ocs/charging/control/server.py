@@ -35,7 +35,7 @@ class Reply:
         if exc is None:
             self._q.put({"ok": result})
         elif isinstance(exc, commands.Refused):
-            self._q.put({"refused": str(exc)})
+            self._q.put({"refused": str(exc), "kind": exc.kind})
         else:
             self._q.put({"failed": failure(exc)})
 
@@ -123,12 +123,15 @@ class ControlServer:
     def _answer(self, request: object) -> bytes:
         if not (isinstance(request, dict) and isinstance(request.get("cmd"), str)
                 and isinstance(request.get("args", {}), dict)):
-            return wire.pack({"refused": "a request is {\"cmd\": NAME, \"args\": {...}}"})
-        name, args = request["cmd"], request.get("args", {})
+            return wire.pack({"refused": "a request is {\"cmd\": NAME, \"args\": {...}}",
+                              "kind": commands.INVALID})
+        name, args, actor = request["cmd"], request.get("args", {}), request.get("actor")
         if name not in commands.COMMANDS:
-            return wire.pack({"refused": f"unknown command {name!r}"})
+            return wire.pack({"refused": f"unknown command {name!r}", "kind": commands.NOT_FOUND})
+        if actor is not None and not isinstance(actor, dict):
+            return wire.pack({"refused": "actor must be a map", "kind": commands.INVALID})
         reply = Reply()
-        self.submit(partial(commands.run, name=name, args=args), reply)
+        self.submit(partial(commands.run, name=name, args=args, actor=actor), reply)
         answer = reply.wait()
         with self.cpu:  # Python work: not beside the batch's ops (see GroupCommitWriter.cpu)
             try:

@@ -1,0 +1,161 @@
+"""The API's JSON shapes (pydantic): what /openapi.json documents and schemathesis checks.
+
+Money is a decimal string at this edge, as on the command line (micro-units inside); times are
+ISO 8601 UTC strings. Names follow TM Forum 654 (Prepay Balance Management) where it fits:
+`balance`, `reserved` and `available` amounts, `topups` and `adjustments` as sub-resources of an
+account; an account is our own resource (TMF 666 would split it into billing and party accounts).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MONEY = r"^-?[0-9]{1,12}(\.[0-9]{1,6})?$"
+Status = Literal["active", "suspended", "closed"]
+Unit = Literal["seconds", "octets", "events", "money"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AccountIn(Strict):
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[0-9]{1,15}$",
+                    description="E.164 number, 1-15 digits")
+    balance: str = Field("0", pattern=MONEY, description="opening balance, not negative")
+    currency: str = Field("EUR", pattern=r"^[A-Za-z]{3}$")
+    plan: str = Field("default", min_length=1, max_length=64)
+    credit_limit: str = Field("0", pattern=MONEY)
+    aliases: list[str] = Field(default_factory=list, max_length=16)
+
+
+class AccountPatch(Strict):
+    plan: str | None = Field(None, min_length=1, max_length=64)
+    credit_limit: str | None = Field(None, pattern=MONEY)
+    status: Status | None = None
+
+
+class Bundle(BaseModel):
+    id: str
+    unit: Unit
+    remaining: str
+    reserved: str
+    rating_groups: list[int]
+    priority: int
+    valid_from: str | None
+    expires: str | None
+
+
+class Account(BaseModel):
+    id: str
+    currency: str
+    balance: str
+    reserved: str
+    available: str
+    credit_limit: str
+    plan: str
+    status: Status
+    aliases: list[str]
+    created: str
+    updated: str
+
+
+class AccountPage(BaseModel):
+    items: list[Account]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null: last page")
+
+
+class Balance(BaseModel):
+    account: str
+    currency: str
+    balance: str
+    reserved: str
+    available: str
+    credit_limit: str
+    bundles: list[Bundle]
+
+
+class MoneyIn(Strict):
+    amount: str = Field(pattern=MONEY)
+    reason: str | None = Field(None, min_length=1, max_length=200)
+    currency: str | None = Field(None, pattern=r"^[A-Za-z]{3}$",
+                                 description="refused unless it is the account's currency")
+
+
+class Credited(BaseModel):
+    account: str
+    balance: str
+
+
+class BundleIn(Strict):
+    unit: Unit
+    amount: str = Field(pattern=r"^[0-9]{1,18}(\.[0-9]{1,6})?$",
+                        description="whole units; money: a decimal amount")
+    rating_groups: list[int] = Field(default_factory=list, max_length=64)
+    valid_from: str | None = Field(None, description="ISO 8601")
+    expires: str | None = Field(None, description="ISO 8601, in the future")
+    priority: int = Field(0, ge=-(2**31), le=2**31)
+
+
+class BundleCreated(BaseModel):
+    account: str
+    bundle: str
+
+
+class LedgerEntry(BaseModel):
+    seq: int
+    time: str
+    kind: str
+    delta: str
+    balance: str
+    reserved_delta: str
+    reserved: str
+    session: str | None
+    rating_group: int | None
+    reason: str
+
+
+class LedgerPage(BaseModel):
+    items: list[LedgerEntry]
+    next_cursor: int | None
+
+
+class Tariff(BaseModel):
+    version: int
+    effective_from: str
+    loaded_at: str
+    source: str
+    currency: str
+    sha256: str
+    plans: list[str]
+    rates: int
+    retired_at: str | None
+    in_force: bool
+
+
+class TariffLoaded(BaseModel):
+    version: int
+    effective_from: str
+    in_force: int | None
+
+
+class AuditEntry(BaseModel):
+    position: int
+    at: str
+    actor: str
+    command: str
+    account: str | None
+    idempotency_key: str | None
+    request_id: str | None
+    outcome: Any
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntry]
+    next_cursor: int | None
+
+
+class Health(BaseModel):
+    status: str
