@@ -29,6 +29,7 @@ class Launched:
     port: int
     log_path: Path | None
     output: list[str] = field(default_factory=list)
+    api: str = ""  # HOST:PORT of its HTTP API, when the ready line names one
 
     @property
     def pid(self) -> int:
@@ -67,9 +68,10 @@ def launch(name: str, argv: list[str], *, ready_timeout: float = 90.0,
         tail = _tail(log_path)
         raise ServerError(f"{name} did not print its ready line within {ready_timeout:.0f} s"
                           f" (exit code {proc.poll()}){tail}")
-    first = ready[0][len(READY):].split()[0]
-    host, _, port = first.rpartition(":")
-    return Launched(name, proc, host.strip("[]"), int(port), log_path, lines)
+    words = ready[0][len(READY):].split()
+    host, _, port = words[0].rpartition(":")
+    api = next((w.split("=", 1)[1] for w in words if w.startswith("api=")), "")
+    return Launched(name, proc, host.strip("[]"), int(port), log_path, lines, api)
 
 
 def _tail(log_path: Path | None, n: int = 15) -> str:

@@ -36,6 +36,7 @@ LAZY = {
     ("ocs.cli.demo_run", "bench.client"): "`ocs demo` drives traffic with the bench client",
     ("ocs.cli.demo_run", "bench.provision"): "the same: it provisions the subscribers",
     ("ocs.cli.demo_run", "bench.servers"): "the same: it starts and stops the server",
+    ("ocs.cli.demo_run", "bench.workload"): "the same: the first subscriber's id, for the API example",
 }
 
 

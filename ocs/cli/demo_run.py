@@ -134,8 +134,11 @@ def run_demo(opts: DemoOptions) -> DemoResult:
 
     say("3/7 starting ocs serve")
     log = data / "serve.log"
-    server = servers.launch("ocs serve", servers.ocs_serve_argv(data), log_path=log)
+    server = servers.launch("ocs serve", servers.ocs_serve_argv(data, extra=["--api", "127.0.0.1:0"]),
+                            log_path=log)
     say(f"    listening on {server.host}:{server.port} (pid {server.pid}, log {log})")
+    if server.api:
+        show_api(data, server.api)
     say(f"4/7 {opts.seconds:g} s of mixed traffic (data, voice, SMS) over "
         f"{opts.connections} connections")
     try:
@@ -196,6 +199,24 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     out.files["server log"] = str(log)
     say(f"7/7 done in {time.monotonic() - t0:.0f} s ({cdrs:,} CDRs)")
     return out
+
+
+def show_api(data: Path, api: str) -> None:
+    """Make a readonly API key (through the running engine), read one balance over HTTP with it,
+    and print the line that does the same, to paste while the server runs."""
+    import json
+    import urllib.request
+    said = ocs_command(["apikey", "create", "--name", f"demo-{int(time.time())}", "--role",
+                        "readonly", "--data", str(data)], "ocs apikey create")
+    key = said.strip().splitlines()[-1]
+    from bench.workload import account_id
+    url = f"http://{api}/v1/accounts/{account_id(0)}/balance"
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:  # 127.0.0.1 only
+        doc = json.loads(resp.read())
+    say(f"    HTTP API on http://{api} (readonly key made for the demo); while it runs:")
+    say(f"      curl -s -H 'Authorization: Bearer {key}' {url}")
+    say(f"      -> balance {doc['balance']} {doc['currency']}")
 
 
 def format_summary(r: DemoResult) -> str:
