@@ -64,21 +64,33 @@ USAGE: Final = "usage"                  # account_id NUL YYYYMM NUL rating group
 API_KEYS: Final = "api_keys"            # sha256 of an API key's secret (32 bytes) -> msgpack key record
 AUDIT: Final = "audit"                  # be8 position -> msgpack audit entry (appended, never edited)
 
+# -- named dbs of the notifications (ocs.charging.outbox, ocs.charging.alerts) --------------------
+OUTBOX: Final = "outbox"                # be8 position -> msgpack event map (appended, never edited)
+WEBHOOKS: Final = "webhooks"            # subscription id utf-8 -> msgpack subscription map
+DELIVERIES: Final = "deliveries"        # subscription id NUL be8 event position -> msgpack delivery
+DELIVERY_DUE: Final = "delivery_due"    # be8 due instant (ms) + deliveries key -> b""
+ALERTS: Final = "alerts"                # b"a" account_id | b"p" plan -> i64 low-balance threshold;
+#                                         b"f" kind byte account_id -> b"" (fired, not re-armed)
+
 BALANCE_DBS: Final = (ACCOUNTS, ALIASES, BUNDLES, BUNDLE_EXPIRY, RESERVATIONS, RESV_ACCOUNT,
                       RESV_EXPIRY, LEDGER, IDEM)
 SHARED_DBS: Final = (SESSIONS, CDRS, CDR_INDEX, META, TARIFFS, EXPORT)
 SERVER_DBS: Final = (SESSION_DUE, USAGE)
 ACCESS_DBS: Final = (API_KEYS, AUDIT)
+NOTIFY_DBS: Final = (OUTBOX, WEBHOOKS, DELIVERIES, DELIVERY_DUE, ALERTS)
 # Every named db of the environment, in the order open_store opens them. The server's two were
 # once created only by ocs.charging.credit.open_dbs; open_store now creates them too (an existing
 # environment without them gains two empty dbs, which is what open_dbs did on the server's start).
-ALL_DBS: Final = BALANCE_DBS + SHARED_DBS + SERVER_DBS + ACCESS_DBS
+ALL_DBS: Final = BALANCE_DBS + SHARED_DBS + SERVER_DBS + ACCESS_DBS + NOTIFY_DBS
 
 # -- fixed keys in META -------------------------------------------------------------------------
 META_OPEN_SESSIONS: Final = b"open_sessions"       # open session count, i64 (ocs.charging.counters)
 META_SCHEMA_VERSION: Final = b"schema_version"     # SCHEMA_VERSION of the format, i64 (balance.migrate)
 META_CDR_SEQ: Final = b"cdr_seq"                   # last CDR id drawn, i64 (ocs.billing.cdr)
 META_IDEM_PURGE_AT: Final = b"balance.idem_purge_at"  # idem key where purge_idempotency resumes; b"": start
+META_WEBHOOK_SEQ: Final = b"webhook_seq"           # last webhook subscription number, i64 (ocs.charging.outbox)
+META_TARIFF_ANNOUNCED: Final = b"tariff_announced"  # version last announced as tariff.activated, i64
+META_ALERTS_GEN: Final = b"alerts_gen"             # bumped by every threshold change, i64 (ocs.charging.alerts)
 
 # -- fixed keys in TARIFFS (rating.tariff_store) ------------------------------------------------
 TARIFF_COUNTER: Final = b"counter"    # latest version, i64

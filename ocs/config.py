@@ -51,6 +51,7 @@ class ServeConfig:
     product_name: str = "OCS"
     api: str = "127.0.0.1:8080"                 # the HTTP API (ocs.api); "" = none (--no-api)
     api_rate_limit: float = 2000.0              # requests/s per API key (bursts of twice that); 0 = off
+    webhook_retry: float = 5.0                  # s before a failed webhook's first retry (then doubling)
 
     def timeout(self) -> int:
         return self.session_timeout if self.session_timeout else 2 * self.validity_time
@@ -178,6 +179,9 @@ def load(path: str | Path | None, overrides: dict[str, Any]) -> ServeConfig:
     if isinstance(cfg.api_rate_limit, bool) or not isinstance(cfg.api_rate_limit, (int, float)) \
             or cfg.api_rate_limit < 0:
         raise ConfigError(f"api_rate_limit must be a number >= 0, got {cfg.api_rate_limit!r}")
+    if isinstance(cfg.webhook_retry, bool) or not isinstance(cfg.webhook_retry, (int, float)) \
+            or not 0.01 <= cfg.webhook_retry <= 3600:
+        raise ConfigError(f"webhook_retry must be seconds in 0.01..3600, got {cfg.webhook_retry!r}")
     if cfg.validity_time <= 0:
         raise ConfigError("validity_time must be > 0")
     if cfg.workers < 1:

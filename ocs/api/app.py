@@ -9,8 +9,10 @@ Idempotency-Key header (scoped to the key), a per-key rate limit, problem+json f
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -18,14 +20,20 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from balance.money import MoneyError, format_micro, to_micro
 from ocs.api import models as M
 from ocs.api.backend import Backend
+from ocs.api.metrics import ApiMetrics
 from ocs.api.problems import MEDIA, Problem, on_http, on_problem, on_validation, response
 from ocs.api.ratelimit import RateLimiter
+from ocs.api.reference import reference_page
+from ocs.api.webhooks import Deliverer
+from ocs.api.webhooks import body as webhook_body
 from ocs.charging.access import digest
 from ocs.instants import format_instant, parse_instant
 
@@ -89,7 +97,8 @@ def _bundle(b: dict[str, Any]) -> M.Bundle:
                     expires=_iso(b["expires"]))
 
 
-def build_app(backend: Backend, *, rate: float = 2000.0, burst: float = 4000.0) -> FastAPI:
+def build_app(backend: Backend, *, rate: float = 2000.0, burst: float = 4000.0,
+              deliverer: Deliverer | None = None) -> FastAPI:
     app = FastAPI(title="OCS API", version="1", docs_url=None, redoc_url=None,
                   description=__doc__ or "", openapi_url="/openapi.json",
                   responses={400: {"description": "a body that is not JSON", "content": {MEDIA: {}}},
@@ -107,6 +116,9 @@ def build_app(backend: Backend, *, rate: float = 2000.0, burst: float = 4000.0) 
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)
     limiter = RateLimiter(rate, burst)
+    metrics = ApiMetrics(deliverer)
+    roles: dict[bytes, str] = {}  # key digest -> role, for the metrics' label only (the engine
+    #                               checks every request's key and role itself)
 
     async def on_http_any(request: Request, exc: Exception) -> Response:
         """405 names every method of the path in Allow (FastAPI routes one method each, so
@@ -127,12 +139,17 @@ def build_app(backend: Backend, *, rate: float = 2000.0, burst: float = 4000.0) 
     async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         rid = request.headers.get("x-request-id", "")
         request.state.request_id = rid if _REQUEST_ID.fullmatch(rid) else uuid.uuid4().hex
+        request.state.role = "none"
+        started = time.perf_counter()
         try:
             resp = await call_next(request)
         except Exception:  # never a traceback to the client
             log.exception("API request failed: %s %s", request.method, request.url.path)
             resp = response("internal", "internal error; see the server log")
         resp.headers["X-Request-Id"] = request.state.request_id
+        route = request.scope.get("route")
+        metrics.observe(getattr(route, "path", "unmatched"), request.method, resp.status_code,
+                        request.state.role, time.perf_counter() - started)
         return resp
 
     def actor(request: Request, authorization: str | None) -> dict[str, Any]:
@@ -148,7 +165,14 @@ def build_app(backend: Backend, *, rate: float = 2000.0, burst: float = 4000.0) 
 
 
     async def call(request: Request, authorization: str | None, name: str, **args: Any) -> Any:
-        return await backend.call(name, args, actor(request, authorization))
+        who = actor(request, authorization)
+        role = roles.get(who["key"])
+        if role is None:
+            found = await backend.call("apikey.role", {"digest": who["key"]}, {"cli": "api"})
+            if found is not None and len(roles) < 10_000:
+                roles[who["key"]] = role = found
+        request.state.role = role or "unknown"
+        return await backend.call(name, args, who)
 
     def scoped(request: Request, authorization: str | None, key: str) -> str:
         """The idempotency key as stored: scoped to the API key, so clients never collide."""
@@ -165,6 +189,16 @@ def build_app(backend: Backend, *, rate: float = 2000.0, burst: float = 4000.0) 
     async def readyz() -> M.Health:
         await backend.call("engine.ping", {}, {"cli": "api-readyz"})
         return M.Health(status="ready")
+
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse,
+             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/docs", include_in_schema=False)
+    async def reference() -> Response:
+        """The API reference, drawn from /openapi.json by a page served from here (no CDN)."""
+        return HTMLResponse(reference_page(app.openapi()))
 
     # -- accounts -------------------------------------------------------------------------------
     @app.post("/v1/accounts", status_code=201, response_model=M.Account, tags=["accounts"],
@@ -369,4 +403,79 @@ def build_app(backend: Backend, *, rate: float = 2000.0, burst: float = 4000.0) 
         return M.AuditPage(items=items,
                            next_cursor=items[-1].position if len(items) == limit else None)
 
+    # -- webhooks, events and thresholds ---------------------------------------------------------
+    def _webhook(w: dict[str, Any]) -> M.Webhook:
+        return M.Webhook(id=w["id"], url=w["url"], events=w["events"],
+                         created=_iso(w["created"]) or "")
+
+    @app.post("/v1/webhooks", status_code=201, response_model=M.WebhookCreated, tags=["webhooks"])
+    async def create_webhook(request: Request, body: M.WebhookIn,
+                             authorization: Auth = None) -> M.WebhookCreated:
+        secret = body.secret or "whsec_" + secrets.token_urlsafe(32)
+        w = await call(request, authorization, "webhook.create", url=body.url,
+                       events=list(body.events), secret=secret)
+        return M.WebhookCreated(**_webhook(w).model_dump(), secret=secret)
+
+    @app.get("/v1/webhooks", response_model=list[M.Webhook], tags=["webhooks"])
+    async def list_webhooks(request: Request, authorization: Auth = None) -> list[M.Webhook]:
+        return [_webhook(w) for w in await call(request, authorization, "webhook.list")]
+
+    @app.delete("/v1/webhooks/{webhook_id}", response_model=M.Webhook, tags=["webhooks"],
+                responses={404: {"description": "no such subscription", "content": {MEDIA: {}}}})
+    async def delete_webhook(request: Request, webhook_id: Annotated[str, Path(max_length=64)],
+                             authorization: Auth = None) -> M.Webhook:
+        return _webhook(await call(request, authorization, "webhook.delete", sub_id=webhook_id))
+
+    @app.get("/v1/webhooks/{webhook_id}/deliveries", response_model=list[M.Delivery],
+             tags=["webhooks"])
+    async def deliveries(request: Request, webhook_id: Annotated[str, Path(max_length=64)],
+                         authorization: Auth = None, state: M.DeliveryState | None = None,
+                         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = PAGE
+                         ) -> list[M.Delivery]:
+        got = await call(request, authorization, "webhook.deliveries", subscription=webhook_id,
+                         state=state, limit=limit)
+        return [M.Delivery(**{**d, "next_at": _iso_ms(d["next_at"]),
+                              "last_at": _iso_ms(d["last_at"])}) for d in got]
+
+    @app.get("/v1/events", response_model=M.EventPage, tags=["webhooks"])
+    async def events(request: Request, authorization: Auth = None,
+                     cursor: Annotated[int, Query(ge=0, le=2**62)] = 0,
+                     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = PAGE,
+                     type: M.EventType | None = None,
+                     account: Annotated[str | None, Query(min_length=1, max_length=64)] = None
+                     ) -> M.EventPage:
+        got = await call(request, authorization, "webhook.events", after=cursor,
+                         type=None if type == "*" else type, account=account, limit=limit)
+        items = [M.Event(**json.loads(webhook_body(e))) for e in got]
+        last = int(items[-1].id.removeprefix("evt_")) if items else None
+        return M.EventPage(items=items, next_cursor=last if len(items) == limit else None)
+
+    async def set_threshold(request: Request, authorization: str | None, body: M.ThresholdIn,
+                            **target: str) -> M.Threshold:
+        low = None if body.low_balance is None else _money(body.low_balance, "low_balance")
+        done = await call(request, authorization, "alert.set", low_balance=low, **target)
+        return M.Threshold(account=done["account"], plan=done["plan"],
+                           low_balance=None if low is None else format_micro(low))
+
+    @app.put("/v1/accounts/{account_id}/thresholds", response_model=M.Threshold, tags=["webhooks"],
+             responses={404: {"description": "no such account", "content": {MEDIA: {}}}})
+    async def account_threshold(request: Request, account_id: str, body: M.ThresholdIn,
+                                authorization: Auth = None) -> M.Threshold:
+        return await set_threshold(request, authorization, body, ident=account_id)
+
+    @app.put("/v1/plans/{plan}/thresholds", response_model=M.Threshold, tags=["webhooks"])
+    async def plan_threshold(request: Request, plan: Annotated[str, Path(max_length=64)],
+                             body: M.ThresholdIn, authorization: Auth = None) -> M.Threshold:
+        return await set_threshold(request, authorization, body, plan=plan)
+
+    @app.get("/v1/thresholds", response_model=list[M.Threshold], tags=["webhooks"])
+    async def thresholds(request: Request, authorization: Auth = None) -> list[M.Threshold]:
+        got = await call(request, authorization, "alert.list")
+        return [M.Threshold(account=t.get("account"), plan=t.get("plan"),
+                            low_balance=format_micro(t["low_balance"])) for t in got]
+
     return app
+
+
+def _iso_ms(ms: int) -> str | None:
+    return format_instant(ms // 1000) if ms else None

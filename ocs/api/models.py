@@ -159,3 +159,64 @@ class AuditPage(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+EventType = Literal["balance.low", "bundle.exhausted", "credit.limit_reached",
+                    "final_unit.granted", "account.suspended", "account.activated",
+                    "account.closed", "topup.applied", "invoice.issued", "tariff.activated", "*"]
+DeliveryState = Literal["pending", "delivered", "failed", "cancelled"]
+
+
+class WebhookIn(Strict):
+    url: str = Field(min_length=8, max_length=2000, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://\S+$")
+    events: list[EventType] = Field(min_length=1, max_length=16,
+                                    description='event types, or ["*"] for all')
+    secret: str | None = Field(None, min_length=16, max_length=200,
+                               description="the HMAC key; made by the server when absent")
+
+
+class Webhook(BaseModel):
+    id: str
+    url: str
+    events: list[str]
+    created: str
+
+
+class WebhookCreated(Webhook):
+    secret: str = Field(description="shown once: keep it to check the OCS-Signature header")
+
+
+class Delivery(BaseModel):
+    subscription: str
+    event: str
+    type: str | None
+    account: str | None
+    state: DeliveryState
+    attempts: int
+    next_at: str | None
+    last_at: str | None
+    last_status: int
+    last_error: str
+
+
+class Event(BaseModel):
+    id: str
+    type: str
+    created: str
+    account: str | None
+    data: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    items: list[Event]
+    next_cursor: int | None
+
+
+class ThresholdIn(Strict):
+    low_balance: str | None = Field(pattern=MONEY, description="null clears it")
+
+
+class Threshold(BaseModel):
+    account: str | None = None
+    plan: str | None = None
+    low_balance: str | None

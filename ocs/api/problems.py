@@ -4,12 +4,11 @@ naming what is wrong (the field, the account, the key)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+if TYPE_CHECKING:  # loaded by the handlers: the webhook worker alone raises Problem, no more
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
 
 PROBLEM_BASE = "https://ocs.example.org/problems/"
 MEDIA = "application/problem+json"
@@ -37,6 +36,7 @@ class Problem(Exception):
 
 def response(kind: str, detail: str, headers: dict[str, str] | None = None,
              extra: dict[str, Any] | None = None) -> JSONResponse:
+    from fastapi.responses import JSONResponse
     status, title = KINDS.get(kind, KINDS["internal"])
     body = {"type": PROBLEM_BASE + kind.replace("_", "-"), "title": title, "status": status,
             "detail": detail, **(extra or {})}
@@ -52,6 +52,7 @@ async def on_problem(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def on_validation(_request: Request, exc: Exception) -> JSONResponse:
+    from fastapi.exceptions import RequestValidationError
     assert isinstance(exc, RequestValidationError)
     errors = [{"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body",
                "message": e.get("msg", "invalid")} for e in exc.errors()]
@@ -60,6 +61,7 @@ async def on_validation(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def on_http(_request: Request, exc: Exception) -> JSONResponse:
+    from starlette.exceptions import HTTPException as StarletteHTTPException
     assert isinstance(exc, StarletteHTTPException)
     kind = _BY_STATUS.get(exc.status_code, "bad_request" if exc.status_code < 500 else "internal")
     return response(kind, str(exc.detail), dict(exc.headers or {}))

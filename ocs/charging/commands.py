@@ -32,9 +32,17 @@ from balance.errors import (
     StoreFullError,
     UnknownAccount,
 )
-from balance.schema import ACCOUNTS, API_KEYS, TARIFFS
+from balance.schema import (
+    ACCOUNTS,
+    API_KEYS,
+    META,
+    META_TARIFF_ANNOUNCED,
+    TARIFFS,
+    pack_i64,
+    unpack_i64,
+)
 from balance.store import Tx
-from ocs.charging import access, audit
+from ocs.charging import access, alerts, audit, outbox
 
 Command = Callable[..., Any]
 # Refusal kinds (the API's status for each: 422, 404, 409, 401, 403)
@@ -56,6 +64,7 @@ class Spec:
     roles: frozenset[str]  # API key roles that may run it (the command line may run them all)
     writes: bool           # writes: audited; reads: run in a read txn where no engine runs
     selfcare: bool         # a selfcare key may run it on its own account (args["ident"])
+    audited: bool = True   # a write the audit trail records (not the webhook worker's bookkeeping)
 
 
 COMMANDS: dict[str, Spec] = {}
@@ -70,9 +79,9 @@ _KINDS: dict[type[BalanceError], str] = {UnknownAccount: NOT_FOUND, DuplicateAcc
 
 
 def _command(name: str, roles: frozenset[str] = STAFF, *, writes: bool = True,
-             selfcare: bool = False) -> Callable[[Command], Command]:
+             selfcare: bool = False, audited: bool = True) -> Callable[[Command], Command]:
     def register(fn: Command) -> Command:
-        COMMANDS[name] = Spec(fn, roles, writes, selfcare)
+        COMMANDS[name] = Spec(fn, roles, writes, selfcare, audited)
         return fn
     return register
 
@@ -102,7 +111,7 @@ def run(tx: Tx, name: str, args: dict[str, Any], actor: dict[str, Any] | None = 
         raise
     except BalanceError as exc:
         raise Refused(str(exc), _KINDS.get(type(exc), INVALID)) from None
-    if spec.writes:
+    if spec.writes and spec.audited:
         account = args.get("ident", args.get("account"))
         if name.startswith("account.") and isinstance(result, dict):
             account = result.get("id", account)  # resolved: an alias names its account
@@ -224,16 +233,36 @@ class _DryRunDone(Exception):
 def account_topup(tx: Tx, *, key: str, ident: str, amount: int, reason: str = "topup",
                   currency: str | None = None) -> dict[str, Any]:
     account_id = _resolve(tx, ident)
-    return {"id": account_id,
-            "balance": ops.topup(tx, key, account_id, amount, reason=reason, currency=currency)}
+    seq = tx.get_account(account_id).seq
+    balance = ops.topup(tx, key, account_id, amount, reason=reason, currency=currency)
+    _credited(tx, account_id, seq, "topup.applied", amount, reason)
+    return {"id": account_id, "balance": balance}
+
+
+def _credited(tx: Tx, account_id: str, seq_before: int, kind: str | None, amount: int,
+              reason: str) -> None:
+    """The events of a credit or debit that applied (not of a retry answered from its key)."""
+    acct = tx.get_account(account_id)
+    if acct.seq == seq_before:
+        return
+    if kind is not None:
+        outbox.emit(tx.write_txn, tx.dbs, kind, at=tx.now, account=account_id,
+                    data={"amount": amount, "balance": acct.balance, "currency": acct.currency,
+                          "reason": reason})
+    if amount > 0:
+        alerts.after_credit(tx.write_txn, tx.dbs, acct)
+    else:
+        alerts.after_debit(tx.write_txn, tx.dbs, acct, tx.now)
 
 
 @_command("account.adjust")
 def account_adjust(tx: Tx, *, key: str, ident: str, amount: int, reason: str,
                    currency: str | None = None) -> dict[str, Any]:
     account_id = _resolve(tx, ident)
-    return {"id": account_id,
-            "balance": ops.adjust(tx, key, account_id, amount, reason, currency=currency)}
+    seq = tx.get_account(account_id).seq
+    balance = ops.adjust(tx, key, account_id, amount, reason, currency=currency)
+    _credited(tx, account_id, seq, None, amount, reason)
+    return {"id": account_id, "balance": balance}
 
 
 @_command("account.bundle")
@@ -249,7 +278,21 @@ def account_bundle(tx: Tx, *, key: str, ident: str, unit: str, amount: int,
 
 @_command("account.status")
 def account_status(tx: Tx, *, key: str, ident: str, status: str) -> dict[str, Any]:
-    return as_data(ops.set_status(tx, key, _resolve(tx, ident), status))
+    account_id = _resolve(tx, ident)
+    was = tx.get_account(account_id).status
+    acct = ops.set_status(tx, key, account_id, status)
+    _status_event(tx, acct.id, was, acct.status)
+    return as_data(acct)
+
+
+_STATUS_EVENTS = {"active": "account.activated", "suspended": "account.suspended",
+                  "closed": "account.closed"}
+
+
+def _status_event(tx: Tx, account_id: str, was: str, now_is: str) -> None:
+    if was != now_is and now_is in _STATUS_EVENTS:
+        outbox.emit(tx.write_txn, tx.dbs, _STATUS_EVENTS[now_is], at=tx.now, account=account_id,
+                    data={"status": now_is, "was": was})
 
 
 @_command("account.show", READERS, writes=False, selfcare=True)
@@ -313,7 +356,10 @@ def account_update(tx: Tx, *, key: str, ident: str, plan: str | None = None,
         changes["status"] = status
     if not changes:
         raise Refused("nothing to change: give plan, credit_limit or status")
-    return as_data(ops.update_account(tx, key, account_id, **changes))
+    was = tx.get_account(account_id).status
+    acct = ops.update_account(tx, key, account_id, **changes)
+    _status_event(tx, acct.id, was, acct.status)
+    return as_data(acct)
 
 
 @_command("engine.ping", access.ANY_ROLE, writes=False)
@@ -344,8 +390,22 @@ def tariff_load(tx: Tx, *, text: str, source: str, effective_from: int) -> dict[
         version = load_in(tx.write_txn, tx.dbs[TARIFFS], text, source, effective_from, tx.now)
     except TariffError as exc:
         raise Refused(str(exc)) from None
+    announce_tariff(tx)
     return {"version": version, "effective_from": effective_from,
             "in_force": version_in_force(tx.read_txn, tx.dbs[TARIFFS], tx.now)}
+
+
+def announce_tariff(tx: Tx) -> None:
+    """tariff.activated for the version in force, once: at its load when it takes effect at once,
+    else at the first sweep after its time (ocs.charging.sweeper) or a later tariff command."""
+    from rating.tariff_store import version_in_force
+    current = version_in_force(tx.read_txn, tx.dbs[TARIFFS], tx.now)
+    raw = tx.read_txn.get(META_TARIFF_ANNOUNCED, db=tx.dbs[META])
+    if current is None or (raw is not None and unpack_i64(raw) == current):
+        return
+    tx.write_txn.put(META_TARIFF_ANNOUNCED, pack_i64(current), db=tx.dbs[META])
+    outbox.emit(tx.write_txn, tx.dbs, "tariff.activated", at=tx.now, account=None,
+                data={"version": current})
 
 
 @_command("tariff.retire", ADMIN)
@@ -357,6 +417,7 @@ def tariff_retire(tx: Tx, *, version: int) -> dict[str, Any]:
         raise Refused(str(exc), NOT_FOUND) from None
     except TariffRetireRefused as exc:
         raise Refused(str(exc), CONFLICT) from None
+    announce_tariff(tx)
     return {"at": at, "already": was,
             "in_force": version_in_force(tx.read_txn, tx.dbs[TARIFFS], tx.now)}
 
@@ -416,3 +477,105 @@ def audit_list(tx: Tx, *, after: int = 0, since: int | None = None, account: str
     return [{"position": pos, **e} for pos, e in
             audit.entries(tx.read_txn, tx.dbs, after=after, since=since, account=account,
                           limit=max(1, min(int(limit), 10_000)))]
+
+
+# -- webhooks and thresholds ---------------------------------------------------------------------
+
+_URL = re.compile(r"https?://[^\s/?#]+(?::\d{1,5})?(?:[/?#]\S*)?", re.IGNORECASE)
+WORKER: frozenset[str] = frozenset()  # the webhook worker's commands: the API process (an actor with no key) only
+
+
+@_command("webhook.create", ADMIN)
+def webhook_create(tx: Tx, *, url: str, events: list[str], secret: str) -> dict[str, Any]:
+    """Subscribe `url` to `events` (types, or ["*"]); `secret` is made by the caller, which
+    shows it once: the receiver checks the HMAC-SHA256 of each POST with it."""
+    if not isinstance(url, str) or len(url) > 2000 or not _URL.fullmatch(url):
+        raise Refused(f"url: not an http:// or https:// URL: {url!r}"[:300])
+    if not isinstance(events, list) or not events or not all(isinstance(e, str) for e in events):
+        raise Refused("events: a non-empty list of event types, or [\"*\"]")
+    unknown = sorted(set(events) - set(outbox.EVENT_TYPES) - {"*"})
+    if unknown:
+        raise Refused(f"events: unknown type {unknown[0]!r} (types: {', '.join(outbox.EVENT_TYPES)})")
+    if not isinstance(secret, str) or not 16 <= len(secret) <= 200:
+        raise Refused("secret: 16 to 200 characters")
+    return outbox.subscribe(tx.write_txn, tx.dbs, url=url, events=events, secret=secret,
+                            now=tx.now)
+
+
+@_command("webhook.list", ADMIN, writes=False)
+def webhook_list(tx: Tx) -> list[dict[str, Any]]:
+    return [{k: v for k, v in s.items() if k != "secret"}
+            for s in outbox.subscriptions(tx.read_txn, tx.dbs)]
+
+
+@_command("webhook.delete", ADMIN)
+def webhook_delete(tx: Tx, *, sub_id: str) -> dict[str, Any]:
+    gone = outbox.unsubscribe(tx.write_txn, tx.dbs, sub_id) if isinstance(sub_id, str) else None
+    if gone is None:
+        raise Refused(f"no webhook subscription {sub_id!r}", NOT_FOUND)
+    return {k: v for k, v in gone.items() if k != "secret"}
+
+
+@_command("webhook.deliveries", ADMIN, writes=False)
+def webhook_deliveries(tx: Tx, *, subscription: str | None = None, state: str | None = None,
+                       limit: int = 100) -> list[dict[str, Any]]:
+    return outbox.deliveries(tx.read_txn, tx.dbs, subscription=subscription, state=state,
+                             limit=max(1, min(int(limit), 10_000)))
+
+
+@_command("webhook.events", ADMIN, writes=False)
+def webhook_events(tx: Tx, *, after: int = 0, type: str | None = None,
+                   account: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    return list(outbox.events(tx.read_txn, tx.dbs, after=after, kind=type, account=account,
+                              limit=max(1, min(int(limit), 10_000))))
+
+
+@_command("outbox.next", WORKER, writes=False)
+def outbox_next(tx: Tx) -> dict[str, Any]:
+    return {"due": outbox.next_due(tx.read_txn, tx.dbs), **outbox.depth(tx.read_txn, tx.dbs)}
+
+
+@_command("outbox.claim", WORKER, audited=False)
+def outbox_claim(tx: Tx, *, now_ms: int, limit: int, lease_ms: int) -> list[dict[str, Any]]:
+    return outbox.claim(tx.write_txn, tx.dbs, now_ms=int(now_ms), limit=max(1, min(int(limit), 1000)),
+                        lease_ms=int(lease_ms))
+
+
+@_command("outbox.report", WORKER, audited=False)
+def outbox_report(tx: Tx, *, outcomes: list[dict[str, Any]], base_ms: int) -> list[str | None]:
+    """Each outcome: subscription, position, ok, status, error, now_ms."""
+    return [outbox.report(tx.write_txn, tx.dbs, subscription=o["subscription"],
+                          position=int(o["position"]), ok=bool(o["ok"]), status=int(o["status"]),
+                          error=str(o["error"]), now_ms=int(o["now_ms"]), base_ms=int(base_ms))
+            for o in outcomes]
+
+
+@_command("alert.set")
+def alert_set(tx: Tx, *, low_balance: int | None, ident: str | None = None,
+              plan: str | None = None) -> dict[str, Any]:
+    """The low-balance threshold (micro-units; None clears it) of an account or of a plan."""
+    if (ident is None) == (plan is None):
+        raise Refused("give an account or a plan, not both")
+    if low_balance is not None and (isinstance(low_balance, bool) or not isinstance(low_balance, int)):
+        raise Refused("low_balance: an amount")
+    account = _resolve(tx, ident) if ident is not None else None
+    if plan is not None:
+        plans, _currency = _plans_and_currency(tx)
+        if plan not in plans:
+            raise Refused(f"no loaded tariff has plan {plan!r} (plans: {', '.join(sorted(plans))})")
+    alerts.set_threshold(tx.write_txn, tx.dbs, account=account, plan=plan, amount=low_balance)
+    if account is not None:  # a new threshold starts armed: the next debit below it fires
+        alerts.rearm(tx.write_txn, tx.dbs, account)
+    return {"account": account, "plan": plan, "low_balance": low_balance}
+
+
+@_command("alert.list", READERS, writes=False)
+def alert_list(tx: Tx) -> list[dict[str, Any]]:
+    return alerts.thresholds(tx.read_txn, tx.dbs)
+
+
+@_command("apikey.role", WORKER, writes=False)
+def apikey_role(tx: Tx, *, digest: bytes) -> str | None:
+    """The role of a live key (the API's metrics label its requests with it), None if unknown."""
+    key = access.find(tx.read_txn, tx.dbs, digest) if isinstance(digest, bytes) else None
+    return None if key is None else key.role

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from balance import schema
-from ocs.charging import sessions
+from ocs.charging import alerts, outbox, sessions
 from ocs.charging.answers import answer_gone, failed_avp, make_cca, message_result, single_service
 from ocs.charging.context import Context
 from ocs.charging.counters import OPEN_SESSIONS_KEY, adjust_open_sessions
@@ -77,11 +77,30 @@ def process(tx: Tx, ctx: Context, ccr: CCR) -> bytes:
         sess.mark_seen(ccr.request_number)
     else:
         sess, cca = _session(tx, ctx, ccr, sess)
+        if sess is not None and sess.account_id:
+            _notify(tx, dbs, sess, cca)
     raw = encode_cca(cca, ccr.hop_by_hop, ccr.end_to_end)
     if sess is not None:
         sessions.remember_answer(sess, ccr.request_number, ccr.origin_host, ccr.end_to_end, raw)
         sessions.save(tx.write_txn, dbs, sess)
     return raw
+
+
+def _notify(tx: Tx, dbs: dict[str, Any], sess: Session, cca: CCA) -> None:
+    """The webhook events a request causes, in its own transaction (ocs.charging.outbox)."""
+    fui = cca.final_unit is not None
+    limit = cca.result_code == C.DIAMETER_CREDIT_LIMIT_REACHED
+    for m in cca.mscc:
+        fui = fui or m.final_unit_action is not None
+        limit = limit or m.result_code == C.DIAMETER_CREDIT_LIMIT_REACHED
+    if limit:
+        alerts.limit_reached(tx.write_txn, dbs, sess.account_id, sess.session_id, tx.now)
+    if fui:
+        groups = [m.rating_group for m in cca.mscc if m.final_unit_action is not None]
+        outbox.emit(tx.write_txn, dbs, "final_unit.granted", at=tx.now, account=sess.account_id,
+                    data={"session": sess.session_id, "rating_groups": groups})
+    if alerts.threshold(tx.read_txn, dbs, sess.account_id, sess.plan) is not None:
+        alerts.after_debit(tx.write_txn, dbs, tx.get_account(sess.account_id), tx.now)
 
 
 # -- session-based charging (INITIAL / UPDATE / TERMINATION) --------------------------------------

@@ -6,7 +6,7 @@ import logging
 
 from balance import ops
 from balance.store import Tx
-from ocs.charging import credit, sessions
+from ocs.charging import commands, credit, sessions
 
 log = logging.getLogger("ocs.sweeper")
 
@@ -42,6 +42,7 @@ def sweep(tx: Tx, ctx: credit.Context, limit: int = 512) -> int:
     ops.expire_reservations(tx, now, limit=limit)  # holds whose session record is gone
     ops.expire_bundles(tx, now, limit=limit)
     ops.purge_idempotency(tx, now - ops.IDEM_RETENTION, limit=limit)
+    commands.announce_tariff(tx)  # a scheduled version that took effect since the last pass
     return closed
 
 

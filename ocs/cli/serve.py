@@ -39,6 +39,9 @@ def register(sub: Subparsers) -> None:
                    help="serve no HTTP API")
     p.add_argument("--api-rate-limit", type=float, default=None, metavar="N",
                    help="requests/s per API key (default 2000; 0: no limit)")
+    p.add_argument("--webhook-retry", type=float, default=None, metavar="S",
+                   help="seconds before a failed webhook's first retry, doubling up to an hour "
+                        "apart, for 24 h (default 5)")
     p.add_argument("--log-level", default=None, type=str.upper, choices=LOG_LEVELS)
     p.add_argument("--validity-time", type=int, default=None, metavar="S",
                    help="Validity-Time granted with quota (default 900)")
@@ -57,7 +60,7 @@ def register(sub: Subparsers) -> None:
 
 
 SETTING_FLAGS = ("data", "listen", "origin_host", "origin_realm", "metrics", "api", "api_rate_limit",
-                 "log_level",
+                 "webhook_retry", "log_level",
                  "validity_time", "session_timeout", "quota_holding_time", "sync", "workers",
                  "allow_peer", "cdr_export")
 

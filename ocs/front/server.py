@@ -107,8 +107,7 @@ class Server:
             self.metrics_address = metrics.serve_metrics(host, port, partial(probe_app, self.readiness))
         if self.cfg.cdr_export:
             self._start_exporter()
-        if self.cfg.api:
-            self._start_api()
+        self._start_api()
         self._tasks = [asyncio.create_task(self._housekeeping())]
         self.readiness.started = True
 
@@ -131,10 +130,17 @@ class Server:
     def _start_api(self) -> None:
         """The HTTP API in a process of its own (ocs.api.process), so an API burst never delays a
         CCA. We bind its socket here, so a taken port fails the start and the ready line names
-        the port; it reaches state through the engine's control socket, which is up by now."""
+        the port; it reaches state through the engine's control socket, which is up by now.
+        With --no-api the process still runs, for the webhook delivery worker alone."""
         if not self.cfg.sole_writer():
-            log.info("no HTTP API with --workers N: the API needs the one engine that owns "
-                        "the data dir (run `ocs serve` with one worker, or --no-api)")
+            log.info("no HTTP API or webhook delivery with --workers N: they need the one engine "
+                     "that owns the data dir (run `ocs serve` with one worker, or --no-api)")
+            return
+        cmd = [sys.executable, "-m", "ocs.api.process", "--data", self.cfg.data,
+               "--parent", str(os.getpid()), "--rate", str(self.cfg.api_rate_limit),
+               "--log-level", self.cfg.log_level, "--webhook-retry", str(self.cfg.webhook_retry)]
+        if not self.cfg.api:
+            self.api_proc = subprocess.Popen(cmd)
             return
         host, port = split_hostport(self.cfg.api, "api")
         info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
@@ -145,11 +151,8 @@ class Server:
             sock.listen(1024)
             name = sock.getsockname()
             self.api_address = join_hostport(name[0], name[1])
-            self.api_proc = subprocess.Popen(
-                [sys.executable, "-m", "ocs.api.process", "--data", self.cfg.data, "--fd",
-                 str(sock.fileno()), "--parent", str(os.getpid()), "--rate",
-                 str(self.cfg.api_rate_limit), "--log-level", self.cfg.log_level],
-                pass_fds=[sock.fileno()])
+            self.api_proc = subprocess.Popen([*cmd, "--fd", str(sock.fileno())],
+                                             pass_fds=[sock.fileno()])
         finally:
             sock.close()
 

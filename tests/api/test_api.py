@@ -306,7 +306,7 @@ def test_schemathesis_finds_no_5xx_and_no_answer_off_the_schema(api) -> None:  #
     st = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or "schemathesis"
     r = subprocess.run([st, "run", f"http://{srv.api}/openapi.json", "-H",
                         f"Authorization: Bearer {keys['admin']}", "--checks", "all",
-                        "--exclude-checks", "positive_data_acceptance", "-n", "60", "--seed", "1",
+                        "--exclude-checks", "positive_data_acceptance", "--exclude-name", "POST /v1/webhooks", "-n", "60", "--seed", "1",
                         "--warnings", "off", "--no-color"],
                        capture_output=True, text=True, timeout=600)
     generated = re.search(r"(\d+) generated", r.stdout)

@@ -3,7 +3,7 @@
 Numbers for a run are assigned in one durable write txn, in account id order, before any document is
 written; a re-run of the period finds the same numbers (idempotent), and an account that first shows
 up in a later run of the period gets the next number. A run that fails after numbering leaves no gap:
-its re-run renders the same numbers.
+its re-run renders the same numbers. A number's first assignment emits `invoice.issued` (webhooks).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from balance import schema
 from balance.schema import pack_i64, unpack_i64
+from ocs.charging import outbox
 
 if TYPE_CHECKING:
     from balance.store import Store, Tx
@@ -42,6 +43,9 @@ def assign(store: Store, period: str, account_ids: Iterable[str]) -> dict[str, s
                 seq += 1
                 tx.put("export", _key(period, a), pack_i64(seq))
                 n = seq
+                # announced with its number, in the txn that issues it (documents follow)
+                outbox.emit(tx.write_txn, tx.dbs, "invoice.issued", at=tx.now, account=a,
+                            data={"number": format_number(n), "period": period})
             else:
                 n = unpack_i64(got)
             out[a] = format_number(n)
