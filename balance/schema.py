@@ -90,7 +90,7 @@ META_CDR_SEQ: Final = b"cdr_seq"                   # last CDR id drawn, i64 (ocs
 META_IDEM_PURGE_AT: Final = b"balance.idem_purge_at"  # idem key where purge_idempotency resumes; b"": start
 META_WEBHOOK_SEQ: Final = b"webhook_seq"           # last webhook subscription number, i64 (ocs.charging.outbox)
 META_TARIFF_ANNOUNCED: Final = b"tariff_announced"  # version last announced as tariff.activated, i64
-META_ALERTS_GEN: Final = b"alerts_gen"             # bumped by every threshold change, i64 (ocs.charging.alerts)
+META_ALERTS_GEN: Final = b"alerts_gen"             # 8 random bytes, new at every threshold change (ocs.charging.alerts)
 
 # -- fixed keys in TARIFFS (rating.tariff_store) ------------------------------------------------
 TARIFF_COUNTER: Final = b"counter"    # latest version, i64

@@ -141,12 +141,19 @@ class Tx(View):
         t, shared, db = self._t, self.store._shared, self.dbs[LEDGER]
         pos = shared.ledger_next if shared.ledger_txn is t else 0
         if not pos or not t.put(be8(pos), value, db=db, append=True):
-            cur = t.cursor(db=db)
-            pos = int.from_bytes(cur.key(), "big") + 1 if cur.last() else 1
-            if not t.put(be8(pos), value, db=db, append=True):
-                raise RuntimeError("ledger append refused at its own tail")
+            pos = append_at_tail(t, db, value)
         shared.ledger_txn, shared.ledger_next = t, pos + 1
         return pos
+
+
+def append_at_tail(txn: lmdb.Transaction[bytes], db: Any, value: bytes) -> int:
+    """Put value at the next be8 position of an append-only db (1 when empty); return it.
+    The ledger, the audit trail and the webhook outbox are such dbs."""
+    cur = txn.cursor(db=db)
+    pos = int.from_bytes(cur.key(), "big") + 1 if cur.last() else 1
+    if not txn.put(be8(pos), value, db=db, append=True):
+        raise RuntimeError("append refused at the db's own tail")
+    return pos
 
 
 class ReadView(View):

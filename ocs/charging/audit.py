@@ -14,15 +14,11 @@ from typing import Any
 import msgpack
 
 from balance.schema import AUDIT, pack_be8
+from balance.store import append_at_tail
 
 
 def append(txn: Any, dbs: dict[str, Any], entry: dict[str, Any]) -> int:
-    db = dbs[AUDIT]
-    cur = txn.cursor(db=db)
-    pos = int.from_bytes(cur.key(), "big") + 1 if cur.last() else 1
-    if not txn.put(pack_be8(pos), msgpack.packb(entry, use_bin_type=True), db=db, append=True):
-        raise RuntimeError("audit append refused at its own tail")  # pragma: no cover
-    return pos
+    return append_at_tail(txn, dbs[AUDIT], msgpack.packb(entry, use_bin_type=True))
 
 
 def entries(txn: Any, dbs: dict[str, Any], *, after: int = 0, since: int | None = None,

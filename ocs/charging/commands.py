@@ -471,12 +471,17 @@ def apikey_revoke(tx: Tx, *, name: str) -> dict[str, Any]:
     return key.public()
 
 
+def _page(limit: int) -> int:
+    """A list command's page size, held to 1..10,000 (one answer frame stays small)."""
+    return max(1, min(int(limit), 10_000))
+
+
 @_command("audit.list", ADMIN, writes=False)
 def audit_list(tx: Tx, *, after: int = 0, since: int | None = None, account: str | None = None,
                limit: int = 1000) -> list[dict[str, Any]]:
     return [{"position": pos, **e} for pos, e in
             audit.entries(tx.read_txn, tx.dbs, after=after, since=since, account=account,
-                          limit=max(1, min(int(limit), 10_000)))]
+                          limit=_page(limit))]
 
 
 # -- webhooks and thresholds ---------------------------------------------------------------------
@@ -504,8 +509,7 @@ def webhook_create(tx: Tx, *, url: str, events: list[str], secret: str) -> dict[
 
 @_command("webhook.list", ADMIN, writes=False)
 def webhook_list(tx: Tx) -> list[dict[str, Any]]:
-    return [{k: v for k, v in s.items() if k != "secret"}
-            for s in outbox.subscriptions(tx.read_txn, tx.dbs)]
+    return [outbox.public(s) for s in outbox.subscriptions(tx.read_txn, tx.dbs)]
 
 
 @_command("webhook.delete", ADMIN)
@@ -513,26 +517,26 @@ def webhook_delete(tx: Tx, *, sub_id: str) -> dict[str, Any]:
     gone = outbox.unsubscribe(tx.write_txn, tx.dbs, sub_id) if isinstance(sub_id, str) else None
     if gone is None:
         raise Refused(f"no webhook subscription {sub_id!r}", NOT_FOUND)
-    return {k: v for k, v in gone.items() if k != "secret"}
+    return outbox.public(gone)
 
 
 @_command("webhook.deliveries", ADMIN, writes=False)
 def webhook_deliveries(tx: Tx, *, subscription: str | None = None, state: str | None = None,
                        limit: int = 100) -> list[dict[str, Any]]:
     return outbox.deliveries(tx.read_txn, tx.dbs, subscription=subscription, state=state,
-                             limit=max(1, min(int(limit), 10_000)))
+                             limit=_page(limit))
 
 
 @_command("webhook.events", ADMIN, writes=False)
 def webhook_events(tx: Tx, *, after: int = 0, type: str | None = None,
                    account: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     return list(outbox.events(tx.read_txn, tx.dbs, after=after, kind=type, account=account,
-                              limit=max(1, min(int(limit), 10_000))))
+                              limit=_page(limit)))
 
 
 @_command("outbox.next", WORKER, writes=False)
 def outbox_next(tx: Tx) -> dict[str, Any]:
-    return {"due": outbox.next_due(tx.read_txn, tx.dbs), **outbox.depth(tx.read_txn, tx.dbs)}
+    return {"due": outbox.next_due(tx.read_txn, tx.dbs), "pending": outbox.depth(tx.read_txn, tx.dbs)}
 
 
 @_command("outbox.claim", WORKER, audited=False)

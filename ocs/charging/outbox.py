@@ -7,7 +7,8 @@ POSTs them and reports each outcome; a claim is a lease, so a worker killed mid-
 delivery due again when the lease runs out: at least once, never zero times. Receivers
 deduplicate by the event's id, `evt_` + its outbox position, which never changes.
 
-Event (msgpack map): id, type, at (unix s), account (or None), data (a map of plain values).
+Event (msgpack map): type, at (unix s), account (or None), data (a map of plain values); its
+id is derived from its position, never stored.
 Subscription: id (`wh_N`), url, events (types, or ["*"]), secret (the HMAC key; shown once),
 created. Delivery (msgpack array): state, attempts, next_at ms, first_at ms, last_at ms,
 last_status (HTTP status or 0), last_error. States: pending (due at next_at, or leased until
@@ -33,6 +34,7 @@ from balance.schema import (
     pack_i64,
     unpack_i64,
 )
+from balance.store import append_at_tail
 
 EVENT_TYPES: Final = ("balance.low", "bundle.exhausted", "credit.limit_reached",
                       "final_unit.granted", "account.suspended", "account.activated",
@@ -93,6 +95,11 @@ def subscriptions(txn: Any, dbs: dict[str, Any]) -> list[dict[str, Any]]:
     return [_unpack(v) for _k, v in txn.cursor(db=dbs[WEBHOOKS])]
 
 
+def public(sub: dict[str, Any]) -> dict[str, Any]:
+    """A subscription as shown after its creation: everything but its secret."""
+    return {k: v for k, v in sub.items() if k != "secret"}
+
+
 def subscribe(txn: Any, dbs: dict[str, Any], *, url: str, events: list[str], secret: str,
               now: int) -> dict[str, Any]:
     raw = txn.get(META_WEBHOOK_SEQ, db=dbs[META])
@@ -133,11 +140,8 @@ def emit(txn: Any, dbs: dict[str, Any], kind: str, *, at: int, account: str | No
     """Append an event and a pending delivery (due now) to every subscription that wants it."""
     if kind not in EVENT_TYPES:
         raise ValueError(f"unknown event type {kind!r}")
-    db = dbs[OUTBOX]
-    cur = txn.cursor(db=db)
-    pos = int.from_bytes(cur.key(), "big") + 1 if cur.last() else 1
-    event = {"id": event_id(pos), "type": kind, "at": at, "account": account, "data": data}
-    txn.put(pack_be8(pos), _pack(event), db=db, append=True)
+    pos = append_at_tail(txn, dbs[OUTBOX],
+                         _pack({"type": kind, "at": at, "account": account, "data": data}))
     due = at * 1000
     for sub in subscriptions(txn, dbs):
         if "*" in sub["events"] or kind in sub["events"]:
@@ -147,9 +151,14 @@ def emit(txn: Any, dbs: dict[str, Any], kind: str, *, at: int, account: str | No
     return pos
 
 
+def _event(pos: int, raw: bytes) -> dict[str, Any]:
+    """A stored event with its id, which is derived from its position and never stored."""
+    return {"id": event_id(pos), **_unpack(raw)}
+
+
 def event(txn: Any, dbs: dict[str, Any], pos: int) -> dict[str, Any] | None:
     raw = txn.get(pack_be8(pos), db=dbs[OUTBOX])
-    return None if raw is None else dict(_unpack(raw))
+    return None if raw is None else _event(pos, raw)
 
 
 def events(txn: Any, dbs: dict[str, Any], *, after: int = 0, kind: str | None = None,
@@ -158,8 +167,8 @@ def events(txn: Any, dbs: dict[str, Any], *, after: int = 0, kind: str | None = 
     if not cur.set_range(pack_be8(after + 1)):
         return
     n = 0
-    for _k, v in cur:
-        e: dict[str, Any] = _unpack(v)
+    for k, v in cur:
+        e = _event(int.from_bytes(k, "big"), v)
         if kind not in (None, e["type"]) or account not in (None, e["account"]):
             continue
         yield e
@@ -206,7 +215,7 @@ def claim(txn: Any, dbs: dict[str, Any], *, now_ms: int, limit: int,
         txn.put(dkey, d.pack(), db=dbs[DELIVERIES])
         txn.put(_due_key(d.next_at, dkey), b"", db=dbs[DELIVERY_DUE])
         out.append({"subscription": sub_id, "position": pos, "url": sub["url"],
-                    "secret": sub["secret"], "event": ev, "attempt": d.attempts + 1})
+                    "secret": sub["secret"], "event": ev})
     return out
 
 
@@ -265,7 +274,7 @@ def deliveries(txn: Any, dbs: dict[str, Any], *, subscription: str | None = None
     return out
 
 
-def depth(txn: Any, dbs: dict[str, Any]) -> dict[str, int]:
-    """For the metrics: deliveries pending (due or leased), and events ever written."""
-    return {"pending": txn.stat(dbs[DELIVERY_DUE])["entries"],
-            "events": txn.stat(dbs[OUTBOX])["entries"]}
+def depth(txn: Any, dbs: dict[str, Any]) -> int:
+    """For the metrics: deliveries not yet made (due, or leased to a worker)."""
+    n: int = txn.stat(dbs[DELIVERY_DUE])["entries"]
+    return n

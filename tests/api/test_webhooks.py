@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from gy_requests import ccr as gy_ccr
-from server_harness import provision, start_server
+from server_harness import RunningServer, provision, start_server
 
 from ocs.api.webhooks import SIGNATURE, sign, verify
 from ocs.client import DiameterClient
@@ -114,6 +114,18 @@ def admin_key(data: Path) -> str:
     return r.stdout.strip().splitlines()[-1]
 
 
+def serve_one(tmp_path: Path, balance: str, *flags: str) -> tuple[RunningServer, Path, str]:
+    """One account with `balance`, the server with its API, and an admin key for it."""
+    data = tmp_path / "d"
+    provision(data, {ACCT: {"balance": balance}})
+    srv = start_server(data, "--api", "127.0.0.1:0", "--no-cdr-export", *flags)
+    try:
+        return srv, data, admin_key(data)
+    except BaseException:
+        srv.stop()
+        raise
+
+
 def api(srv: Any, key: str) -> httpx.Client:
     return httpx.Client(base_url=f"http://{srv.api}", headers={"Authorization": f"Bearer {key}"},
                         timeout=30)
@@ -139,11 +151,8 @@ def test_the_signature_scheme() -> None:
 
 
 def test_changes_emit_signed_events_delivered_once_each(tmp_path: Path, receiver: Receiver) -> None:
-    data = tmp_path / "d"
-    provision(data, {ACCT: {"balance": "5"}})
-    srv = start_server(data, "--api", "127.0.0.1:0", "--no-cdr-export", "--webhook-retry", "0.2")
+    srv, data, key = serve_one(tmp_path, "5", "--webhook-retry", "0.2")
     try:
-        key = admin_key(data)
         with api(srv, key) as c:
             r = c.post("/v1/webhooks", json={"url": receiver.url, "events": ["*"], "secret": SECRET})
             assert r.status_code == 201 and r.json()["secret"] == SECRET, r.text
@@ -191,12 +200,9 @@ def test_changes_emit_signed_events_delivered_once_each(tmp_path: Path, receiver
 
 async def test_balance_low_fires_once_per_crossing_and_a_topup_rearms_it(
         tmp_path: Path, receiver: Receiver) -> None:
-    data = tmp_path / "d"
-    provision(data, {ACCT: {"balance": "1.00"}})
-    srv = start_server(data, "--api", "127.0.0.1:0", "--no-cdr-export")
+    srv, data, key = serve_one(tmp_path, "1.00")
     client = await DiameterClient.connect(srv.host, srv.port)
     try:
-        key = admin_key(data)
         r = ocs(data, "webhook", "create", "--url", receiver.url, "--events",
                 "balance.low,topup.applied", "--secret", SECRET)
         assert r.returncode == 0 and "wh_1" in r.stdout, r.stderr
@@ -246,12 +252,9 @@ async def test_balance_low_fires_once_per_crossing_and_a_topup_rearms_it(
 
 
 async def test_credit_limit_and_final_unit_events(tmp_path: Path) -> None:
-    data = tmp_path / "d"
-    provision(data, {ACCT: {"balance": "0.05"}})
-    srv = start_server(data, "--api", "127.0.0.1:0", "--no-cdr-export")
+    srv, _data, key = serve_one(tmp_path, "0.05")
     client = await DiameterClient.connect(srv.host, srv.port)
     try:
-        key = admin_key(data)
         a = await client.ccr(gy_ccr("fui-1", 1, 0, ACCT, mscc=[   # asks for 10 min, 5 can be paid
             MSCCRequest(rating_group=100, requested=Units(time=600))]))
         assert a.result_code == C.DIAMETER_SUCCESS and a.mscc[0].final_unit_action is not None, a
@@ -288,11 +291,8 @@ def _topups(srv: Any, key: str, n: int, prefix: str) -> None:
 
 
 def test_a_receiver_down_for_30_s_gets_every_event_after(tmp_path: Path, receiver: Receiver) -> None:
-    data = tmp_path / "d"
-    provision(data, {ACCT: {"balance": "1"}})
-    srv = start_server(data, "--api", "127.0.0.1:0", "--no-cdr-export", "--webhook-retry", "1")
+    srv, data, key = serve_one(tmp_path, "1", "--webhook-retry", "1")
     try:
-        key = admin_key(data)
         r = ocs(data, "webhook", "create", "--url", receiver.url, "--events", "topup.applied",
                 "--secret", SECRET)
         assert r.returncode == 0, r.stderr
@@ -319,11 +319,8 @@ def test_a_receiver_down_for_30_s_gets_every_event_after(tmp_path: Path, receive
 
 def test_kill_9_with_events_in_the_outbox_delivers_them_after_restart(
         tmp_path: Path, receiver: Receiver) -> None:
-    data = tmp_path / "d"
-    provision(data, {ACCT: {"balance": "1"}})
-    srv = start_server(data, "--api", "127.0.0.1:0", "--no-cdr-export", "--webhook-retry", "0.2")
+    srv, data, key = serve_one(tmp_path, "1", "--webhook-retry", "0.2")
     try:
-        key = admin_key(data)
         assert ocs(data, "webhook", "create", "--url", receiver.url, "--events", "topup.applied",
                    "--secret", SECRET).returncode == 0
         receiver.down()
@@ -349,12 +346,9 @@ def test_kill_9_with_events_in_the_outbox_delivers_them_after_restart(
 
 async def test_a_slow_receiver_never_slows_charging(tmp_path: Path) -> None:
     slow = Receiver(delay=3.0)
-    data = tmp_path / "d"
-    provision(data, {ACCT: {"balance": "100"}})
-    srv = start_server(data, "--api", "127.0.0.1:0", "--no-cdr-export")
+    srv, data, key = serve_one(tmp_path, "100")
     client = await DiameterClient.connect(srv.host, srv.port)
     try:
-        key = admin_key(data)
         assert ocs(data, "webhook", "create", "--url", slow.url, "--events", "*",
                    "--secret", SECRET).returncode == 0
         _topups(srv, key, 20, "slow")  # 20 POSTs, each held 3 s by the receiver
@@ -374,11 +368,8 @@ async def test_a_slow_receiver_never_slows_charging(tmp_path: Path) -> None:
 
 
 def test_bad_subscriptions_are_refused_and_change_nothing(tmp_path: Path) -> None:
-    data = tmp_path / "d"
-    provision(data, {ACCT: {"balance": "1"}})
-    srv = start_server(data, "--api", "127.0.0.1:0", "--no-cdr-export")
+    srv, data, key = serve_one(tmp_path, "1")
     try:
-        key = admin_key(data)
         with api(srv, key) as c:
             for body in ({"url": "ftp://127.0.0.1/x", "events": ["*"]},
                          {"url": "http://127.0.0.1:1/x", "events": ["no.such"]},
