@@ -47,6 +47,8 @@ class WriterStats:
     isolated: int = 0             # batches rerun op-by-op after an op failed mid-write
     syncs: int = 0                # fdatasyncs by the syncer thread (each may cover several batches)
     sync_seconds: float = 0.0
+    last_wrote: bool = False      # the last committed batch changed something (a read-only one
+    #                               commits without touching the disk, so proves nothing about it)
 
 
 class WriterStopped(RuntimeError):
@@ -181,7 +183,7 @@ class GroupCommitWriter:
             txn = store.begin_write()
             try:
                 with self.cpu:
-                    outcomes = self._run_ops(txn, batch, now, isolated)
+                    ran = self._run_ops(txn, batch, now, isolated)
             except lmdb.MapFullError:
                 store.end(txn, False)
                 self.stats.retries += 1
@@ -190,7 +192,7 @@ class GroupCommitWriter:
             except BaseException:
                 store.end(txn, False)
                 raise
-            if outcomes is None:  # a dirty failure on the fast path
+            if ran is None:  # a dirty failure on the fast path
                 store.end(txn, False)
                 self.stats.isolated += 1
                 isolated = True
@@ -207,15 +209,18 @@ class GroupCommitWriter:
             st.batches += 1
             st.ops += len(batch)
             st.last_batch = len(batch)
+            outcomes, st.last_wrote = ran
             return outcomes
         raise StoreFullError(f"{store.path}: batch does not fit after {MAX_RETRIES} growths")
 
     def _run_ops(self, txn: lmdb.Transaction[bytes], batch: list[tuple[Op, Any]], now: int,
-                 isolated: bool) -> list[Outcome] | None:
+                 isolated: bool) -> tuple[list[Outcome], bool] | None:
+        """(outcomes, whether any op wrote), or None for a dirty failure on the fast path."""
         store = self.store
         outcomes: list[Outcome] = []
         append = outcomes.append
         if not isolated:
+            wrote = False
             for fn, fut in batch:
                 tx = Tx(txn, store, now)
                 try:
@@ -226,7 +231,8 @@ class GroupCommitWriter:
                     if tx.dirty:
                         return None
                     append((fut, None, exc))
-            return outcomes
+                wrote = wrote or tx.dirty
+            return outcomes, wrote
         env = store.env
         for fn, fut in batch:
             child = env.begin(write=True, parent=txn)
@@ -241,7 +247,7 @@ class GroupCommitWriter:
                 continue
             child.commit()
             append((fut, result, None))
-        return outcomes
+        return outcomes, True
 
 
 def _complete(outcomes: list[Outcome]) -> None:

@@ -123,6 +123,25 @@ class RunningServer:
     def log(self) -> str:
         return self.stderr_path.read_text() if self.stderr_path and self.stderr_path.exists() else ""
 
+    def engine_pid(self) -> int:
+        """The pid of the charging engine among the server's children (the API process, which
+        also runs the webhook worker, is the other one)."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    argv = fh.read().split(b"\0")
+            except OSError:
+                continue
+            if ppid == self.proc.pid and b"ocs.charging.engine" in argv:
+                found.append(int(entry))
+        assert len(found) == 1, found
+        return found[0]
+
 
 def start_server(data: Path, *extra: str, timeout: float = 60.0) -> RunningServer:
     """`ocs serve --listen 127.0.0.1:0` as a subprocess; returns once it printed its ready line."""

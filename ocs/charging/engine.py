@@ -72,7 +72,7 @@ class Engine:
         self.ctx = credit.Context(ChargingSettings.of(cfg), self.dbs, self.raters)
         self.writer = GroupCommitWriter(self.store)  # its batch logic only; this thread is the writer
         rating_rater.warm()
-        self._out: queue.SimpleQueue[list[Outcome] | None] = queue.SimpleQueue()  # None: stop
+        self._out: queue.SimpleQueue[tuple[list[Outcome], bool] | None] = queue.SimpleQueue()  # (outcomes, wrote); None: stop
         self._syncer = threading.Thread(target=self._sync_run, name="ocs-engine-sync", daemon=True)
         self._send_lock = threading.Lock()
         self.stale_closed = 0
@@ -190,8 +190,10 @@ class Engine:
             self._tariffs_failing = False
 
     def _run_batch(self, batch: list[tuple[Op, Any]]) -> None:
+        wrote = False
         try:
             outcomes = self.writer.commit_batch(batch)
+            wrote = self.writer.stats.last_wrote
         except Exception as exc:  # nothing of the batch is committed
             if is_write_failure(exc):
                 self.degraded.fail(exc, len(batch))
@@ -199,7 +201,7 @@ class Engine:
             else:
                 log.exception("batch failed")
                 outcomes = [(target, None, exc) for _fn, target in batch]
-        self._out.put(outcomes)
+        self._out.put((outcomes, wrote))
 
     # -- syncer thread ------------------------------------------------------------------------
     def _sync_run(self) -> None:
@@ -215,14 +217,16 @@ class Engine:
     def _sync_loop(self) -> None:
         while True:
             item = self._out.get()
-            ready = [] if item is None else list(item)
+            ready = [] if item is None else list(item[0])
+            wrote = item is not None and item[1]
             stopping = item is None
             while not self._out.empty():  # one sync for every batch committed so far
                 more = self._out.get()
                 if more is None:
                     stopping = True
                 else:
-                    ready.extend(more)
+                    ready.extend(more[0])
+                    wrote = wrote or more[1]
             sync_error = None
             if ready:
                 t0 = time.perf_counter()
@@ -233,8 +237,8 @@ class Engine:
                     sync_error = exc
                 self.writer.stats.sync_seconds += time.perf_counter() - t0
                 self.writer.stats.syncs += 1
-                if sync_error is None and any(not isinstance(e, _CannotWrite) for _t, _r, e in ready):
-                    self.degraded.ok()  # a batch was committed and is on disk
+                if sync_error is None and wrote:
+                    self.degraded.ok()  # a batch that changed something is on disk
                 with self.writer.cpu:  # building answers is Python work: not beside the ops
                     for t, r, e in ready:
                         if t is None:  # the sweeper's pass
