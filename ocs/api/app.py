@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Path, Query, Request, Response
+from fastapi import FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -27,8 +27,10 @@ from starlette.routing import Match
 
 from balance.money import MoneyError, format_micro, to_micro
 from ocs.api import models as M
+from ocs.api import usage as usage_routes
 from ocs.api.backend import Backend
 from ocs.api.metrics import ApiMetrics
+from ocs.api.params import Auth, Idem, OptIdem
 from ocs.api.problems import MEDIA, Problem, on_http, on_problem, on_validation, response
 from ocs.api.ratelimit import RateLimiter
 from ocs.api.reference import reference_page
@@ -42,13 +44,6 @@ _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 _BEARER = re.compile(r"Bearer +(\S{1,200})", re.IGNORECASE)
 PAGE = 100
 MAX_PAGE = 1000
-# Module level: FastAPI resolves these annotations (strings here) in the module's namespace.
-Auth = Annotated[str | None, Header(description="Bearer <API key>")]
-Idem = Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=200,
-                             description="required: a retry with the same key and body gets "
-                                         "the first answer; another body is 409")]
-OptIdem = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200,
-                                       description="makes a retry safe")]
 
 
 def _iso(ts: int | None) -> str | None:
@@ -474,6 +469,7 @@ def build_app(backend: Backend, *, rate: float = 2000.0, burst: float = 4000.0,
         return [M.Threshold(account=t.get("account"), plan=t.get("plan"),
                             low_balance=format_micro(t["low_balance"])) for t in got]
 
+    usage_routes.register(app, call)
     return app
 
 

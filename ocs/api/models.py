@@ -220,3 +220,78 @@ class Threshold(BaseModel):
     account: str | None = None
     plan: str | None = None
     low_balance: str | None
+
+
+class SessionGroup(BaseModel):
+    rating_group: int
+    unit: str
+    used_units: int = Field(description="units used so far in this session")
+    amount: str = Field(description="money debited so far")
+    granted_units: int = Field(description="units of the quota now held (0: none)")
+    closed: bool
+
+
+class Session(BaseModel):
+    id: str
+    account: str
+    subscription: str
+    plan: str
+    currency: str
+    tariff_version: int
+    origin_host: str
+    started: str
+    last_seen: str
+    groups: list[SessionGroup]
+    aborted_at: str | None = None
+
+
+class SessionPage(BaseModel):
+    items: list[Session]
+    next_cursor: str | None = Field(description="more may follow: pass it as `cursor` "
+                                                "(a page may be short)")
+
+
+class Cdr(BaseModel):
+    """A CDR as exported (ocs cdr export), money as a decimal string, times ISO 8601."""
+
+    cdr_id: int
+    session_id: str
+    account_id: str
+    subscription_id: str
+    plan: str
+    rating_group: int
+    service_identifier: int | None
+    unit: str
+    used_units: int
+    amount: str
+    currency: str
+    tariff_version: int
+    start_time: str
+    end_time: str
+    termination_cause: str
+    origin_host: str
+    bundle_units: int
+    request_type: str
+
+
+class CdrPage(BaseModel):
+    items: list[Cdr]
+    next_cursor: int | None = Field(description="more may follow: pass it as `cursor` "
+                                                "(a page may be short)")
+
+
+class UsageGroup(BaseModel):
+    rating_group: int
+    unit: str
+    currency: str
+    cdrs: int
+    used_units: int
+    bundle_units: int
+    amount: str
+
+
+class UsageSummary(BaseModel):
+    account: str
+    since: str | None
+    until: str | None
+    groups: list[UsageGroup]

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from balance import ops
@@ -43,52 +41,23 @@ from balance.schema import (
 )
 from balance.store import Tx
 from ocs.charging import access, alerts, audit, outbox
+from ocs.charging import queries as queries  # registers the session and CDR commands
+from ocs.charging.registry import ADMIN, FORBIDDEN, READERS, UNAUTHORIZED, Spec
+from ocs.charging.registry import COMMANDS as COMMANDS  # re-exported: what callers run by name
+from ocs.charging.registry import CONFLICT as CONFLICT
+from ocs.charging.registry import INVALID as INVALID
+from ocs.charging.registry import NOT_FOUND as NOT_FOUND
+from ocs.charging.registry import Refused as Refused
+from ocs.charging.registry import command as _command
+from ocs.charging.registry import reads as reads
+from ocs.charging.registry import resolve as _resolve
 
-Command = Callable[..., Any]
-# Refusal kinds (the API's status for each: 422, 404, 409, 401, 403)
-INVALID, NOT_FOUND, CONFLICT, UNAUTHORIZED, FORBIDDEN = (
-    "invalid", "not_found", "conflict", "unauthorized", "forbidden")
-
-
-class Refused(Exception):
-    """The command changed nothing; its message names what is wrong, in one line."""
-
-    def __init__(self, message: str, kind: str = INVALID) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-@dataclass(slots=True, frozen=True)
-class Spec:
-    fn: Command
-    roles: frozenset[str]  # API key roles that may run it (the command line may run them all)
-    writes: bool           # writes: audited; reads: run in a read txn where no engine runs
-    selfcare: bool         # a selfcare key may run it on its own account (args["ident"])
-    audited: bool = True   # a write the audit trail records (not the webhook worker's bookkeeping)
-
-
-COMMANDS: dict[str, Spec] = {}
 NO_TARIFF = "no tariff loaded; load one first with `ocs tariff load`"
 LIST_PAGE = 10_000  # accounts per `account.list` call: a million accounts is a hundred calls
-ADMIN = frozenset({"admin"})
-STAFF = frozenset({"admin", "crm"})
-READERS = frozenset({"admin", "crm", "billing", "readonly"})
 _KINDS: dict[type[BalanceError], str] = {UnknownAccount: NOT_FOUND, DuplicateAccount: CONFLICT,
                                          IdempotencyConflict: CONFLICT, AccountBusy: CONFLICT,
                                          AccountNotActive: CONFLICT, InsufficientFunds: CONFLICT}
 
-
-def _command(name: str, roles: frozenset[str] = STAFF, *, writes: bool = True,
-             selfcare: bool = False, audited: bool = True) -> Callable[[Command], Command]:
-    def register(fn: Command) -> Command:
-        COMMANDS[name] = Spec(fn, roles, writes, selfcare, audited)
-        return fn
-    return register
-
-
-def reads(name: str) -> bool:
-    spec = COMMANDS.get(name)
-    return spec is not None and not spec.writes
 
 
 def run(tx: Tx, name: str, args: dict[str, Any], actor: dict[str, Any] | None = None) -> Any:
@@ -153,13 +122,6 @@ def as_data(record: object) -> dict[str, Any]:
 
 
 # -- accounts -----------------------------------------------------------------------------------
-
-def _resolve(tx: Tx, ident: str) -> str:
-    account_id = tx.resolve(ident)
-    if account_id is None:
-        raise Refused(f"unknown account {ident!r}", NOT_FOUND)
-    return account_id
-
 
 def _plans_and_currency(tx: Tx) -> tuple[set[str], str | None]:
     """The plans of every loaded tariff version not retired, and the currency of the one in
@@ -583,3 +545,4 @@ def apikey_role(tx: Tx, *, digest: bytes) -> str | None:
     """The role of a live key (the API's metrics label its requests with it), None if unknown."""
     key = access.find(tx.read_txn, tx.dbs, digest) if isinstance(digest, bytes) else None
     return None if key is None else key.role
+

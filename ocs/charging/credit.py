@@ -150,7 +150,7 @@ def _session(tx: Tx, ctx: Context, ccr: CCR, sess: Session | None) -> tuple[Sess
                                       service_identifier=m.service_identifiers[0] if m.service_identifiers else None))
     if final:
         for rg, st in sess.groups.items():
-            close_group(tx, ctx, sess, rg, st, "NORMAL")
+            close_group(tx, ctx.dbs, sess, rg, st, "NORMAL")
         sess.state, sess.closed_at = sessions.CLOSED, now
         adjust_open_sessions(tx, dbs, -1)
     if not active and not final:
@@ -192,6 +192,12 @@ def _carry_over(old: Session, new: Session) -> None:
 
 def close_stale(tx: Tx, ctx: Context, sess: Session) -> None:
     """The sweeper's close of a session that went quiet: release holds, CDRs say STALE."""
+    close_session(tx, ctx.dbs, sess, "STALE")
+
+
+def close_session(tx: Tx, dbs: dict[str, Any], sess: Session, cause: str) -> None:
+    """End an open session from our side (gone quiet, or aborted by an operator): release what it
+    holds and write its CDRs with `cause`; its next request gets 5002 (unknown session)."""
     for rg, st in sess.groups.items():
-        close_group(tx, ctx, sess, rg, st, "STALE")
+        close_group(tx, dbs, sess, rg, st, cause)
     sess.state, sess.closed_at = sessions.CLOSED, tx.now

@@ -10,7 +10,7 @@ then either only charge the usage or charge it and hold the next grant in one ba
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from balance import ops
 from balance.errors import AccountNotActive, InsufficientFunds
@@ -66,7 +66,7 @@ def answer_mscc(tx: Tx, ctx: Context, ccr: CCR, sess: Session, rater: Rater | No
         if used or st.reserved:
             commit_usage(tx, ctx, sess, rg, st, rate, rater, used)
         if group_final:
-            close_group(tx, ctx, sess, rg, st, "NORMAL")
+            close_group(tx, ctx.dbs, sess, rg, st, "NORMAL")
         elif not active:
             ans.result_code = C.DIAMETER_END_USER_SERVICE_DENIED
         return ans
@@ -188,7 +188,8 @@ def _account_usage(tx: Tx, ctx: Context, sess: Session, rg: int, st: RatingGroup
         add_period_usage(tx, ctx, sess.account_id, rg, used)
 
 
-def close_group(tx: Tx, ctx: Context, sess: Session, rg: int, st: RatingGroupState, cause: str) -> None:
+def close_group(tx: Tx, dbs: dict[str, Any], sess: Session, rg: int, st: RatingGroupState,
+                cause: str) -> None:
     """Release what is still held and write the (session, rating group)'s CDR, once."""
     if st.closed:
         return
@@ -203,4 +204,4 @@ def close_group(tx: Tx, ctx: Context, sess: Session, rg: int, st: RatingGroupSta
                       st.service_identifier, st.unit, st.total_units, st.amount, sess.currency,
                       sess.tariff_version, st.first_ts, tx.now, cause, sess.origin_host,
                       st.bundle_units, "SESSION")
-    cdrs.write(tx.txn, ctx.dbs, record)
+    cdrs.write(tx.txn, dbs, record)

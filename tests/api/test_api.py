@@ -192,6 +192,9 @@ ROUTES = [  # (method, path, body, roles allowed, selfcare on its own account)
     ("PATCH", f"/v1/accounts/{OWN}", {"status": "active"}, {"admin", "crm"}, False),
     ("GET", "/v1/tariffs", None, {"admin", "crm", "billing", "readonly"}, False),
     ("GET", "/v1/audit", None, {"admin"}, False),
+    ("GET", f"/v1/accounts/{OWN}/sessions", None, {"admin", "crm", "billing", "readonly"}, True),
+    ("GET", f"/v1/cdrs?account={OWN}", None, {"admin", "billing", "readonly"}, True),
+    ("GET", f"/v1/accounts/{OWN}/usage", None, {"admin", "billing", "readonly"}, True),
 ]
 
 
