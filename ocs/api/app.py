@@ -15,7 +15,7 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Path, Query, Request, Response
@@ -29,6 +29,7 @@ from balance.money import MoneyError, format_micro, to_micro
 from ocs.api import models as M
 from ocs.api import usage as usage_routes
 from ocs.api.backend import Backend
+from ocs.api.context import RequestContext
 from ocs.api.metrics import ApiMetrics
 from ocs.api.params import Auth, Idem, OptIdem
 from ocs.api.problems import MEDIA, Problem, on_http, on_problem, on_validation, response
@@ -40,7 +41,6 @@ from ocs.charging.access import digest
 from ocs.instants import format_instant, parse_instant
 
 log = logging.getLogger("ocs.api")
-_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 _BEARER = re.compile(r"Bearer +(\S{1,200})", re.IGNORECASE)
 PAGE = 100
 MAX_PAGE = 1000
@@ -130,22 +130,7 @@ def build_app(backend: Backend, *, rate: float = 2000.0, burst: float = 4000.0,
 
     app.add_exception_handler(StarletteHTTPException, on_http_any)
 
-    @app.middleware("http")
-    async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        rid = request.headers.get("x-request-id", "")
-        request.state.request_id = rid if _REQUEST_ID.fullmatch(rid) else uuid.uuid4().hex
-        request.state.role = "none"
-        started = time.perf_counter()
-        try:
-            resp = await call_next(request)
-        except Exception:  # never a traceback to the client
-            log.exception("API request failed: %s %s", request.method, request.url.path)
-            resp = response("internal", "internal error; see the server log")
-        resp.headers["X-Request-Id"] = request.state.request_id
-        route = request.scope.get("route")
-        metrics.observe(getattr(route, "path", "unmatched"), request.method, resp.status_code,
-                        request.state.role, time.perf_counter() - started)
-        return resp
+    app.add_middleware(RequestContext, metrics=metrics)
 
     def actor(request: Request, authorization: str | None) -> dict[str, Any]:
         m = _BEARER.fullmatch(authorization or "")

@@ -1,7 +1,7 @@
 """How the API reaches state: commands of ocs.charging.commands, through the control channel.
 
-`EngineBackend` talks to a running engine over its socket, one connection per worker thread
-(the blocking client runs in asyncio's thread pool, so the event loop never waits on it).
+`EngineBackend` talks to a running engine over a pool of its control connections, on the event
+loop.
 `LocalBackend` is `ocs api` with no server: this process holds the data dir's lock shared for
 its whole life and runs the commands on LMDB itself (a server started meanwhile waits for it).
 """
@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import threading
 from typing import Any, Protocol
 
 from ocs.api.problems import Problem
-from ocs.charging.control import client, wire
+from ocs.charging.control import aio, client, wire
 
 
 class Backend(Protocol):
@@ -31,51 +29,19 @@ def _problem(exc: Exception) -> Problem:
 
 
 class EngineBackend:
+    """Commands to the running engine over a pool of control connections (ocs.charging.control.aio)."""
+
     def __init__(self, data: str) -> None:
-        self.data = data
-        self._local = threading.local()
-        self._all: list[socket.socket] = []
-        self._lock = threading.Lock()
-
-    def _remote(self) -> client.Remote:
-        r: client.Remote | None = getattr(self._local, "remote", None)
-        if r is None:
-            addr = wire.Address(self.data)
-            try:
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-                try:
-                    sock.connect(addr.address)
-                except OSError as exc:
-                    sock.close()
-                    raise client.Failed(f"the engine does not answer on {addr.path}: "
-                                        f"{exc.strerror}") from None
-            finally:
-                addr.close()
-            with self._lock:
-                self._all.append(sock)
-            r = self._local.remote = client.Remote(sock)
-        return r
-
-    def _call(self, name: str, args: dict[str, Any], actor: dict[str, Any]) -> Any:
-        remote = self._remote()
-        try:
-            return remote.call(name, args, actor)
-        except client.Failed:
-            self._local.remote = None  # reconnect next time; this outcome is unknown
-            remote.sock.close()
-            raise
+        self._pool = aio.Pool(data)
 
     async def call(self, name: str, args: dict[str, Any], actor: dict[str, Any]) -> Any:
         try:
-            return await asyncio.to_thread(self._call, name, args, actor)
+            return await self._pool.call(name, args, actor)
         except (client.Refused, client.Failed) as exc:
             raise _problem(exc) from None
 
     def close(self) -> None:
-        with self._lock:
-            for s in self._all:
-                s.close()
-            self._all.clear()
+        self._pool.close()
 
 
 class LocalBackend:

@@ -37,7 +37,7 @@ def _http_server(app: Any, log_level: str) -> Any:
         def capture_signals(self) -> Iterator[None]:
             yield
 
-    config = uvicorn.Config(app, log_level=log_level.lower() if log_level != "INFO" else "warning",
+    config = uvicorn.Config(app, http="httptools", log_level=log_level.lower() if log_level != "INFO" else "warning",
                             access_log=False, lifespan="off", server_header=False,
                             timeout_graceful_shutdown=5)
     return Server(config)

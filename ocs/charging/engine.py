@@ -228,7 +228,10 @@ class Engine:
                     ready.extend(more[0])
                     wrote = wrote or more[1]
             sync_error = None
-            if ready:
+            # A batch that wrote nothing (reads, refusals, the webhook worker's polls) has nothing
+            # to make durable: every write before it was synced by an earlier pass of this loop
+            # before its answers left, so its answers may leave now.
+            if ready and wrote:
                 t0 = time.perf_counter()
                 try:
                     self.store.sync_meta()
@@ -237,8 +240,9 @@ class Engine:
                     sync_error = exc
                 self.writer.stats.sync_seconds += time.perf_counter() - t0
                 self.writer.stats.syncs += 1
-                if sync_error is None and wrote:
+                if sync_error is None:
                     self.degraded.ok()  # a batch that changed something is on disk
+            if ready:
                 with self.writer.cpu:  # building answers is Python work: not beside the ops
                     for t, r, e in ready:
                         if t is None:  # the sweeper's pass

@@ -70,14 +70,20 @@ class Remote:
         except (OSError, wire.FrameError) as exc:
             raise Failed(f"lost the server before it answered ({exc}); the change may or may not "
                          "be in force: repeat the command with the same --idempotency-key") from None
-        if answer is None:
-            raise Failed("the server closed the connection before answering; the change may or "
-                         "may not be in force: repeat the command with the same --idempotency-key")
-        if "ok" in answer:
-            return answer["ok"]
-        if "refused" in answer:
-            raise Refused(answer["refused"], answer.get("kind", "invalid"))
-        raise Failed(answer.get("failed", "the server could not apply the command"))
+        return outcome(answer)
+
+
+def outcome(answer: Any) -> Any:
+    """An answer frame's result, or the Refused or Failed it stands for (None: the connection
+    closed before the answer)."""
+    if answer is None:
+        raise Failed("the server closed the connection before answering; the change may or "
+                     "may not be in force: repeat the command with the same --idempotency-key")
+    if "ok" in answer:
+        return answer["ok"]
+    if "refused" in answer:
+        raise Refused(answer["refused"], answer.get("kind", "invalid"))
+    raise Failed(answer.get("failed", "the server could not apply the command"))
 
 
 class Local:

@@ -1,0 +1,191 @@
+"""`python -m bench.api`: the HTTP API's throughput and latency, and what it costs charging.
+
+One fresh data dir and `ocs serve --api` (durable commits), then, each for --duration seconds:
+1. GET /healthz: the HTTP stack alone (no engine call), the baseline the other rates are put
+   against;
+2. GET /v1/accounts/{id}/balance, authenticated (the key and its role are checked by the engine
+   in each command's transaction);
+3. POST /v1/accounts/{id}/topups, each with a new Idempotency-Key (durable before the 201);
+4. CCR-U: the closed-loop peak, then 50% of that peak on a timetable alone, with 500 API
+   top-ups/s beside it (from another process), and alone again; the p99 ratio is against the
+   mean of the two runs alone.
+The top-ups go to accounts the CCRs never touch: their balances after the run must be their
+balances before plus every acknowledged top-up, exactly (checked, printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench import client, http_load, servers
+from bench.client import LoadSpec
+from bench.provision import DEFAULT_TARIFF, balances, provision
+from bench.workload import account_id
+
+TOPUP = "0.01"
+TOPUP_MICROS = 10_000
+BALANCE = 10**12
+
+
+def _run(coro: Any) -> Any:
+    import uvloop
+    return uvloop.run(coro)
+
+
+def _topups(key: str, first: int, count: int, run_id: str) -> http_load.Request:
+    body = json.dumps({"amount": TOPUP}).encode()
+
+    def make(n: int) -> bytes:
+        return http_load.request("POST", f"/v1/accounts/{account_id(first + n % count)}/topups",
+                                 {"Authorization": f"Bearer {key}",
+                                  "Idempotency-Key": f"bench-{run_id}-{n}"}, body)
+    return make
+
+
+def _writer(api: str, key: str, first: int, count: int, rate: float, duration: float,
+            out: Any) -> None:
+    """The API writes beside charging, in a process of its own (spawned)."""
+    host, port = api.rsplit(":", 1)
+    res = _run(http_load.run(host, int(port), _topups(key, first, count, "beside-" + secrets.token_hex(4)),
+                             label="writer", connections=8, duration=duration, rate=rate))
+    out.put({"ok": res.ok, "sent": res.sent, "rate": res.rate, "p99_ms": res.p(99),
+             "status": dict(res.status), "errors": res.errors})
+
+
+def _row(res: http_load.HttpResult, base: float) -> list[str]:
+    return [res.label, f"{res.rate:,.0f}", f"{res.rate / base:.2f}" if base else "-",
+            f"{res.p(50):.1f}", f"{res.p(99):.1f}",
+            ", ".join(f"{s}: {n}" for s, n in sorted(res.status.items())), str(res.errors)]
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
+             for r in [head, *rows]]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.api", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", "-d", type=float, default=8.0, help="seconds of each run")
+    p.add_argument("--connections", "-c", type=int, default=16, help="HTTP connections")
+    p.add_argument("--accounts", type=int, default=1000, help="accounts charged by the CCRs "
+                                                               "(as many again get the top-ups)")
+    p.add_argument("--writes", type=float, default=500.0, help="API top-ups/s beside charging")
+    p.add_argument("--json", type=Path, default=Path("ocs-api-bench.json"))
+    args = p.parse_args(argv)
+    if args.duration < 2 or args.connections < 1 or args.accounts < 1 or args.writes <= 0:
+        print("bench: error: --duration >= 2, --connections and --accounts >= 1, --writes > 0",
+              file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="ocs-api-bench-"))
+    n = args.accounts
+    try:
+        data = work / "data"
+        provision(data, accounts=2 * n, balance=BALANCE, tariff_path=DEFAULT_TARIFF)
+        (work / "serve.toml").write_text("cdr_export = false\napi_rate_limit = 0\n")
+        server = servers.launch("ocs", servers.ocs_serve_argv(
+            data, extra=["--api", "127.0.0.1:0", "--config", str(work / "serve.toml")]),
+            log_path=work / "serve.log")
+        try:
+            return _measure(args, work, data, server, n)
+        finally:
+            rc = servers.stop(server)
+            if rc != 0:
+                print(f"the server exited {rc}; its log: {work / 'serve.log'}", file=sys.stderr)
+    except (servers.ServerError, ConnectionError, OSError) as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure(args: argparse.Namespace, work: Path, data: Path, server: servers.Launched,
+             n: int) -> int:
+    made = subprocess.run([sys.executable, "-m", "ocs", "apikey", "create", "--name", "bench",
+                           "--role", "admin", "--data", str(data)],
+                          capture_output=True, text=True, timeout=60)
+    if made.returncode != 0:
+        raise OSError(f"apikey create: {made.stderr.strip()}")
+    key = made.stdout.strip().splitlines()[-1]
+    host, port = server.api.rsplit(":", 1)
+    auth = {"Authorization": f"Bearer {key}"}
+    d, c = args.duration, args.connections
+    before = sum(balances(data, 2 * n)[n:])
+
+    health = _run(http_load.run(host, int(port), lambda _n: http_load.request("GET", "/healthz", {}),
+                                label="GET /healthz (baseline)", connections=c, duration=d))
+    reads = _run(http_load.run(
+        host, int(port), lambda i: http_load.request(
+            "GET", f"/v1/accounts/{account_id(n + i % n)}/balance", auth),
+        label="GET balance", connections=c, duration=d))
+    writes = _run(http_load.run(host, int(port), _topups(key, n, n, secrets.token_hex(4)),
+                                label="POST topups", connections=c, duration=d))
+
+    def ccr_run(label: str, rate: float | None, in_flight: int) -> Any:
+        return client.run(server.host, server.port, LoadSpec(
+            connections=16, in_flight=in_flight, rate=rate, duration=d, warmup=1.0, label=label,
+            accounts=n, progress=False, timeout=10.0))
+
+    peak = ccr_run("peak", None, 16)
+    half = round(peak.throughput * 0.5)
+
+    alone1 = ccr_run("alone", half, 4)
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    writer = ctx.Process(target=_writer, args=(server.api, key, n, n, args.writes, d + 1.0, out))
+    writer.start()
+    try:
+        beside = ccr_run("beside API writes", half, 4)
+        side = out.get(timeout=d + 60)
+    finally:
+        writer.join(30)
+        if writer.is_alive():
+            writer.kill()
+    alone2 = ccr_run("alone again", half, 4)
+
+    after = sum(balances(data, 2 * n)[n:])
+    acked = writes.status.get(201, 0) + side["status"].get(201, 0)
+    exact = after - before == acked * TOPUP_MICROS
+
+    base = health.rate
+    print(f"OCS API on this machine, {c} connections, {d:.0f} s per run, durable commits\n")
+    print(_table(["run", "ok/s", "x baseline", "p50 ms", "p99 ms", "status", "conn errors"],
+                 [_row(r, base) for r in (health, reads, writes)]))
+    p99 = {r.label: r.histogram.percentile(99) / 1000 for r in (alone1, beside, alone2)}
+    ratio = p99["beside API writes"] / max(0.001, (p99["alone"] + p99["alone again"]) / 2)
+    print(f"\nCCR-U: closed-loop peak {peak.throughput:,.0f}/s; at 50% ({half}/s on a timetable):")
+    print(_table(["run", "CCR/s", "p50 ms", "p99 ms", "timeouts"],
+                 [[r.label, f"{r.throughput:,.0f}", f"{r.histogram.percentile(50) / 1000:.1f}",
+                   f"{r.histogram.percentile(99) / 1000:.1f}", str(r.timeouts)]
+                  for r in (alone1, beside, alone2)]))
+    print(f"API writes beside: {side['rate']:,.0f}/s acknowledged of {args.writes:,.0f}/s "
+          f"offered, p99 {side['p99_ms']:.1f} ms, status {side['status']}")
+    print(f"CCR-U p99 beside API writes / alone (mean of both): {ratio:.2f}x")
+    print(f"top-ups: {acked:,} acknowledged; the accounts' balances moved by exactly that: "
+          f"{'yes' if exact else 'NO'}")
+    args.json.write_text(json.dumps({
+        "argv": sys.argv, "connections": c, "duration": d,
+        "http": {r.label: {"ok_per_s": round(r.rate, 1), "p50_ms": r.p(50), "p99_ms": r.p(99),
+                           "status": dict(r.status), "errors": r.errors}
+                 for r in (health, reads, writes)},
+        "ccr_peak": round(peak.throughput, 1), "ccr_rate": half,
+        "ccr_p99_ms": p99, "ccr_p99_ratio": round(ratio, 3), "writer": side,
+        "topups_acknowledged": acked, "balances_exact": exact}, indent=1))
+    print(f"\nresults: {args.json}")
+    return 0 if exact else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
