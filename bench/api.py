@@ -6,9 +6,10 @@ One fresh data dir and `ocs serve --api` (durable commits), then, each for --dur
 2. GET /v1/accounts/{id}/balance, authenticated (the key and its role are checked by the engine
    in each command's transaction);
 3. POST /v1/accounts/{id}/topups, each with a new Idempotency-Key (durable before the 201);
-4. CCR-U: the closed-loop peak, then 50% of that peak on a timetable alone, with 500 API
-   top-ups/s beside it (from another process), and alone again; the p99 ratio is against the
-   mean of the two runs alone.
+4. CCR-U: the closed-loop peak, then 50% of that peak on a timetable, alone and with 500 API
+   top-ups/s beside it (from another process, started before the runs) in turn, --pairs times
+   and alone once more; the ratio is of the median p99 beside to the median p99 alone (the
+   machine is shared: one pair alone can be off by 2x either way).
 The top-ups go to accounts the CCRs never touch: their balances after the run must be their
 balances before plus every acknowledged top-up, exactly (checked, printed).
 """
@@ -20,6 +21,7 @@ import json
 import multiprocessing as mp
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,14 +53,27 @@ def _topups(key: str, first: int, count: int, run_id: str) -> http_load.Request:
     return make
 
 
-def _writer(api: str, key: str, first: int, count: int, rate: float, duration: float,
-            out: Any) -> None:
-    """The API writes beside charging, in a process of its own (spawned)."""
+def _beside(kind: str, key: str, first: int, count: int) -> http_load.Request:
+    if kind == "topups":
+        return _topups(key, first, count, "beside-" + secrets.token_hex(4))
+    if kind == "balance":
+        return lambda i: http_load.request("GET", f"/v1/accounts/{account_id(first + i % count)}"
+                                                  "/balance", {"Authorization": f"Bearer {key}"})
+    return lambda _i: http_load.request("GET", "/healthz", {})
+
+
+def _writer(api: str, key: str, first: int, count: int, rate: float, kind: str,
+            todo: Any, out: Any) -> None:
+    """The API requests beside charging, in a process of its own (spawned once, before the
+    runs, so its start-up is not in any run): one timetable of `rate`/s per duration read from
+    `todo`, until None."""
     host, port = api.rsplit(":", 1)
-    res = _run(http_load.run(host, int(port), _topups(key, first, count, "beside-" + secrets.token_hex(4)),
-                             label="writer", connections=8, duration=duration, rate=rate))
-    out.put({"ok": res.ok, "sent": res.sent, "rate": res.rate, "p99_ms": res.p(99),
-             "status": dict(res.status), "errors": res.errors})
+    out.put("ready")
+    while (duration := todo.get()) is not None:  # each run: new idempotency keys
+        res = _run(http_load.run(host, int(port), _beside(kind, key, first, count),
+                                 label="writer", connections=32, duration=duration, rate=rate))
+        out.put({"ok": res.ok, "sent": res.sent, "rate": res.rate, "p99_ms": res.p(99),
+                 "status": {str(k): v for k, v in res.status.items()}, "errors": res.errors})
 
 
 def _row(res: http_load.HttpResult, base: float) -> list[str]:
@@ -83,10 +98,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--accounts", type=int, default=1000, help="accounts charged by the CCRs "
                                                                "(as many again get the top-ups)")
     p.add_argument("--writes", type=float, default=500.0, help="API top-ups/s beside charging")
+    p.add_argument("--beside", choices=("topups", "balance", "healthz"), default="topups",
+                   help="what the API requests beside charging are (balance, healthz: to see "
+                        "which part of a top-up's cost charging feels)")
+    p.add_argument("--pairs", type=int, default=3, help="runs beside API requests, each between "
+                                                        "two runs alone")
     p.add_argument("--json", type=Path, default=Path("ocs-api-bench.json"))
     args = p.parse_args(argv)
-    if args.duration < 2 or args.connections < 1 or args.accounts < 1 or args.writes <= 0:
-        print("bench: error: --duration >= 2, --connections and --accounts >= 1, --writes > 0",
+    if args.duration < 2 or min(args.connections, args.accounts, args.pairs) < 1 \
+            or args.writes <= 0:
+        print("bench: error: --duration >= 2, --connections, --accounts, --pairs >= 1, --writes > 0",
               file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="ocs-api-bench-"))
@@ -141,38 +162,51 @@ def _measure(args: argparse.Namespace, work: Path, data: Path, server: servers.L
     peak = ccr_run("peak", None, 16)
     half = round(peak.throughput * 0.5)
 
-    alone1 = ccr_run("alone", half, 4)
     ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    writer = ctx.Process(target=_writer, args=(server.api, key, n, n, args.writes, d + 1.0, out))
+    todo, out = ctx.Queue(), ctx.Queue()
+    writer = ctx.Process(target=_writer, args=(server.api, key, n, n, args.writes, args.beside,
+                                               todo, out))
     writer.start()
+    alone: list[Any] = []
+    beside: list[Any] = []
+    sides: list[dict[str, Any]] = []
     try:
-        beside = ccr_run("beside API writes", half, 4)
-        side = out.get(timeout=d + 60)
+        if out.get(timeout=120) != "ready":
+            raise OSError("the API writer did not start")
+        for i in range(args.pairs):  # alone, beside, alone, beside, ..., alone
+            alone.append(ccr_run(f"alone {i + 1}", half, 4))
+            todo.put(d + 0.5)  # covers the CCR run (whose first second is its warm-up)
+            beside.append(ccr_run(f"beside {i + 1}", half, 4))
+            sides.append(out.get(timeout=d + 60))
+        alone.append(ccr_run(f"alone {args.pairs + 1}", half, 4))
     finally:
+        todo.put(None)
         writer.join(30)
         if writer.is_alive():
             writer.kill()
-    alone2 = ccr_run("alone again", half, 4)
 
     after = sum(balances(data, 2 * n)[n:])
-    acked = writes.status.get(201, 0) + side["status"].get(201, 0)
+    acked = writes.status.get(201, 0) + (sum(x["status"].get("201", 0) for x in sides)
+                                         if args.beside == "topups" else 0)
     exact = after - before == acked * TOPUP_MICROS
 
     base = health.rate
     print(f"OCS API on this machine, {c} connections, {d:.0f} s per run, durable commits\n")
     print(_table(["run", "ok/s", "x baseline", "p50 ms", "p99 ms", "status", "conn errors"],
                  [_row(r, base) for r in (health, reads, writes)]))
-    p99 = {r.label: r.histogram.percentile(99) / 1000 for r in (alone1, beside, alone2)}
-    ratio = p99["beside API writes"] / max(0.001, (p99["alone"] + p99["alone again"]) / 2)
-    print(f"\nCCR-U: closed-loop peak {peak.throughput:,.0f}/s; at 50% ({half}/s on a timetable):")
+    def p99(r: Any) -> float:
+        return float(r.histogram.percentile(99)) / 1000
+
+    ratio = statistics.median(p99(r) for r in beside) / statistics.median(p99(r) for r in alone)
+    runs = [r for pair in zip(alone, beside, strict=False) for r in pair] + [alone[-1]]
+    print(f"\nCCR-U: closed-loop peak {peak.throughput:,.0f}/s; at 50% ({half}/s on a timetable), "
+          f"alone and beside {args.writes:,.0f} API {args.beside}/s in turn:")
     print(_table(["run", "CCR/s", "p50 ms", "p99 ms", "timeouts"],
                  [[r.label, f"{r.throughput:,.0f}", f"{r.histogram.percentile(50) / 1000:.1f}",
-                   f"{r.histogram.percentile(99) / 1000:.1f}", str(r.timeouts)]
-                  for r in (alone1, beside, alone2)]))
-    print(f"API writes beside: {side['rate']:,.0f}/s acknowledged of {args.writes:,.0f}/s "
-          f"offered, p99 {side['p99_ms']:.1f} ms, status {side['status']}")
-    print(f"CCR-U p99 beside API writes / alone (mean of both): {ratio:.2f}x")
+                   f"{p99(r):.1f}", str(r.timeouts)] for r in runs]))
+    print(f"API {args.beside} beside: " + "; ".join(
+        f"{x['rate']:,.0f}/s answered, p99 {x['p99_ms']:.1f} ms" for x in sides))
+    print(f"CCR-U p99 beside API {args.beside} / alone (median of each): {ratio:.2f}x")
     print(f"top-ups: {acked:,} acknowledged; the accounts' balances moved by exactly that: "
           f"{'yes' if exact else 'NO'}")
     args.json.write_text(json.dumps({
@@ -181,7 +215,8 @@ def _measure(args: argparse.Namespace, work: Path, data: Path, server: servers.L
                            "status": dict(r.status), "errors": r.errors}
                  for r in (health, reads, writes)},
         "ccr_peak": round(peak.throughput, 1), "ccr_rate": half,
-        "ccr_p99_ms": p99, "ccr_p99_ratio": round(ratio, 3), "writer": side,
+        "ccr_p99_ms": {r.label: p99(r) for r in runs}, "ccr_p99_ratio": round(ratio, 3),
+        "writer": sides,
         "topups_acknowledged": acked, "balances_exact": exact}, indent=1))
     print(f"\nresults: {args.json}")
     return 0 if exact else 1

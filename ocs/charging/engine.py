@@ -83,7 +83,7 @@ class Engine:
         self.failed = False
         self._tariffs_failing = False
         self.degraded = Degraded()
-        self.control = (ControlServer(cfg.data, self._submit, self.writer.cpu)
+        self.control = (ControlServer(cfg.data, self._submit)
                         if cfg.sole_writer() else None)
 
     # -- main thread --------------------------------------------------------------------------
@@ -125,10 +125,10 @@ class Engine:
                 self._run_batch(batch)
             if eof:
                 break
-        if self.control is not None:
-            self.control.stop()
         self._out.put(None)
         self._syncer.join()
+        if self.control is not None:  # after the syncer: its last answers are sent
+            self.control.stop()
         self.store.close()
         return 1 if self.failed else 0
 
