@@ -190,3 +190,17 @@ def test_the_front_starts_without_the_store_or_numba(module: str) -> None:
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("module", ["ocs.api.app", "ocs.api.process", "ocs.api.usage"])
+def test_the_api_starts_without_the_store_or_numba(module: str) -> None:
+    """In a fresh interpreter: the API process loads no LMDB, numba, billing or engine rules (it
+    reaches state through the control channel; a route module that imported a command module
+    once pulled them all in, which the edge-by-edge check above does not see)."""
+    probe = (f"import sys, {module}; "
+             "bad = sorted(m for m in sys.modules if m in ('lmdb', 'numba') "
+             "or m.startswith(('ocs.billing', 'ocs.front', 'balance.store', 'rating.rater', "
+             "'ocs.charging.commands', 'ocs.charging.credit'))); print(bad)")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

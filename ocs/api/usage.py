@@ -18,7 +18,7 @@ from balance.money import format_micro
 from ocs.api import models as M
 from ocs.api.params import Auth
 from ocs.api.problems import MEDIA
-from ocs.charging.queries import add_usage
+from ocs.charging.usage_sums import add_usage
 from ocs.instants import format_instant, parse_instant
 
 Call = Callable[..., Awaitable[Any]]  # call(request, authorization, command, **args)

@@ -147,16 +147,3 @@ def usage_summary(tx: Tx, *, ident: str, since: int | None = None, until: int | 
     return {"groups": list(groups.values()), "next": nxt}
 
 
-
-UsageKey = tuple[int, str, str]  # rating group, unit, currency
-
-
-def add_usage(sums: dict[UsageKey, dict[str, Any]], groups: list[dict[str, Any]]) -> None:
-    """Add one usage.summary call's groups into `sums` (the caller follows `next`)."""
-    for g in groups:
-        k = (g["rating_group"], g["unit"], g["currency"])
-        if k in sums:
-            for f in ("cdrs", "used_units", "bundle_units", "amount"):
-                sums[k][f] += g[f]
-        else:
-            sums[k] = dict(g)

@@ -22,7 +22,7 @@ def register(sub: Subparsers) -> None:
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
-    from ocs.charging.queries import add_usage  # the charging modules: only when run
+    from ocs.charging.usage_sums import add_usage  # the charging modules: only when run
     rng = {"since": None if args.since is None else parse_instant(args.since, "--since"),
            "until": None if args.until is None else parse_instant(args.until, "--until")}
     if rng["since"] is not None and rng["until"] is not None and rng["until"] <= rng["since"]:
