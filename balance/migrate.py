@@ -22,6 +22,7 @@ import lmdb
 import msgpack
 
 from balance.schema import (
+    BUNDLES,
     EXPORT,
     EXPORT_CONSUMER_PREFIX,
     EXPORT_RAN,
@@ -73,6 +74,8 @@ def migrate(path: str, txn: lmdb.Transaction[bytes], dbs: Mapping[str, Any]) -> 
     rewritten = 0
     if version == 1:
         rewritten += _v1_to_v2(path, txn, dbs)
+    if version <= 2:
+        rewritten += _v2_to_v3(path, txn, dbs)
     txn.put(META_SCHEMA_VERSION, pack_i64(SCHEMA_VERSION), db=dbs[META])
     log.info("%s: data format migrated from version %d to %d (%d values rewritten)",
              path, version, SCHEMA_VERSION, rewritten)
@@ -108,6 +111,24 @@ def _v1_to_v2(path: str, txn: lmdb.Transaction[bytes], dbs: Mapping[str, Any]) -
     for key, raw in ran:   # after the scan: a consumer has few keys, a server a few consumers
         txn.put(key, pack_i64(_msgpack_int(path, key, raw)), db=export)
         rewritten += 1
+    return rewritten
+
+
+def _v2_to_v3(path: str, txn: lmdb.Transaction[bytes], dbs: Mapping[str, Any]) -> int:
+    """Bundles gain their initial amount: 0 (not known) for those sold before it was kept, so
+    bundle.threshold skips them and bundle.exhausted still fires."""
+    rewritten = 0
+    cur = txn.cursor(db=dbs[BUNDLES])
+    more = cur.first()
+    while more:
+        key, raw = cur.item()
+        fields = msgpack.unpackb(raw)
+        if not isinstance(fields, list) or len(fields) not in (8, 9):
+            raise StoreFormatError(f"{path}: cannot migrate {BUNDLES} {key!r}: not a bundle")
+        if len(fields) == 8:
+            cur.put(key, msgpack.packb([*fields, 0]))
+            rewritten += 1
+        more = cur.next()
     return rewritten
 
 

@@ -444,7 +444,7 @@ def add_bundle(tx: Tx, key: Key, account_id: str, *, unit: str, amount: int,
     acct.bundle_seq += 1
     acct.nbundles += 1
     b = Bundle(account_id, str(acct.bundle_seq), unit, amount, 0, rgs, valid_from, expires,
-               priority, tx.now)
+               priority, tx.now, amount)
     t = tx.write_txn
     t.put(b.key(), b.pack(), db=tx.dbs[BUNDLES])
     if expires is not None:

@@ -102,6 +102,7 @@ class Bundle:
     expires: int | None = None
     priority: int = 0      # higher is drawn first
     created: int = 0
+    initial: int = 0       # the amount it was sold with (0: a bundle stored before it was kept)
 
     @property
     def available(self) -> int:
@@ -122,7 +123,7 @@ class Bundle:
 
     def pack(self) -> bytes:
         return _pack([self.unit, self.remaining, self.reserved, self.rating_groups,
-                      self.valid_from, self.expires, self.priority, self.created])
+                      self.valid_from, self.expires, self.priority, self.created, self.initial])
 
     @classmethod
     def unpack(cls, key: bytes, raw: bytes) -> Bundle:

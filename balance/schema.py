@@ -22,7 +22,8 @@ from typing import Final
 # -- the format version, stored at META_SCHEMA_VERSION (absent: 1) --------------------------------
 # 1: USAGE values and META_OPEN_SESSIONS in decimal ASCII, EXPORT_RAN a msgpack int.
 # 2: those three are i64 like every other integer value.
-SCHEMA_VERSION: Final = 2
+# 3: a BUNDLES value has a ninth field, the amount the bundle was sold with (0: not known).
+SCHEMA_VERSION: Final = 3
 
 # -- the integer codecs: "i64" for values, "be8" for keys ------------------------------------------
 # Bound Struct methods, not wrapper functions: the charging rules call them per request.

@@ -221,6 +221,17 @@ def retire_in(txn: lmdb.Transaction[bytes], db: lmdb._Database, version: int,
     return at, False
 
 
+def record_in(txn: lmdb.Transaction[bytes], db: lmdb._Database, version: int) -> dict[str, Any]:
+    """One version's record, its text included, with retired_at; TariffNotFound if absent."""
+    raw = txn.get(_vkey(b"v", version), db=db) if 0 < version < 2**62 else None
+    if raw is None:
+        raise TariffNotFound(f"no tariff version {version}")
+    rec: dict[str, Any] = msgpack.unpackb(raw)  # untyped msgpack; see record()
+    retired = txn.get(_vkey(b"r", version), db=db)
+    rec["retired_at"] = unpack_i64(retired) if retired else None
+    return rec
+
+
 def records_in(txn: lmdb.Transaction[bytes], db: lmdb._Database) -> list[dict[str, Any]]:
     """Every version's metadata (no text, with retired_at), oldest first."""
     out = []

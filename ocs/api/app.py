@@ -86,7 +86,8 @@ def _account(a: dict[str, Any]) -> M.Account:
 def _bundle(b: dict[str, Any]) -> M.Bundle:
     money = b["unit"] == "money"
     fmt: Callable[[int], str] = format_micro if money else str
-    return M.Bundle(id=b["id"], unit=b["unit"], remaining=fmt(b["remaining"]),
+    return M.Bundle(id=b["id"], unit=b["unit"], initial=fmt(b["initial"]) if b["initial"] else None,
+                    remaining=fmt(b["remaining"]),
                     reserved=fmt(b["reserved"]), rating_groups=b["rating_groups"],
                     priority=b["priority"], valid_from=_iso(b["valid_from"]),
                     expires=_iso(b["expires"]))
@@ -335,6 +336,13 @@ def build_app(backend: Backend, *, rate: float = 2000.0, burst: float = 4000.0,
                         rates=rec["rates"], retired_at=_iso(rec["retired_at"]),
                         in_force=rec["in_force"])
 
+    async def tariff_text(request: Request) -> str:
+        raw = await request.body()
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Problem("invalid", "body: a tariff is UTF-8 TOML text") from None
+
     @app.get("/v1/tariffs", response_model=list[M.Tariff], tags=["tariffs"])
     async def tariffs(request: Request, authorization: Auth = None) -> list[M.Tariff]:
         return [_tariff(r) for r in await call(request, authorization, "tariff.list")]
@@ -347,11 +355,7 @@ def build_app(backend: Backend, *, rate: float = 2000.0, burst: float = 4000.0,
                           effective_from: Annotated[str | None, Query(max_length=40)] = None,
                           source: Annotated[str, Query(min_length=1, max_length=200)] = "api.toml"
                           ) -> M.TariffLoaded:
-        raw = await request.body()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise Problem("invalid", "body: a tariff is UTF-8 TOML text") from None
+        text = await tariff_text(request)
         now = int(time.time())
         eff = _instant(effective_from, "effective_from")
         done = await call(request, authorization, "tariff.load", text=text, source=source,
@@ -359,6 +363,31 @@ def build_app(backend: Backend, *, rate: float = 2000.0, burst: float = 4000.0,
         return M.TariffLoaded(version=done["version"],
                               effective_from=_iso(done["effective_from"]) or "",
                               in_force=done["in_force"])
+
+    @app.get("/v1/tariffs/{version}", response_model=M.TariffText, tags=["tariffs"],
+             responses={404: {"description": "no such version", "content": {MEDIA: {}}}})
+    async def get_tariff(request: Request, version: Annotated[int, Path(ge=1, le=2**62)],
+                         authorization: Auth = None) -> M.TariffText:
+        rec = await call(request, authorization, "tariff.get", version=version)
+        return M.TariffText(**_tariff(rec).model_dump(), text=rec["text"])
+
+    @app.post("/v1/tariffs/check", response_model=M.TariffChecked, tags=["tariffs"],
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/toml": {"schema": {"type": "string"}},
+                  "text/plain": {"schema": {"type": "string"}}}}})
+    async def check_tariff(request: Request, authorization: Auth = None,
+                           rating_groups: Annotated[str | None, Query(
+                               max_length=2000, pattern=r"^[^,:]+:[0-9]{1,10}(,[^,:]+:[0-9]{1,10})*$",
+                               description="PLAN:RG,... each must have a rate")] = None,
+                           source: Annotated[str, Query(min_length=1, max_length=200)] = "api.toml"
+                           ) -> M.TariffChecked:
+        """Validate a tariff without storing it: 200, or 422 naming the file's line and key."""
+        pairs = [list(item.rsplit(":", 1)) for item in rating_groups.split(",")] \
+            if rating_groups else None
+        got = await call(request, authorization, "tariff.check", text=await tariff_text(request),
+                         source=source,
+                         rating_groups=[[p, int(rg)] for p, rg in pairs] if pairs else None)
+        return M.TariffChecked(valid=True, **got)
 
     @app.post("/v1/tariffs/{version}/retire", response_model=M.Tariff, tags=["tariffs"],
               responses={404: {"description": "no such version", "content": {MEDIA: {}}},

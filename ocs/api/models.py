@@ -40,6 +40,8 @@ class AccountPatch(Strict):
 class Bundle(BaseModel):
     id: str
     unit: Unit
+    initial: str | None = Field(description="the amount it was sold with (null: not known for "
+                                            "a bundle stored before it was kept)")
     remaining: str
     reserved: str
     rating_groups: list[int]
@@ -135,6 +137,17 @@ class Tariff(BaseModel):
     in_force: bool
 
 
+class TariffText(Tariff):
+    text: str = Field(description="the TOML as loaded")
+
+
+class TariffChecked(BaseModel):
+    valid: bool
+    currency: str
+    plans: list[str]
+    rates: int
+
+
 class TariffLoaded(BaseModel):
     version: int
     effective_from: str
@@ -161,7 +174,7 @@ class Health(BaseModel):
     status: str
 
 
-EventType = Literal["balance.low", "bundle.exhausted", "credit.limit_reached",
+EventType = Literal["balance.low", "bundle.threshold", "bundle.exhausted", "credit.limit_reached",
                     "final_unit.granted", "account.suspended", "account.activated",
                     "account.closed", "topup.applied", "invoice.issued", "tariff.activated", "*"]
 DeliveryState = Literal["pending", "delivered", "failed", "cancelled"]

@@ -37,6 +37,7 @@ log = logging.getLogger("ocs.webhooks")
 SIGNATURE: Final = "OCS-Signature"
 ACTOR: Final = {"cli": "webhook-worker"}
 MONEY_FIELDS: Final = frozenset({"amount", "balance", "threshold"})
+BUNDLE_FIELDS: Final = frozenset({"initial", "remaining"})  # money when the bundle is money
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -60,7 +61,8 @@ def verify(secret: str, header: str, body: bytes, *, now: float | None = None,
 
 def body(event: dict[str, Any]) -> bytes:
     """The event as the receiver gets it, the same bytes on every attempt."""
-    data = {k: format_micro(v) if k in MONEY_FIELDS and isinstance(v, int) else v
+    money = MONEY_FIELDS | (BUNDLE_FIELDS if event["data"].get("unit") == "money" else frozenset())
+    data = {k: format_micro(v) if k in money and isinstance(v, int) else v
             for k, v in event["data"].items()}
     doc = {"id": event["id"], "type": event["type"], "created": format_instant(event["at"]),
            "account": event["account"], "data": data}

@@ -17,12 +17,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from balance.records import Account
+from balance.records import Account, Bundle
 from balance.schema import ALERTS, META, META_ALERTS_GEN, pack_i64, unpack_i64
 from ocs.charging import outbox
 
 ACCOUNT, PLAN, FIRED = b"a", b"p", b"f"
-LOW, LIMIT = b"l", b"c"  # the fired marks' kinds
+LOW, LIMIT, BUNDLE_USED, BUNDLE_GONE = b"l", b"c", b"u", b"x"  # the fired marks' kinds
+BUNDLE_PERCENT = 80  # bundle.threshold: this share of a bundle's units used
 
 _cache: dict[int, tuple[bytes | None, dict[bytes, int]]] = {}
 
@@ -104,3 +105,22 @@ def limit_reached(txn: Any, dbs: dict[str, Any], account_id: str, session_id: st
     outbox.emit(txn, dbs, "credit.limit_reached", at=now, account=account_id,
                 data={"session": session_id})
 
+
+
+def after_bundle_use(txn: Any, dbs: dict[str, Any], bundles: list[Bundle], now: int) -> None:
+    """A request drew on the account's bundles: bundle.threshold once a bundle has used
+    BUNDLE_PERCENT of its units, bundle.exhausted once it has none left; each once per bundle."""
+    for b in bundles:
+        if b.initial <= 0:
+            continue  # stored before bundles kept their initial amount: no share to compute
+        mark = f"{b.account_id}\0{b.id}"
+        used = b.initial - b.remaining
+        data = {"bundle": b.id, "unit": b.unit, "initial": b.initial, "remaining": b.remaining,
+                "rating_groups": b.rating_groups}
+        if used * 100 >= b.initial * BUNDLE_PERCENT and not _fired(txn, dbs, BUNDLE_USED, mark):
+            _mark(txn, dbs, BUNDLE_USED, mark)
+            outbox.emit(txn, dbs, "bundle.threshold", at=now, account=b.account_id,
+                        data={**data, "percent_used": used * 100 // b.initial})
+        if b.remaining <= 0 and not _fired(txn, dbs, BUNDLE_GONE, mark):
+            _mark(txn, dbs, BUNDLE_GONE, mark)
+            outbox.emit(txn, dbs, "bundle.exhausted", at=now, account=b.account_id, data=data)

@@ -391,6 +391,38 @@ def tariff_list(tx: Tx) -> list[dict[str, Any]]:
     return [{**rec, "in_force": rec["version"] == current} for rec in records_in(tx.read_txn, tx.dbs[TARIFFS])]
 
 
+@_command("tariff.get", READERS, writes=False)
+def tariff_get(tx: Tx, *, version: int | None = None) -> dict[str, Any]:
+    """One version with its TOML text (None: the one in force now)."""
+    from rating.tariff_store import TariffNotFound, record_in, version_in_force
+    current = version_in_force(tx.read_txn, tx.dbs[TARIFFS], tx.now)
+    wanted = current if version is None else version
+    if wanted is None:
+        raise Refused(NO_TARIFF, NOT_FOUND)
+    if not isinstance(wanted, int):
+        raise Refused(f"a tariff version is a number, not {wanted!r}")
+    try:
+        rec = record_in(tx.read_txn, tx.dbs[TARIFFS], wanted)
+    except TariffNotFound as exc:
+        raise Refused(str(exc), NOT_FOUND) from None
+    return {**rec, "in_force": rec["version"] == current}
+
+
+@_command("tariff.check", READERS, writes=False)
+def tariff_check(tx: Tx, *, text: str, source: str,
+                 rating_groups: list[list[Any]] | None = None) -> dict[str, Any]:
+    """Validate a tariff without storing it; with rating_groups ([plan, rg] pairs), also require
+    a rate for each. Refused with the file's line and key when it does not hold."""
+    from rating.tariff import TariffError, check_rating_groups, parse_tariff
+    try:
+        tariff = parse_tariff(text, source)
+        if rating_groups:
+            check_rating_groups(tariff, [(str(p), int(rg)) for p, rg in rating_groups])
+    except TariffError as exc:
+        raise Refused(str(exc)) from None
+    return {"currency": tariff.currency, "plans": sorted(tariff.plans), "rates": len(tariff.rates)}
+
+
 # -- API keys and the audit trail ---------------------------------------------------------------
 
 _KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

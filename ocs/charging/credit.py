@@ -76,9 +76,10 @@ def process(tx: Tx, ctx: Context, ccr: CCR) -> bytes:
                        state=sessions.CLOSED, closed_at=now)
         sess.mark_seen(ccr.request_number)
     else:
+        drawn = _bundle_units(sess)
         sess, cca = _session(tx, ctx, ccr, sess)
         if sess is not None and sess.account_id:
-            _notify(tx, dbs, sess, cca)
+            _notify(tx, dbs, sess, cca, _bundle_units(sess) > drawn)
     raw = encode_cca(cca, ccr.hop_by_hop, ccr.end_to_end)
     if sess is not None:
         sessions.remember_answer(sess, ccr.request_number, ccr.origin_host, ccr.end_to_end, raw)
@@ -86,7 +87,11 @@ def process(tx: Tx, ctx: Context, ccr: CCR) -> bytes:
     return raw
 
 
-def _notify(tx: Tx, dbs: dict[str, Any], sess: Session, cca: CCA) -> None:
+def _bundle_units(sess: Session | None) -> int:
+    return 0 if sess is None else sum(g.bundle_units for g in sess.groups.values())
+
+
+def _notify(tx: Tx, dbs: dict[str, Any], sess: Session, cca: CCA, drew_bundles: bool) -> None:
     """The webhook events a request causes, in its own transaction (ocs.charging.outbox)."""
     fui = cca.final_unit is not None
     limit = cca.result_code == C.DIAMETER_CREDIT_LIMIT_REACHED
@@ -101,6 +106,8 @@ def _notify(tx: Tx, dbs: dict[str, Any], sess: Session, cca: CCA) -> None:
                     data={"session": sess.session_id, "rating_groups": groups})
     if alerts.threshold(tx.read_txn, dbs, sess.account_id, sess.plan) is not None:
         alerts.after_debit(tx.write_txn, dbs, tx.get_account(sess.account_id), tx.now)
+    if drew_bundles:  # only then: a request paid in money reads no bundle
+        alerts.after_bundle_use(tx.write_txn, dbs, tx.bundles(sess.account_id), tx.now)
 
 
 # -- session-based charging (INITIAL / UPDATE / TERMINATION) --------------------------------------

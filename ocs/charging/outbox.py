@@ -36,7 +36,7 @@ from balance.schema import (
 )
 from balance.store import append_at_tail
 
-EVENT_TYPES: Final = ("balance.low", "bundle.exhausted", "credit.limit_reached",
+EVENT_TYPES: Final = ("balance.low", "bundle.threshold", "bundle.exhausted", "credit.limit_reached",
                       "final_unit.granted", "account.suspended", "account.activated",
                       "account.closed", "topup.applied", "invoice.issued", "tariff.activated")
 PENDING, DELIVERED, FAILED, CANCELLED = "pending", "delivered", "failed", "cancelled"

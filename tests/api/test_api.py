@@ -191,6 +191,7 @@ ROUTES = [  # (method, path, body, roles allowed, selfcare on its own account)
     ("POST", f"/v1/accounts/{OWN}/bundles", {"unit": "octets", "amount": "10"}, {"admin", "crm"}, False),
     ("PATCH", f"/v1/accounts/{OWN}", {"status": "active"}, {"admin", "crm"}, False),
     ("GET", "/v1/tariffs", None, {"admin", "crm", "billing", "readonly"}, False),
+    ("GET", "/v1/tariffs/1", None, {"admin", "crm", "billing", "readonly"}, False),
     ("GET", "/v1/audit", None, {"admin"}, False),
     ("GET", f"/v1/accounts/{OWN}/sessions", None, {"admin", "crm", "billing", "readonly"}, True),
     ("GET", f"/v1/cdrs?account={OWN}", None, {"admin", "billing", "readonly"}, True),

@@ -150,6 +150,15 @@ def test_the_signature_scheme() -> None:
     assert not verify("k" * 20, "garbage", body)
 
 
+def test_bundle_amounts_are_money_strings_only_for_a_money_bundle() -> None:
+    from ocs.api.webhooks import body
+    event = {"id": "evt_1", "type": "bundle.exhausted", "at": 0, "account": ACCT}
+    money = json.loads(body({**event, "data": {"unit": "money", "initial": 5_000_000, "remaining": 0}}))
+    assert (money["data"]["initial"], money["data"]["remaining"]) == ("5.000000", "0.000000")
+    units = json.loads(body({**event, "data": {"unit": "seconds", "initial": 600, "remaining": 0}}))
+    assert (units["data"]["initial"], units["data"]["remaining"]) == (600, 0)
+
+
 def test_changes_emit_signed_events_delivered_once_each(tmp_path: Path, receiver: Receiver) -> None:
     srv, data, key = serve_one(tmp_path, "5", "--webhook-retry", "0.2")
     try:
@@ -277,6 +286,38 @@ async def test_credit_limit_and_final_unit_events(tmp_path: Path) -> None:
             MSCCRequest(rating_group=100, requested=Units(time=600))]))
         with api(srv, key) as c:
             assert len(events(c, "credit.limit_reached")) == 2, events(c)
+    finally:
+        await client.close()
+        assert srv.stop() == 0, srv.log()
+
+
+async def test_bundle_threshold_and_exhausted_fire_once_each(tmp_path: Path) -> None:
+    """A 600 s bundle drawn by one session: bundle.threshold when 80% is used (not at 50%),
+    bundle.exhausted when none is left, each once; in the outbox when the CCA has come back."""
+    srv, _data, key = serve_one(tmp_path, "0")
+    client = await DiameterClient.connect(srv.host, srv.port)
+    try:
+        with api(srv, key) as c:
+            r = c.post(f"/v1/accounts/{ACCT}/bundles",
+                       json={"unit": "seconds", "amount": "600", "rating_groups": [100]})
+            assert r.status_code == 201, r.text
+            (b,) = c.get(f"/v1/accounts/{ACCT}/bundles").json()
+            assert (b["initial"], b["remaining"]) == ("600", "600")
+        steps = [(1, 0, None, 600), (2, 1, 300, 300), (2, 2, 200, 100), (3, 3, 100, None)]
+        seen = []
+        for rtype, number, used, ask in steps:
+            a = await client.ccr(gy_ccr("bundle-1", rtype, number, ACCT, mscc=[MSCCRequest(
+                rating_group=100, used=[Units(time=used)] if used else [],
+                requested=Units(time=ask) if ask else None)]))
+            assert a.result_code == C.DIAMETER_SUCCESS, a
+            with api(srv, key) as c:
+                seen.append((len(events(c, "bundle.threshold")), len(events(c, "bundle.exhausted"))))
+        assert seen == [(0, 0), (0, 0), (1, 0), (1, 1)], seen
+        with api(srv, key) as c:
+            (threshold,) = events(c, "bundle.threshold")
+            assert threshold["account"] == ACCT and threshold["data"]["percent_used"] == 83
+            assert threshold["data"]["initial"] == 600 and threshold["data"]["remaining"] == 100
+            assert events(c, "bundle.exhausted")[0]["data"]["remaining"] == 0
     finally:
         await client.close()
         assert srv.stop() == 0, srv.log()

@@ -112,7 +112,7 @@ def test_an_old_environment_is_migrated_and_reads_the_same(tmp_path: Path) -> No
     assert version(data) is None
     assert counts(data) == (4_500, to_micro("0.35"), 3, RAN_SERVER, RAN_BILLING, 5)
     after = dump(data)
-    assert version(data) == schema.SCHEMA_VERSION == 2
+    assert version(data) == schema.SCHEMA_VERSION == 3
     # the integers are i64 now; every other record is byte for byte what it was
     assert after[schema.USAGE] == {k: schema.pack_i64(v) for k, v in usage_keys().items()}
     assert after[schema.META][schema.META_OPEN_SESSIONS] == schema.pack_i64(3)
@@ -138,9 +138,33 @@ def test_an_old_environment_without_counters_gains_only_the_version(tmp_path: Pa
     before = dump(data)
     assert counts(data)[:3] == (0, 0, 0)
     after = dump(data)
-    assert after[schema.META].pop(schema.META_SCHEMA_VERSION) == schema.pack_i64(2)
+    assert after[schema.META].pop(schema.META_SCHEMA_VERSION) == schema.pack_i64(3)
     assert {k: v for k, v in after.items() if k != schema.EXPORT} == {
         k: v for k, v in before.items() if k != schema.EXPORT}
+
+
+def test_a_version_2_bundle_gains_an_unknown_initial_amount(tmp_path: Path) -> None:
+    """Version 3: a bundle's ninth field, the amount it was sold with; a bundle stored before
+    gets 0 (not known) and reads as before."""
+    from balance.records import Bundle
+    data = tmp_path / "data"
+    open_store(data, sync=False).close()
+    old = msgpack.packb(["seconds", 600, 30, [100], None, None, 0, T0])
+    key = b"4901\x001"
+    env = _raw(data)
+    try:
+        dbs = {n: env.open_db(n.encode()) for n in (schema.BUNDLES, schema.META)}
+        with env.begin(write=True) as txn:
+            txn.put(key, old, db=dbs[schema.BUNDLES])
+            txn.put(schema.META_SCHEMA_VERSION, schema.pack_i64(2), db=dbs[schema.META])
+    finally:
+        env.close()
+    open_store(data, sync=False).close()
+    after = dump(data)
+    assert version(data) == schema.SCHEMA_VERSION
+    assert msgpack.unpackb(after[schema.BUNDLES][key]) == [*msgpack.unpackb(old), 0]
+    b = Bundle.unpack(key, after[schema.BUNDLES][key])
+    assert (b.remaining, b.reserved, b.rating_groups, b.created, b.initial) == (600, 30, [100], T0, 0)
 
 
 def test_migrating_twice_is_a_no_op(tmp_path: Path) -> None:
@@ -244,7 +268,7 @@ def state(path: Path) -> str:
             meta, usage = (env.open_db(n, txn=txn) for n in (b"meta", b"usage"))
             ver = txn.get(schema.META_SCHEMA_VERSION, db=meta)
             old = ver is None
-            assert old or schema.unpack_i64(ver) == 2
+            assert old or schema.unpack_i64(ver) == schema.SCHEMA_VERSION
             enc = (lambda n: str(n).encode()) if old else schema.pack_i64
             assert txn.get(schema.META_OPEN_SESSIONS, db=meta) == enc(3)
             ran = txn.get(schema.EXPORT_RAN, db=env.open_db(b"export", txn=txn))
