@@ -31,6 +31,7 @@ from typing import Any
 from bench import client, http_load, servers
 from bench.client import LoadSpec
 from bench.provision import DEFAULT_TARIFF, balances, provision
+from bench.report import markdown
 from bench.workload import account_id
 
 TOPUP = "0.01"
@@ -80,14 +81,6 @@ def _row(res: http_load.HttpResult, base: float) -> list[str]:
     return [res.label, f"{res.rate:,.0f}", f"{res.rate / base:.2f}" if base else "-",
             f"{res.p(50):.1f}", f"{res.p(99):.1f}",
             ", ".join(f"{s}: {n}" for s, n in sorted(res.status.items())), str(res.errors)]
-
-
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
-             for r in [head, *rows]]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,7 +185,7 @@ def _measure(args: argparse.Namespace, work: Path, data: Path, server: servers.L
 
     base = health.rate
     print(f"OCS API on this machine, {c} connections, {d:.0f} s per run, durable commits\n")
-    print(_table(["run", "ok/s", "x baseline", "p50 ms", "p99 ms", "status", "conn errors"],
+    print(markdown(["run", "ok/s", "x baseline", "p50 ms", "p99 ms", "status", "conn errors"],
                  [_row(r, base) for r in (health, reads, writes)]))
     def p99(r: Any) -> float:
         return float(r.histogram.percentile(99)) / 1000
@@ -201,7 +194,7 @@ def _measure(args: argparse.Namespace, work: Path, data: Path, server: servers.L
     runs = [r for pair in zip(alone, beside, strict=False) for r in pair] + [alone[-1]]
     print(f"\nCCR-U: closed-loop peak {peak.throughput:,.0f}/s; at 50% ({half}/s on a timetable), "
           f"alone and beside {args.writes:,.0f} API {args.beside}/s in turn:")
-    print(_table(["run", "CCR/s", "p50 ms", "p99 ms", "timeouts"],
+    print(markdown(["run", "CCR/s", "p50 ms", "p99 ms", "timeouts"],
                  [[r.label, f"{r.throughput:,.0f}", f"{r.histogram.percentile(50) / 1000:.1f}",
                    f"{p99(r):.1f}", str(r.timeouts)] for r in runs]))
     print(f"API {args.beside} beside: " + "; ".join(

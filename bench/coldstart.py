@@ -47,6 +47,7 @@ from bench.client import LoadSpec, Usage
 from bench.conservation import Conservation, check
 from bench.peer_pydiameter import client_host
 from bench.provision import DEFAULT_TARIFF, load_tariff_once
+from bench.report import markdown
 from bench.servers import alive, cmdline
 from bench.templates import Template, make_templates, new_run_id, session_tail
 from bench.workload import DATA, INITIAL, SERVICES, UPDATE, account_id
@@ -589,12 +590,7 @@ def table(rep: Report) -> str:
     rows.append(("conservation", "OK" if rep.conservation.get("ok") else "MISMATCH",
                  "money debited == the tariff's price of the answered usage"))
     rows.append(("reconcile", f"exit {rep.reconcile_exit}", "`ocs reconcile --cdrs` after the run"))
-    head = ("figure", "value", "what it measures")
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(3)]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
-             for r in [head, *rows]]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
+    return markdown(("figure", "value", "what it measures"), rows)
 
 
 def main(argv: list[str] | None = None) -> int:

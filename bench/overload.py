@@ -24,6 +24,7 @@ from bench import client, servers
 from bench.client import LoadSpec, RunResult
 from bench.conservation import Conservation, check
 from bench.provision import DEFAULT_TARIFF, balances, provision
+from bench.report import markdown
 
 SUCCESS, TOO_BUSY = 2001, 3004
 BALANCE = 10**12  # micro-units per account: never the limit in a run
@@ -119,11 +120,7 @@ def table(peak: Run, runs: list[Run]) -> str:
                      f"{r.share_of(TOO_BUSY):.1%}", f"{r.p(SUCCESS, 50):.1f}",
                      f"{r.p(SUCCESS, 99):.1f}", f"{r.p(TOO_BUSY, 99):.1f}",
                      str(r.result.timeouts), "OK" if r.conservation.ok else "MISMATCH"])
-    widths = [max(len(x[i]) for x in [head, *rows]) for i in range(len(head))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(x, widths, strict=True)) + " |"
-             for x in [head, *rows]]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    lines.append("")
+    lines = [markdown(head, rows), ""]
     for r in runs[1:]:
         if r.p(SUCCESS, 99):
             lines.append(f"{r.label}: p99 of 2001 answers {runs[0].p(SUCCESS, 99) / r.p(SUCCESS, 99):.1f}x"

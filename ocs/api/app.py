@@ -364,7 +364,7 @@ def build_app(backend: Backend, *, rate: float = 2000.0, burst: float = 4000.0,
                               effective_from=_iso(done["effective_from"]) or "",
                               in_force=done["in_force"])
 
-    @app.get("/v1/tariffs/{version}", response_model=M.TariffText, tags=["tariffs"],
+    @app.get("/v1/tariffs/{version:int}", response_model=M.TariffText, tags=["tariffs"],
              responses={404: {"description": "no such version", "content": {MEDIA: {}}}})
     async def get_tariff(request: Request, version: Annotated[int, Path(ge=1, le=2**62)],
                          authorization: Auth = None) -> M.TariffText:

@@ -206,3 +206,11 @@ async def test_the_command_line_lists_aborts_and_sums(served) -> None:  # type: 
                  ["usage", B, "--since", "2030-01-01", "--until", "2029-01-01"]):
         bad = ocs(srv.data, *argv)
         assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, (argv, bad.stderr)
+
+
+def test_the_api_cdr_has_the_record_columns() -> None:
+    """The API's CDR shape is written out for its OpenAPI document (the API process loads no
+    billing code); it must name the columns of the one CDR record, in its order."""
+    from ocs.api.models import Cdr
+    from ocs.billing.cdr.record import COLUMNS
+    assert tuple(Cdr.model_fields) == COLUMNS

@@ -176,8 +176,9 @@ class ControlServer:
             for conn in pending:  # the last answers (the engine stops us after its syncer)
                 self._flush(conn)
             for key in list(self._sel.get_map().values()):
-                with contextlib.suppress(OSError):
-                    key.fileobj.close()  # type: ignore[union-attr]
+                if isinstance(key.fileobj, socket.socket):  # the listener, wake-up, clients
+                    with contextlib.suppress(OSError):
+                        key.fileobj.close()
             self._sel.close()
             self._wake_w.close()
 
