@@ -232,3 +232,50 @@ def test_frames_round_trip() -> None:
         assert wire.recv(b) == 1
         assert wire.recv(b) is None
     assert msgpack.unpackb(wire.pack([1])[4:]) == [1]
+
+
+async def test_a_client_that_never_reads_holds_up_no_one(server) -> None:  # type: ignore[no-untyped-def]
+    """A control client pipelines 60,000 requests (about 9 MB of answers, past the 8 MB after
+    which the engine stops reading a client) and reads none: another client's command and a CCR
+    are answered meanwhile, the engine stays up, and the answers, read at last, are in order."""
+    import time
+    data = server.data
+    addr = wire.Address(str(data))
+    hog = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        hog.connect(addr.address)
+        frames = [wire.pack({"cmd": "account.list", "args": {"limit": 1, "after": f"{i:08d}"}})
+                  for i in range(60_000)]
+        data_out = b"".join(frames)
+        hog.setblocking(False)
+        sent, blocked_since = 0, None
+        deadline = time.monotonic() + 30
+        while sent < len(data_out) and time.monotonic() < deadline:
+            try:
+                sent += hog.send(data_out[sent:sent + (1 << 16)])
+                blocked_since = None
+            except BlockingIOError:  # the engine is busy with them, or has stopped reading us
+                blocked_since = blocked_since or time.monotonic()
+                if time.monotonic() - blocked_since > 2:
+                    break
+                await asyncio.sleep(0.02)
+        started = time.monotonic()
+        ping = call(data, "engine.ping")
+        assert isinstance(ping, dict) and ping["ok"]["accounts"] == 1, ping
+        c = await DiameterClient.connect(server.host, server.port)
+        try:
+            a = await c.ccr(gy_ccr("hog-1", 1, 0, "491760000001", mscc=voice))
+            assert a.result_code == C.DIAMETER_SUCCESS, a
+        finally:
+            await c.close()
+        assert time.monotonic() - started < 10
+        hog.setblocking(True)
+        hog.settimeout(30)
+        for i in range(3):  # the first answers, in order: a page after "0000000i" each
+            answer = wire.recv(hog)
+            assert isinstance(answer, dict) and "ok" in answer, answer
+            assert [a["id"] for a in answer["ok"]] == ["491760000001"], (i, answer)
+    finally:
+        hog.close()
+        addr.close()
+    assert server.proc.poll() is None

@@ -28,6 +28,7 @@ from ocs.charging import commands
 from ocs.charging.control import wire
 
 log = logging.getLogger("ocs.control")
+OUTBOX_PAUSE = 8 << 20  # bytes of answers queued for a client before we stop reading its requests
 
 
 class Reply:
@@ -277,8 +278,9 @@ class ControlServer:
         if conn.finished:
             self._close(conn)
             return
-        with conn.lock:
-            events = (0 if conn.eof else selectors.EVENT_READ) | (
+        with conn.lock:  # a client that does not read its answers is not read from either
+            reading = not conn.eof and len(conn.outbox) < OUTBOX_PAUSE
+            events = (selectors.EVENT_READ if reading else 0) | (
                 selectors.EVENT_WRITE if conn.outbox else 0)
         if events == conn.watched:
             return
