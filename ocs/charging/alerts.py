@@ -113,6 +113,8 @@ def after_bundle_use(txn: Any, dbs: dict[str, Any], bundles: list[Bundle], now: 
     for b in bundles:
         if b.initial <= 0:
             continue  # stored before bundles kept their initial amount: no share to compute
+        if (b.expires is not None and b.expires <= now) or (b.valid_from or 0) > now:
+            continue  # kept past its expiry for a hold, or not started: not what was drawn
         mark = f"{b.account_id}\0{b.id}"
         used = b.initial - b.remaining
         data = {"bundle": b.id, "unit": b.unit, "initial": b.initial, "remaining": b.remaining,

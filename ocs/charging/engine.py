@@ -72,6 +72,7 @@ class Engine:
         self.ctx = credit.Context(ChargingSettings.of(cfg), self.dbs, self.raters)
         self.writer = GroupCommitWriter(self.store)  # its batch logic only; this thread is the writer
         rating_rater.warm()
+        self._unsynced = False  # the last sync failed: sync before any answer, even a read's
         self._out: queue.SimpleQueue[tuple[list[Outcome], bool] | None] = queue.SimpleQueue()  # (outcomes, wrote); None: stop
         self._syncer = threading.Thread(target=self._sync_run, name="ocs-engine-sync", daemon=True)
         self._send_lock = threading.Lock()
@@ -230,14 +231,17 @@ class Engine:
             sync_error = None
             # A batch that wrote nothing (reads, refusals, the webhook worker's polls) has nothing
             # to make durable: every write before it was synced by an earlier pass of this loop
-            # before its answers left, so its answers may leave now.
-            if ready and wrote:
+            # before its answers left, so its answers may leave now. Not so after a failed sync
+            # (a read, or a retransmission's stored answer, would show what is not known to be
+            # on disk) or beside other engines (--workers: their commits are not ours to know).
+            if ready and (wrote or self._unsynced or not self.cfg.sole_writer()):
                 t0 = time.perf_counter()
                 try:
                     self.store.sync_meta()
                 except (OSError, lmdb.Error) as exc:  # py-lmdb reports EIO/ENOSPC as lmdb.Error
                     self.degraded.fail(exc, len(ready))
                     sync_error = exc
+                self._unsynced = sync_error is not None
                 self.writer.stats.sync_seconds += time.perf_counter() - t0
                 self.writer.stats.syncs += 1
                 if sync_error is None:

@@ -134,7 +134,8 @@ def usage_summary(tx: Tx, *, ident: str, since: int | None = None, until: int | 
                   after: int = 0) -> dict[str, Any]:
     """Sums per (rating group, unit) of one account's CDRs ending in [since, until): a part of
     them (SCAN at a time); the caller adds the parts up, following `next`."""
-    got, nxt = _walk(tx, ident, None, since, until, after, SCAN)
+    account = _resolve(tx, ident)
+    got, nxt = _walk(tx, account, None, since, until, after, SCAN)
     groups: dict[str, dict[str, Any]] = {}
     for c in got:
         g = groups.setdefault(f"{c.rating_group}/{c.unit}/{c.currency}", {
@@ -144,6 +145,6 @@ def usage_summary(tx: Tx, *, ident: str, since: int | None = None, until: int | 
         g["used_units"] += c.used_units
         g["bundle_units"] += c.bundle_units
         g["amount"] += c.amount
-    return {"groups": list(groups.values()), "next": nxt}
+    return {"account": account, "groups": list(groups.values()), "next": nxt}
 
 

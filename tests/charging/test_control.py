@@ -141,6 +141,10 @@ def test_a_bad_client_gets_an_answer_or_a_closed_socket(server) -> None:  # type
     assert "refused" in raw_call(data, wire.pack(["not", "a", "map"]))  # type: ignore[operator]
     assert raw_call(data, struct.pack(">I", 5) + b"\xc1\xc1\xc1\xc1\xc1") is None  # not msgpack
     assert raw_call(data, struct.pack(">I", wire.MAX_FRAME + 1)) is None  # over the bound
+    unhashable = msgpack.packb({(1, 2): 3})  # msgpack, but a map keyed by an array: TypeError
+    assert raw_call(data, struct.pack(">I", len(unhashable)) + unhashable) is None
+    ping = call(data, "engine.ping")  # and the control plane serves the next client
+    assert isinstance(ping, dict) and ping["ok"]["accounts"] >= 1, ping
     assert raw_call(data, struct.pack(">I", 100) + b"short") is None      # EOF inside a frame
     assert account(data, "491760000001").balance == to_micro("5")
     ok = call(data, "account.topup", key="k3", ident="491760000001", amount=to_micro("2"))

@@ -29,6 +29,8 @@ from ocs.charging.control import wire
 
 log = logging.getLogger("ocs.control")
 OUTBOX_PAUSE = 8 << 20  # bytes of answers queued for a client before we stop reading its requests
+OWED_PAUSE = 64         # requests of one client in the engine's queue before we stop reading it
+#                         (so one pipelining client cannot fill a batch that every CCR waits behind)
 
 
 class Reply:
@@ -54,8 +56,9 @@ class Reply:
     def _put(self, answer: dict[str, Any]) -> None:
         try:
             frame = wire.pack(answer)
-        except (wire.FrameError, TypeError, ValueError) as exc:
-            frame = wire.pack({"failed": f"the answer cannot be sent: {exc}"})
+        except Exception as exc:  # too big, not msgpack-able, an int past 64 bits: not the engine's end
+            frame = wire.pack({"failed": f"the answer cannot be sent: {type(exc).__name__}: "
+                                         f"{str(exc)[:200]}"})
         self._conn.queue(frame)
 
 
@@ -86,7 +89,7 @@ class _Conn:
     @property
     def finished(self) -> bool:
         with self.lock:
-            return self.eof and self.owed == 0 and not self.outbox
+            return self.eof and self.owed == 0 and not self.outbox and not self.inbox
 
 
 def failure(exc: BaseException) -> str:
@@ -163,10 +166,14 @@ class ControlServer:
                             self._wake_r.recv(4096)
                     else:
                         conn: _Conn = key.data
-                        if events & selectors.EVENT_READ:
-                            self._read(conn)
-                        if events & selectors.EVENT_WRITE and not conn.closed:
-                            self._flush(conn)
+                        try:
+                            if events & selectors.EVENT_READ:
+                                self._read(conn)
+                            if events & selectors.EVENT_WRITE and not conn.closed:
+                                self._flush(conn)
+                        except Exception:  # one client's trouble must not end the control plane
+                            log.exception("control connection failed; closed")
+                            self._close(conn)
                 with self._lock:
                     pending, self._sending = self._sending, set()
                 for conn in pending:
@@ -220,20 +227,29 @@ class ControlServer:
         except OSError:
             self._close(conn)
             return
+        self._parse(conn)
+
+    def _parse(self, conn: _Conn) -> None:
+        """Submit the whole frames received, at most OWED_PAUSE of them unanswered at a time
+        (the rest wait in the inbox until answers go out)."""
         buf = conn.inbox
+        partial_frame = False
         while len(buf) >= 4:
+            if conn.owed >= OWED_PAUSE:
+                break
             n = int.from_bytes(buf[:4], "big")
             if n > wire.MAX_FRAME:
                 log.warning("control client sent a frame of %d bytes; connection closed", n)
                 self._close(conn)
                 return
             if len(buf) < 4 + n:
+                partial_frame = True
                 break
             body = bytes(buf[4:4 + n])
             del buf[:4 + n]
             try:
                 request = msgpack.unpackb(body, raw=False, strict_map_key=False)
-            except (ValueError, msgpack.UnpackException) as exc:
+            except Exception as exc:  # msgpack raises several unrelated types for bad bytes
                 log.warning("control client sent a bad frame (not msgpack: %s); connection "
                             "closed", exc)
                 self._close(conn)
@@ -247,7 +263,9 @@ class ControlServer:
             with conn.lock:
                 conn.owed += 1
             self.submit(op, Reply(conn))
-        if conn.eof and buf:  # EOF inside a frame: nothing more will come
+        else:
+            partial_frame = bool(buf)
+        if conn.eof and partial_frame:  # EOF inside a frame: nothing more will come
             log.warning("control client closed inside a frame; connection closed")
             self._close(conn)
             return
@@ -268,7 +286,10 @@ class ControlServer:
         if sent < 0:
             self._close(conn)
             return
-        self._watch(conn)
+        if conn.inbox and conn.owed < OWED_PAUSE:
+            self._parse(conn)  # frames held back while it had OWED_PAUSE unanswered
+        else:
+            self._watch(conn)
 
     def _watch(self, conn: _Conn) -> None:
         """Watch for what the connection needs next: more requests, room for answers; close it
@@ -279,7 +300,7 @@ class ControlServer:
             self._close(conn)
             return
         with conn.lock:  # a client that does not read its answers is not read from either
-            reading = not conn.eof and len(conn.outbox) < OUTBOX_PAUSE
+            reading = not conn.eof and len(conn.outbox) < OUTBOX_PAUSE and conn.owed < OWED_PAUSE
             events = (selectors.EVENT_READ if reading else 0) | (
                 selectors.EVENT_WRITE if conn.outbox else 0)
         if events == conn.watched:
