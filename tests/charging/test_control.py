@@ -39,6 +39,23 @@ def children(pid: int) -> list[int]:
         return [int(p) for p in fh.read().split()]
 
 
+def gone(pids: list[int], timeout: float = 10.0) -> None:
+    """Wait (bounded) until each process has exited (gone, or a zombie: its files are closed)."""
+    import time
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        break
+            except OSError:
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError(f"process {pid} still runs {timeout} s after SIGKILL")
+
+
 def lock_free(data: Path) -> bool:
     fd = wire.open_lock(str(data))
     try:
@@ -164,9 +181,11 @@ def test_kill_9_keeps_every_answered_command_and_the_cli_works_without_the_serve
         for i in range(10):
             r = ocs(data, "account", "topup", "491760000001", "0.10", "--idempotency-key", f"t{i}")
             assert r.returncode == 0, r.stderr
-        for pid in children(srv.proc.pid):  # the engine first: it must not stop cleanly
+        killed = children(srv.proc.pid)
+        for pid in killed:  # the engine first: it must not stop cleanly
             os.kill(pid, signal.SIGKILL)
         srv.kill()
+        gone(killed)  # SIGKILL takes effect once a process leaves the kernel (an fdatasync, say)
         # the socket file stays behind; the lock went with the engine
         assert (data / wire.SOCKET_NAME).exists() and lock_free(data)
         assert account(data, "491760000001").balance == to_micro("1.00")
