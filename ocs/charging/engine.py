@@ -244,7 +244,7 @@ class Engine:
                 self._unsynced = sync_error is not None
                 self.writer.stats.sync_seconds += time.perf_counter() - t0
                 self.writer.stats.syncs += 1
-                if sync_error is None:
+                if sync_error is None and wrote:
                     self.degraded.ok()  # a batch that changed something is on disk
             if ready:
                 with self.writer.cpu:  # building answers is Python work: not beside the ops
