@@ -17,8 +17,8 @@ from fastapi.responses import StreamingResponse
 from balance.money import format_micro
 from ocs.api import models as M
 from ocs.api.params import Auth
-from ocs.api.problems import MEDIA
-from ocs.charging.usage_sums import add_usage
+from ocs.api.problems import MEDIA, Problem
+from ocs.charging.usage_sums import UsageKey, add_usage
 from ocs.instants import format_instant, parse_instant
 
 Call = Callable[..., Awaitable[Any]]  # call(request, authorization, command, **args)
@@ -26,30 +26,25 @@ CALLS_PER_PAGE = 25  # engine calls one page may take before it returns short, w
 NDJSON = "application/x-ndjson"
 
 
-def _iso(ts: int) -> str:
-    return format_instant(ts)
-
-
 def session_model(s: dict[str, Any]) -> M.Session:
     return M.Session(
         id=s["id"], account=s["account"], subscription=s["subscription"], plan=s["plan"],
         currency=s["currency"], tariff_version=s["tariff_version"], origin_host=s["origin_host"],
-        started=_iso(s["started"]), last_seen=_iso(s["last_seen"]),
+        started=format_instant(s["started"]), last_seen=format_instant(s["last_seen"]),
         groups=[M.SessionGroup(rating_group=g["rating_group"], unit=g["unit"],
                                used_units=g["used_units"], amount=format_micro(g["amount"]),
                                granted_units=g["granted_units"], closed=g["closed"])
                 for g in s["groups"]],
-        aborted_at=_iso(s["aborted_at"]) if "aborted_at" in s else None)
+        aborted_at=format_instant(s["aborted_at"]) if "aborted_at" in s else None)
 
 
 def cdr_data(c: dict[str, Any]) -> dict[str, Any]:
     """A CDR's JSON: money as a decimal string, times ISO 8601 (what M.Cdr documents)."""
-    return {**c, "amount": format_micro(c["amount"]), "start_time": _iso(c["start_time"]),
-            "end_time": _iso(c["end_time"])}
+    return {**c, "amount": format_micro(c["amount"]), "start_time": format_instant(c["start_time"]),
+            "end_time": format_instant(c["end_time"])}
 
 
 def _range(since: str | None, until: str | None) -> dict[str, int | None]:
-    from ocs.api.problems import Problem
     try:
         out = {"since": None if since is None else parse_instant(since, "since"),
                "until": None if until is None else parse_instant(until, "until")}
@@ -158,7 +153,7 @@ def register(app: FastAPI, call: Call) -> None:
                     since: Since = None, until: Until = None) -> M.UsageSummary:
         """Usage per rating group (and unit, currency) of the account's CDRs in the range."""
         rng = _range(since, until)
-        sums: dict[tuple[int, str, str], dict[str, Any]] = {}
+        sums: dict[UsageKey, dict[str, Any]] = {}
         after: int | None = 0
         account = account_id
         while after is not None:
@@ -169,7 +164,7 @@ def register(app: FastAPI, call: Call) -> None:
             account = got.get("account", account)
         return M.UsageSummary(
             account=account,
-            since=None if rng["since"] is None else _iso(rng["since"]),
-            until=None if rng["until"] is None else _iso(rng["until"]),
+            since=None if rng["since"] is None else format_instant(rng["since"]),
+            until=None if rng["until"] is None else format_instant(rng["until"]),
             groups=[M.UsageGroup(**{**g, "amount": format_micro(g["amount"])})
                     for _k, g in sorted(sums.items())])

@@ -23,6 +23,7 @@ from ocs.charging import counters, credit, sessions
 from ocs.charging.registry import CONFLICT, NOT_FOUND, READERS, STAFF, Refused, usable_key
 from ocs.charging.registry import command as _command
 from ocs.charging.registry import resolve as _resolve
+from ocs.charging.usage_sums import UsageKey
 
 SCAN = 4000  # records looked at per call
 MAX_LIMIT = 1000
@@ -94,10 +95,9 @@ def _matches(cdr: Any, account: str | None, since: int | None, until: int | None
             and (until is None or cdr.end_time < until))
 
 
-def _walk(tx: Tx, ident: str | None, session: str | None, since: int | None, until: int | None,
-          after: int, limit: int) -> tuple[list[Any], int | None]:
-    """(CDRs that match, the cursor to go on from or None at the end)."""
-    account = None if ident is None else _resolve(tx, ident)
+def _walk(tx: Tx, account: str | None, session: str | None, since: int | None,
+          until: int | None, after: int, limit: int) -> tuple[list[Any], int | None]:
+    """(CDRs that match, the cursor to go on from or None at the end); `account` resolved."""
     if session is not None:  # through the session index: small, done in one call
         if not usable_key(session):
             return [], None
@@ -125,7 +125,8 @@ def cdr_list(tx: Tx, *, ident: str | None = None, session: str | None = None,
              since: int | None = None, until: int | None = None, after: int = 0,
              limit: int = 100) -> dict[str, Any]:
     """CDRs in id order after `after`, by account (`ident`), session and end time [since, until)."""
-    got, nxt = _walk(tx, ident, session, since, until, after, max(1, min(limit, MAX_LIMIT)))
+    account = None if ident is None else _resolve(tx, ident)
+    got, nxt = _walk(tx, account, session, since, until, after, max(1, min(limit, MAX_LIMIT)))
     return {"cdrs": [_cdr_view(c) for c in got], "next": nxt}
 
 
@@ -136,9 +137,9 @@ def usage_summary(tx: Tx, *, ident: str, since: int | None = None, until: int | 
     them (SCAN at a time); the caller adds the parts up, following `next`."""
     account = _resolve(tx, ident)
     got, nxt = _walk(tx, account, None, since, until, after, SCAN)
-    groups: dict[str, dict[str, Any]] = {}
+    groups: dict[UsageKey, dict[str, Any]] = {}
     for c in got:
-        g = groups.setdefault(f"{c.rating_group}/{c.unit}/{c.currency}", {
+        g = groups.setdefault((c.rating_group, c.unit, c.currency), {
             "rating_group": c.rating_group, "unit": c.unit, "cdrs": 0, "used_units": 0,
             "bundle_units": 0, "amount": 0, "currency": c.currency})
         g["cdrs"] += 1
@@ -146,5 +147,3 @@ def usage_summary(tx: Tx, *, ident: str, since: int | None = None, until: int | 
         g["bundle_units"] += c.bundle_units
         g["amount"] += c.amount
     return {"account": account, "groups": list(groups.values()), "next": nxt}
-
-

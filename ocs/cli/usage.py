@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from balance.money import format_micro
+from ocs.charging.usage_sums import UsageKey, add_usage
 from ocs.cli.common import CommandError, Subparsers, add_data_arg, engine, parse_instant
 
 
@@ -22,7 +23,6 @@ def register(sub: Subparsers) -> None:
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
-    from ocs.charging.usage_sums import add_usage  # the charging modules: only when run
     rng = {"since": None if args.since is None else parse_instant(args.since, "--since"),
            "until": None if args.until is None else parse_instant(args.until, "--until")}
     if rng["since"] is not None and rng["until"] is not None and rng["until"] <= rng["since"]:
@@ -36,7 +36,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
                     print(json.dumps({**c, "amount": format_micro(c["amount"])}))
                 after = got["next"]
             return 0
-        sums: dict[tuple[int, str, str], dict[str, Any]] = {}
+        sums: dict[UsageKey, dict[str, Any]] = {}
         after = 0
         while after is not None:
             got = run.run("usage.summary", ident=args.account, after=after, **rng)

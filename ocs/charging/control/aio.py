@@ -1,6 +1,6 @@
 """The control channel from an asyncio program (the API process): a pool of connections.
 
-The engine serves each control connection with a thread of its own and one command in flight, so
+The engine answers each control connection's commands in order, one at a time here, so
 concurrency is the number of connections: a request takes a free connection, sends its frame,
 reads the answer on the event loop and gives the connection back. No thread hop per call (the
 blocking client in a thread pool held the API to the pool's six threads, and so to engine

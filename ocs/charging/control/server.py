@@ -165,30 +165,33 @@ class ControlServer:
                         with contextlib.suppress(BlockingIOError, OSError):
                             self._wake_r.recv(4096)
                     else:
-                        conn: _Conn = key.data
-                        try:
-                            if events & selectors.EVENT_READ:
-                                self._read(conn)
-                            if events & selectors.EVENT_WRITE and not conn.closed:
-                                self._flush(conn)
-                        except Exception:  # one client's trouble must not end the control plane
-                            log.exception("control connection failed; closed")
-                            self._close(conn)
-                with self._lock:
-                    pending, self._sending = self._sending, set()
-                for conn in pending:
-                    self._flush(conn)
+                        self._serve(key.data, events)
+                self._flush_queued()
         finally:
-            with self._lock:
-                pending, self._sending = self._sending, set()
-            for conn in pending:  # the last answers (the engine stops us after its syncer)
-                self._flush(conn)
+            self._flush_queued()  # the last answers (the engine stops us after its syncer)
             for key in list(self._sel.get_map().values()):
                 if isinstance(key.fileobj, socket.socket):  # the listener, wake-up, clients
                     with contextlib.suppress(OSError):
                         key.fileobj.close()
             self._sel.close()
             self._wake_w.close()
+
+    def _serve(self, conn: _Conn, events: int) -> None:
+        try:
+            if events & selectors.EVENT_READ:
+                self._read(conn)
+            if events & selectors.EVENT_WRITE and not conn.closed:
+                self._flush(conn)
+        except Exception:  # one client's trouble must not end the control plane
+            log.exception("control connection failed; closed")
+            self._close(conn)
+
+    def _flush_queued(self) -> None:
+        """Send what the syncer queued since the last round."""
+        with self._lock:
+            pending, self._sending = self._sending, set()
+        for conn in pending:
+            self._serve(conn, selectors.EVENT_WRITE)
 
     def _accept(self) -> None:
         assert self._listener is not None
