@@ -40,20 +40,31 @@ def children(pid: int) -> list[int]:
 
 
 def gone(pids: list[int], timeout: float = 10.0) -> None:
-    """Wait (bounded) until each process has exited (gone, or a zombie: its files are closed)."""
+    """Wait (bounded) until every thread of each process has exited. A killed process's leader
+    shows as a zombie at once, but its files (the data dir's lock) are closed only when its last
+    thread has left the kernel: the engine's syncer may be inside an fdatasync."""
     import time
     deadline = time.monotonic() + timeout
-    for pid in pids:
-        while time.monotonic() < deadline:
+
+    def running(pid: int) -> bool:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            return False
+        for tid in tids:
             try:
-                with open(f"/proc/{pid}/stat") as fh:
-                    if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
-                        break
+                with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                    if fh.read().rsplit(")", 1)[1].split()[0] != "Z":
+                        return True
             except OSError:
-                break
+                continue
+        return False
+
+    for pid in pids:
+        while running(pid):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"process {pid} still runs {timeout} s after SIGKILL")
             time.sleep(0.01)
-        else:
-            raise AssertionError(f"process {pid} still runs {timeout} s after SIGKILL")
 
 
 def lock_free(data: Path) -> bool:
